@@ -1,0 +1,64 @@
+"""Backends: one adapter interface (``llm_levels.core.Backend``), one small module per provider.
+
+- ``openai_api.OpenAIBackend``: any OpenAI-compatible server through the official ``openai`` client.
+- ``local_hf.LocalBackend``: a Hugging Face ``transformers`` model running in this process.
+
+The factories below are the one way the rest of the app builds a backend from settings; the heavy
+modules are imported only when a backend is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import HostedEndpoint, Settings
+    from .local_hf import LocalBackend
+    from .openai_api import OpenAIBackend
+
+
+def make_local(
+    settings: "Settings",
+    model_spec: str | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> "LocalBackend":
+    """The local backend for ``model_spec`` (default: ``settings.local_model``), loading it if needed."""
+    from ..models import load_model
+    from .local_hf import LocalBackend
+
+    return LocalBackend(load_model(model_spec or settings.local_model, settings, progress=progress))
+
+
+def make_hosted(
+    settings: "Settings",
+    endpoint: "HostedEndpoint | None" = None,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+) -> "OpenAIBackend":
+    """An OpenAI-compatible backend: the endpoint's (or the main OPENAI_*) settings, overridden per session.
+
+    ``api_key`` given by a session (typed into the UI) wins over the environment's.
+    """
+    import os
+
+    from .openai_api import OpenAIBackend
+
+    if endpoint is None:
+        key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        return OpenAIBackend(
+            model=model or settings.openai_model,
+            api_key=key,
+            base_url=base_url or settings.openai_base_url,
+            timeout_s=settings.request_timeout_s,
+            max_retries=settings.max_retries,
+        )
+    return OpenAIBackend(
+        model=model or endpoint.model,
+        api_key=api_key or endpoint.api_key(),
+        base_url=base_url or endpoint.base_url,
+        name=endpoint.name,
+        timeout_s=settings.request_timeout_s,
+        max_retries=settings.max_retries,
+    )
