@@ -36,10 +36,17 @@ class HostedEndpoint:
     key_env: str | None = None
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
-        env = os.environ if environ is None else environ
-        if not self.key_env:
-            return None
-        return env.get(self.key_env) or None
+        return secret(self.key_env, environ) if self.key_env else None
+
+
+def secret(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Read a secret (an API key) from the environment at the moment it is needed.
+
+    Secrets are deliberately not stored in :class:`Settings`, so settings can be shown or logged freely.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(name, "").strip()
+    return value or None
 
 
 @dataclass(frozen=True)

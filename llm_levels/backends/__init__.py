@@ -36,23 +36,24 @@ def make_hosted(
     api_key: str | None = None,
     base_url: str | None = None,
     model: str | None = None,
+    stream: bool = True,
 ) -> "OpenAIBackend":
     """An OpenAI-compatible backend: the endpoint's (or the main OPENAI_*) settings, overridden per session.
 
     ``api_key`` given by a session (typed into the UI) wins over the environment's.
     """
-    import os
-
+    from ..config import secret
     from .openai_api import OpenAIBackend
 
     if endpoint is None:
-        key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        key = api_key or secret("OPENAI_API_KEY")
         return OpenAIBackend(
             model=model or settings.openai_model,
             api_key=key,
             base_url=base_url or settings.openai_base_url,
             timeout_s=settings.request_timeout_s,
             max_retries=settings.max_retries,
+            stream=stream,
         )
     return OpenAIBackend(
         model=model or endpoint.model,
@@ -61,4 +62,5 @@ def make_hosted(
         name=endpoint.name,
         timeout_s=settings.request_timeout_s,
         max_retries=settings.max_retries,
+        stream=stream,
     )

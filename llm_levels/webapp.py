@@ -1,0 +1,52 @@
+"""The web server: the Gradio UI and the OpenAI-compatible ``/v1`` routes on one port.
+
+``create_app`` builds a FastAPI app, mounts the OpenAI-compatible router (``server.py``) and the Gradio
+Blocks (``ui/``), and starts loading the local model in the background once the server is up, so
+the page answers within seconds while the model loads behind a progress bar.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from .config import Settings
+
+log = logging.getLogger("llm_levels")
+
+
+def create_app(settings: Settings):
+    """Build the ASGI app (FastAPI with Gradio mounted at ``/``) and its shared runtime."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from .runtime import AppRuntime
+    from .server import create_router
+    from .ui.app import build_ui, CSS, THEME
+
+    runtime = AppRuntime(settings)
+    demo = build_ui(runtime)
+    demo.queue(max_size=settings.max_queue_size, default_concurrency_limit=settings.local_concurrency)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        runtime.start()
+        yield
+
+    app = FastAPI(title="llm-levels", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+    app.include_router(create_router(runtime))
+    app = gr.mount_gradio_app(
+        app, demo, path="", server_name=settings.server_name, server_port=settings.server_port,
+        footer_links=["api"], theme=THEME, css=CSS, ssr_mode=False,
+    )
+    return app, runtime
+
+
+def serve(settings: Settings) -> None:
+    """Serve the app on ``settings.server_name:settings.server_port`` until interrupted."""
+    import uvicorn
+
+    app, _ = create_app(settings)
+    log.info("llm-levels on http://%s:%s", settings.server_name, settings.server_port)
+    uvicorn.run(app, host=settings.server_name, port=settings.server_port, log_level="warning")
