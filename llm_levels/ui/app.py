@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..runtime import AppRuntime
+from .shared import create_session_state
 
 THEME = gr.themes.Soft(text_size="lg")
 CSS = """
@@ -17,15 +18,16 @@ def build_ui(runtime: AppRuntime) -> gr.Blocks:
 
     with gr.Blocks(title="llm-levels") as demo:
         gr.Markdown("# llm-levels\nOne prompt, three ways to use a large language model.")
+        session = create_session_state()
         with gr.Tabs():
             with gr.Tab("1 · Chat", id="chat"):
-                chat.build(runtime)
+                chat.build(runtime, session)
             with gr.Tab("2 · Hosted API", id="api"):
-                api.build(runtime)
+                api.build(runtime, session)
             with gr.Tab("3 · Local model", id="local"):
-                local.build(runtime)
+                local.build(runtime, session)
             with gr.Tab("Compare", id="compare"):
-                compare.build(runtime)
+                compare.build(runtime, session)
             with gr.Tab("Lab", id="lab"):
-                lab.build(runtime)
+                lab.build(runtime, session)
     return demo
