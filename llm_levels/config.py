@@ -70,6 +70,8 @@ class Settings:
     max_queue_size: int = 64
     local_api_key_set: bool = False
     allow_custom_base_url: bool = True
+    # Session-typed base URLs may point at loopback/private/link-local hosts (SSRF); see safety.py.
+    allow_private_base_url: bool = False
     allow_model_downloads: bool = True
     max_new_tokens_cap: int = 1024
     max_prompt_chars: int = 20_000
@@ -110,6 +112,7 @@ class Settings:
             max_queue_size=int(_number(env, "MAX_QUEUE_SIZE", 64, 1, 10_000, integer=True)),
             local_api_key_set=bool(env.get("LOCAL_API_KEY", "").strip()),
             allow_custom_base_url=_bool(env, "ALLOW_CUSTOM_BASE_URL", not public),
+            allow_private_base_url=_bool(env, "ALLOW_PRIVATE_BASE_URL", False),
             allow_model_downloads=_bool(env, "ALLOW_MODEL_DOWNLOADS", not public),
             max_new_tokens_cap=int(_number(env, "MAX_NEW_TOKENS_CAP", 1024, 1, 32_768, integer=True)),
             max_prompt_chars=int(_number(env, "MAX_PROMPT_CHARS", 20_000, 100, 10_000_000, integer=True)),

@@ -321,23 +321,46 @@ class Reply:
         return self.usage.output_tokens / self.total_s if self.total_s > 0 else None
 
 
+class ReplyBuilder:
+    """Accumulates a stream one chunk at a time into a :class:`Reply` (what :func:`collect` does).
+
+    For callers that must pass each chunk on as it arrives (a UI streaming the text) and still want
+    the same timings as :func:`collect`: ``add`` every chunk, then ``reply()``.
+    """
+
+    def __init__(self, started: float | None = None) -> None:
+        self.started = started if started is not None else time.perf_counter()
+        self.parts: list[str] = []
+        self.ttft: float | None = None
+        self.usage: Usage | None = None
+        self.finish: str | None = None
+
+    def add(self, c: Chunk) -> None:
+        if c.text:
+            if self.ttft is None:
+                self.ttft = time.perf_counter() - self.started
+            self.parts.append(c.text)
+        if c.usage is not None:
+            self.usage = c.usage
+        if c.finish_reason is not None:
+            self.finish = c.finish_reason
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def reply(self, *, ended: float | None = None) -> Reply:
+        """The answer so far; ``ended`` (a ``perf_counter`` value) fixes the end time, default now."""
+        end = ended if ended is not None else time.perf_counter()
+        return Reply(self.text, self.usage, self.finish, self.ttft, end - self.started)
+
+
 def collect(chunks: Iterable[Chunk], *, started: float | None = None) -> Reply:
     """Drain a stream into a :class:`Reply`, timing the first token and the whole answer."""
-    t0 = started if started is not None else time.perf_counter()
-    parts: list[str] = []
-    ttft = None
-    usage = None
-    finish = None
+    builder = ReplyBuilder(started)
     for c in chunks:
-        if c.text:
-            if ttft is None:
-                ttft = time.perf_counter() - t0
-            parts.append(c.text)
-        if c.usage is not None:
-            usage = c.usage
-        if c.finish_reason is not None:
-            finish = c.finish_reason
-    return Reply("".join(parts), usage, finish, ttft, time.perf_counter() - t0)
+        builder.add(c)
+    return builder.reply()
 
 
 # ---------------------------------------------------------------------------------------------- backend

@@ -7,11 +7,14 @@ user's conversation or key: those live in each session's ``gr.State``.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 from .config import HostedEndpoint, Settings
-from .core import Backend, BackendError
+from .core import Backend, BackendError, GenParams, Message, check_conversation
+from .safety import RateLimiter, SecretRegistry, check_base_url, guarded_http_client
 
 LOCAL = "local"
 APP_ENDPOINT = "app-endpoint"
@@ -37,6 +40,14 @@ class AppRuntime:
         self.models = ModelManager(settings)
         # Limits how many local generations run at once; others wait in Gradio's queue.
         self.local_slots = threading.BoundedSemaphore(settings.local_concurrency)
+        # A random per-process key the app sends to its own /v1 endpoint when LOCAL_API_KEY is unset:
+        # on a non-loopback bind /v1 is then closed to everyone else but still open to the app itself
+        # (server.py accepts it). It never leaves this process.
+        self.internal_api_key = secrets.token_urlsafe(32)
+        # Per-session request limit (REQUESTS_PER_MINUTE) and the secrets scrubbed from logs.
+        self.rate_limiter = RateLimiter(settings.requests_per_minute)
+        self.secrets = SecretRegistry.for_settings(settings)
+        self.secrets.add(self.internal_api_key)
 
     def start(self) -> None:
         """Begin loading the default local model in the background (never at import)."""
@@ -50,6 +61,49 @@ class AppRuntime:
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         return f"http://{host}:{self.settings.server_port}/v1"
+
+    # ------------------------------------------------------------------ per-request guards
+    def check_request(
+        self,
+        session_id: str | None,
+        messages: Sequence[Message],
+        params: GenParams | Mapping[str, Any] | None = None,
+    ) -> GenParams:
+        """Apply the per-request caps before a generation and return the params to use.
+
+        Call it at the edge (a UI event with ``request.session_hash``, an API route) before
+        streaming. Raises :class:`BackendError` with a message that says what to change:
+
+        - the conversation longer than ``MAX_PROMPT_CHARS`` (all messages together) is refused,
+          with its size and the limit; the user's text is never cut silently;
+        - ``max_new_tokens`` above ``MAX_NEW_TOKENS_CAP`` is refused the same way (a UI should set
+          its slider's maximum to the cap, so only API callers meet this);
+        - more than ``REQUESTS_PER_MINUTE`` requests from ``session_id`` in the last minute is
+          refused with kind ``rate_limit`` (429) and when to try again. Only valid requests count.
+
+        ``params`` may be a :class:`GenParams`, a dict of untrusted values, or ``None`` (defaults,
+        with ``max_new_tokens`` lowered to the cap when the default is above it).
+        """
+        cap = self.settings.max_new_tokens_cap
+        if params is None:
+            params = GenParams()
+            if params.max_new_tokens > cap:
+                params = params.with_(max_new_tokens=cap)
+        elif not isinstance(params, GenParams):
+            params = GenParams.from_dict(params)
+        check_conversation(messages, max_chars=self.settings.max_prompt_chars)
+        if params.max_new_tokens > cap:
+            raise BackendError(
+                f"max_new_tokens is {params.max_new_tokens:,}, but this app allows at most {cap:,} "
+                "new tokens per answer (MAX_NEW_TOKENS_CAP): lower it.",
+                kind="bad_request", status=400,
+            )
+        self.rate_limiter.check(session_id)
+        return params
+
+    def remember_secret(self, value: str | None) -> None:
+        """Register a key a session typed, so it is scrubbed from every log line."""
+        self.secrets.add(value)
 
     # ------------------------------------------------------------------ choices
     def hosted_endpoints(self) -> tuple[HostedEndpoint, ...]:
@@ -70,9 +124,14 @@ class AppRuntime:
 
     # ------------------------------------------------------------------ building
     def local_backend(self, spec: str | None = None) -> Backend:
+        # Load (or wait for) the model *before* importing the backend module: importing transformers'
+        # generation classes in this thread while the preload thread is still importing transformers
+        # fails ("cannot import name 'LogitsProcessor'": its lazy module is not safe against
+        # concurrent first imports).
+        loaded = self.models.get(spec)
         from .backends.local_hf import LocalBackend
 
-        return LocalBackend(self.models.get(spec), slots=self.local_slots)
+        return LocalBackend(loaded, slots=self.local_slots)
 
     def hosted_backend(
         self,
@@ -104,12 +163,23 @@ class AppRuntime:
             endpoint = next((e for e in self.hosted_endpoints() if e.name == name), None)
             if endpoint is None:
                 raise BackendError(f"No hosted endpoint named {name!r} is configured.", kind="config", status=400)
-        if base_url and not self.settings.allow_custom_base_url:
-            raise BackendError(
-                "Custom base URLs are turned off on this deployment (ALLOW_CUSTOM_BASE_URL).",
-                kind="config", status=403,
-            )
-        return make_hosted(self.settings, endpoint, api_key=api_key, base_url=base_url, model=model, stream=stream)
+        self.remember_secret(api_key)
+        http_client = None
+        if base_url and self._is_configured_url(base_url):
+            base_url = base_url.strip().rstrip("/")  # the operator's own endpoint: trusted
+        elif base_url:
+            if not self.settings.allow_custom_base_url:
+                raise BackendError(
+                    "Custom base URLs are turned off on this deployment (ALLOW_CUSTOM_BASE_URL).",
+                    kind="config", status=403,
+                )
+            # A session-typed URL: refuse loopback/private/metadata targets (SSRF), see safety.py;
+            # the guarded client checks the address again when it connects (DNS rebinding, redirects).
+            base_url = check_base_url(base_url, self.settings)
+            if not self.settings.allow_private_base_url:
+                http_client = guarded_http_client(self.settings)
+        return make_hosted(self.settings, endpoint, api_key=api_key, base_url=base_url, model=model, stream=stream,
+                           http_client=http_client)
 
     def backend(self, option_id: str, *, api_key: str | None = None) -> Backend:
         """The backend for a picker id with default settings (Chat and Compare use this)."""
@@ -117,8 +187,12 @@ class AppRuntime:
             return self.local_backend()
         return self.hosted_backend(option_id, api_key=api_key)
 
-    @staticmethod
-    def _local_api_key() -> str | None:
+    def _is_configured_url(self, url: str) -> bool:
+        """Whether ``url`` is one the operator configured (env), which needs no SSRF check."""
+        norm = url.strip().rstrip("/")
+        return any(e.base_url and e.base_url.rstrip("/") == norm for e in self.hosted_endpoints())
+
+    def _local_api_key(self) -> str:
         from .config import secret
 
-        return secret("LOCAL_API_KEY")
+        return secret("LOCAL_API_KEY") or self.internal_api_key

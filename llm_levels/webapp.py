@@ -21,10 +21,13 @@ def create_app(settings: Settings):
     from fastapi import FastAPI
 
     from .runtime import AppRuntime
+    from .safety import install_log_redaction
     from .server import create_router
     from .ui.app import build_ui, CSS, THEME
 
     runtime = AppRuntime(settings)
+    # Before anything logs: scrub every configured key (and keys sessions type) from all log records.
+    install_log_redaction(runtime.secrets)
     demo = build_ui(runtime)
     demo.queue(max_size=settings.max_queue_size, default_concurrency_limit=settings.local_concurrency)
 

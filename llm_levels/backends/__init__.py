@@ -9,7 +9,7 @@ modules are imported only when a backend is built.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import HostedEndpoint, Settings
@@ -37,10 +37,12 @@ def make_hosted(
     base_url: str | None = None,
     model: str | None = None,
     stream: bool = True,
+    http_client: Any = None,
 ) -> "OpenAIBackend":
     """An OpenAI-compatible backend: the endpoint's (or the main OPENAI_*) settings, overridden per session.
 
-    ``api_key`` given by a session (typed into the UI) wins over the environment's.
+    ``api_key`` given by a session (typed into the UI) wins over the environment's. ``http_client``
+    (e.g. ``safety.guarded_http_client``) replaces the HTTP client, for session-supplied base URLs.
     """
     from ..config import secret
     from .openai_api import OpenAIBackend
@@ -54,6 +56,7 @@ def make_hosted(
             timeout_s=settings.request_timeout_s,
             max_retries=settings.max_retries,
             stream=stream,
+            http_client=http_client,
         )
     return OpenAIBackend(
         model=model or endpoint.model,
@@ -63,4 +66,5 @@ def make_hosted(
         timeout_s=settings.request_timeout_s,
         max_retries=settings.max_retries,
         stream=stream,
+        http_client=http_client,
     )

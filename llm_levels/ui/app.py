@@ -1,16 +1,90 @@
-"""Assemble the Blocks: a model-status bar on top, then one tab per level, Compare and Lab."""
+"""Assemble the Blocks: a model-status bar on top, then one tab per level, Compare and Lab.
+
+The status bar polls ``runtime.models.status()`` with a ``gr.Timer`` while the local model loads
+(a progress bar and what is happening), then stops polling and shrinks to one line saying which model
+is loaded, or why it failed. The app serves every tab meanwhile: the hosted API works at once, and a
+local request waits for the model with a visible "loading (NN%)" note.
+"""
 
 from __future__ import annotations
+
+import html
+from typing import Any
 
 import gradio as gr
 
 from ..runtime import AppRuntime
-from .shared import create_session_state
+from .shared import create_session_state, model_status_fields
 
 THEME = gr.themes.Soft(text_size="lg")
+# Presenter-friendly: larger base font, roomy chat, quiet secondary text, no footer clutter.
 CSS = """
-.gradio-container { max-width: 1400px !important; }
+.gradio-container { max-width: 1400px !important; font-size: 17px; }
+.gradio-container .prose { font-size: 1.05rem; }
+#chat-window .message { font-size: 1.08rem; line-height: 1.55; }
+.turn-metrics, .turn-metrics p { color: var(--body-text-color-subdued); font-size: 0.9rem !important; }
+#model-status .status-bar { padding: 10px 14px; border-radius: 10px; border: 1px solid var(--border-color-primary);
+  background: var(--block-background-fill); }
+#model-status .status-text { font-size: 1rem; }
+#model-status .status-track { height: 10px; border-radius: 5px; background: var(--neutral-200);
+  overflow: hidden; margin-top: 8px; }
+#model-status .status-fill { height: 100%; background: var(--color-accent); transition: width 0.4s ease; }
+#model-status .status-ready { color: var(--body-text-color-subdued); font-size: 0.95rem; padding: 2px 4px; }
+#model-status .status-error { color: var(--error-text-color, #b91c1c); }
+.compare-answer { min-height: 180px; }
+footer { opacity: 0.6; }
 """
+
+#: Seconds between two polls of the model status while it loads.
+POLL_EVERY_S = 0.75
+
+
+def _planned_name(runtime: AppRuntime) -> str:
+    """The default local model's display name before it is loaded (no network, no loading)."""
+    try:
+        from ..models import resolve
+
+        return resolve(runtime.settings.local_model, runtime.settings).display_name
+    except Exception:  # a bad LOCAL_MODEL: the status shows the load error soon enough
+        return runtime.settings.local_model
+
+
+def status_view(runtime: AppRuntime, planned: str = "") -> tuple[str, dict[str, Any], bool]:
+    """The status bar's HTML, the status as JSON for API clients, and whether to keep polling.
+
+    ``planned`` is the name shown while nothing is loaded yet (see :func:`_planned_name`).
+    """
+    f = model_status_fields(runtime.models.status())
+    state = f["state"]
+    display = f["display"] or planned or runtime.settings.local_model
+    if state == "ready":
+        loaded = runtime.models.peek()
+        if loaded is not None:  # e.g. "SmolLM2-135M-Instruct (embedded GGUF) · cpu · float32"
+            display = f"{loaded.display_name} · {loaded.device} · {loaded.dtype}"
+        f["display"] = display
+    name = html.escape(display)
+    if state == "ready":
+        body = f'<div class="status-ready">✅ Local model ready: <b>{name}</b></div>'
+        keep = False
+    elif state == "error":
+        err = html.escape(f["error"] or f["message"] or "unknown error")
+        body = (f'<div class="status-bar status-error">❌ The local model could not be loaded: {err}<br>'
+                "The hosted backends still work; pick one in a tab's settings.</div>")
+        keep = False
+    elif state == "loading":
+        pct = f["fraction"] * 100 if f["fraction"] is not None else 0.0
+        msg = html.escape(f["message"] or "starting")
+        body = (f'<div class="status-bar"><div class="status-text">⏳ Loading the local model <b>{name}</b> '
+                f"— {pct:.0f}% · {msg}</div>"
+                f'<div class="status-track"><div class="status-fill" style="width:{pct:.1f}%"></div></div></div>')
+        keep = True
+    else:  # idle: not loaded yet and not loading (PRELOAD_MODEL=false)
+        body = (f'<div class="status-ready">Local model <b>{name}</b> loads on first use '
+                "(a chat with the local backend starts it).</div>")
+        keep = True
+    data = {"state": state, "fraction": f["fraction"], "message": f["message"], "error": f["error"],
+            "model": display}
+    return body, data, keep
 
 
 def build_ui(runtime: AppRuntime) -> gr.Blocks:
@@ -18,6 +92,23 @@ def build_ui(runtime: AppRuntime) -> gr.Blocks:
 
     with gr.Blocks(title="llm-levels") as demo:
         gr.Markdown("# llm-levels\nOne prompt, three ways to use a large language model.")
+        planned = _planned_name(runtime)
+        first_html, first_json, _ = status_view(runtime, planned)
+        status_html = gr.HTML(first_html, elem_id="model-status")
+        status_json = gr.JSON(first_json, visible=False)
+        timer = gr.Timer(POLL_EVERY_S)
+
+        def poll() -> tuple[str, dict[str, Any], Any]:
+            """The local model's status: (bar HTML, {state, fraction, message, error, model}, timer)."""
+            body, data, keep = status_view(runtime, planned)
+            return body, data, gr.Timer(active=keep)
+
+        # Cheap and never queued behind a generation: every open page polls it while the model loads.
+        timer.tick(poll, None, [status_html, status_json, timer], api_name="model_status",
+                   queue=False, show_progress="hidden")
+        demo.load(poll, None, [status_html, status_json, timer], api_visibility="private",
+                  queue=False, show_progress="hidden")
+
         session = create_session_state()
         with gr.Tabs():
             with gr.Tab("1 · Chat", id="chat"):

@@ -1,0 +1,177 @@
+"""``python -m llm_levels chat``: send one prompt to a backend and stream the answer.
+
+Without ``--json`` the answer's text goes to stdout as it arrives. With ``--json`` one JSON object is
+printed at the end::
+
+    {"text", "backend", "model", "usage": {"input_tokens", "output_tokens"} | null,
+     "ttft_s", "total_s", "tokens_per_s", "finish_reason"}
+
+Exit status: 0 on success, 1 when the request fails (one ``error: ...`` line on stderr; text already
+printed stays), 2 for a usage error, 130 when interrupted with Ctrl-C. Settings come from the
+environment as it is (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``, ``LOCAL_MODEL``...):
+the command line does not read ``.env`` (export it, or ``set -a; . ./.env; set +a``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, TextIO
+
+from ..core import Backend, BackendError, GenParams, Message, ReplyBuilder, check_conversation
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("local", "openai"), required=True,
+                   help="local: the model in this process; openai: an OpenAI-compatible server "
+                        "(OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL).")
+    p.add_argument("--prompt", required=True, help="The user message ('-' reads it from stdin).")
+    p.add_argument("--system", default=None, help="An optional system prompt.")
+    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="Most tokens to generate (default 256).")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="0 = greedy, higher = more varied (default 0.7).")
+    p.add_argument("--top-p", type=float, default=None, metavar="P", help="Nucleus sampling (default 1.0).")
+    p.add_argument("--seed", type=int, default=None, help="Fix the random choices (where supported).")
+    p.add_argument("--model", default=None,
+                   help="Model id (openai) or local model: 'embedded', a folder, or a Hub id "
+                        "(default: OPENAI_MODEL / LOCAL_MODEL).")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: OPENAI_BASE_URL).")
+    p.add_argument("--no-stream", action="store_true",
+                   help="openai: ask for the whole answer in one response instead of a stream.")
+    p.add_argument("--json", action="store_true", help="Print one JSON object with text, usage and timings.")
+    p.add_argument("--verbose", action="store_true",
+                   help="Show model-loading progress (shown anyway when stderr is a terminal) and tracebacks.")
+
+
+def run(args: argparse.Namespace) -> int:
+    err = sys.stderr
+    try:
+        params = _params(args)
+        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+        messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
+        check_conversation(messages)
+    except BackendError as e:
+        _error(err, e.message)
+        return EXIT_USAGE
+    try:
+        backend = _backend(args, err)
+        return _generate(backend, messages, params, as_json=args.json, out=sys.stdout, err=err)
+    except KeyboardInterrupt:  # while the model loads
+        _error(err, "interrupted")
+        return EXIT_INTERRUPTED
+    except BackendError as e:
+        _error(err, e.message)
+        return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - the command line shows one line, never a traceback
+        if args.verbose:
+            traceback.print_exc(file=err)
+        _error(err, f"unexpected failure ({type(e).__name__}): {e}. Run again with --verbose for details.")
+        return EXIT_FAILED
+
+
+def _params(args: argparse.Namespace) -> GenParams:
+    given = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+    }
+    return GenParams.from_dict({k: v for k, v in given.items() if v is not None})
+
+
+def _backend(args: argparse.Namespace, err: TextIO) -> Backend:
+    from ..config import Settings
+
+    settings = Settings.from_env()
+    if args.backend == "openai":
+        from ..backends import make_hosted
+
+        return make_hosted(settings, base_url=args.base_url, model=args.model, stream=not args.no_stream)
+    from ..backends import make_local
+
+    show = args.verbose or _isatty(err)
+    return make_local(settings, model_spec=args.model, progress=_progress_printer(err) if show else None)
+
+
+def _generate(backend: Backend, messages: list[Message], params: GenParams, *, as_json: bool,
+              out: TextIO, err: TextIO) -> int:
+    cancel = threading.Event()
+    builder = ReplyBuilder(time.perf_counter())
+    gen = backend.stream(messages, params, cancel)
+    printed = False
+    try:
+        for chunk in gen:
+            builder.add(chunk)
+            if chunk.text and not as_json:
+                out.write(chunk.text)
+                out.flush()
+                printed = True
+    except KeyboardInterrupt:
+        # Stop the backend's work (the HTTP stream, the generate thread), keep what was printed.
+        cancel.set()
+        gen.close()
+        _end_line(out, printed)
+        _error(err, "interrupted")
+        return EXIT_INTERRUPTED
+    except BackendError as e:
+        _end_line(out, printed)
+        _error(err, e.message)
+        return EXIT_FAILED
+    finally:
+        gen.close()
+    reply = builder.reply()
+    if as_json:
+        out.write(json.dumps({
+            "text": reply.text,
+            "backend": backend.kind,
+            "model": backend.model,
+            "usage": reply.usage.to_dict() if reply.usage else None,
+            "ttft_s": _round(reply.ttft_s),
+            "total_s": _round(reply.total_s),
+            "tokens_per_s": _round(reply.tokens_per_s),
+            "finish_reason": reply.finish_reason,
+        }, ensure_ascii=False) + "\n")
+    else:
+        _end_line(out, True)
+    out.flush()
+    return 0
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _end_line(out: TextIO, printed: bool) -> None:
+    if printed:
+        out.write("\n")
+        out.flush()
+
+
+def _error(err: TextIO, message: str) -> None:
+    line = " ".join(str(message).split())  # always one line
+    err.write(f"error: {line}\n")
+    err.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _progress_printer(err: TextIO) -> Callable[[float, str], None]:
+    def progress(fraction: float, message: str) -> None:
+        err.write(f"[{fraction:4.0%}] {message}\n")
+        err.flush()
+
+    return progress

@@ -1,0 +1,302 @@
+"""The Compare tab: one prompt, every chosen backend side by side, streaming at once, one metrics table.
+
+Each backend runs in its own thread and puts what happens (text deltas, the model's name, the final
+metrics, an error) on one queue; a single generator event drains the queue and updates every column,
+the table and the charts together. A failing backend shows its error in its column; the others go on.
+Stop closes the generator, which sets the shared cancel event: every backend stops working.
+
+Columns are built once per backend option (the options are fixed when the app starts) and shown for
+the ticked ones, four to a row. Event: ``compare_run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import gradio as gr
+import pandas as pd
+
+from .. import history as H
+from ..core import BackendError, GenParams
+from ..metrics import TurnMetrics, measure
+from ..runtime import AppRuntime
+from .shared import (SessionState, backend_choices, is_usable, local_queue, model_loading_text, short_label,
+                     uses_local_model)
+
+log = logging.getLogger(__name__)
+
+PER_ROW = 4
+#: Seconds between two screen updates (also how soon Stop takes effect while nothing streams).
+UPDATE_EVERY_S = 0.1
+TABLE_COLUMNS = ["Backend", "Model", "TTFT (s)", "Total (s)", "Tokens/s", "In tokens", "Out tokens", "Cost",
+                 "Finish"]
+
+ABOUT = """
+**Compare** sends the same prompt to every backend you tick, at the same time, and measures each:
+time to the first token (how long you wait before anything appears), total time, decode speed, tokens
+in and out, and the estimated cost. Hosted models are bigger and usually better but cost money and see
+your text; the local model is free and private but small and slow on a CPU. The two local entries
+share one model, so one of them waits for the other (that wait is part of its time to first token).
+"""
+
+
+@dataclass
+class Lane:
+    """One backend's column during a run."""
+
+    option_id: str
+    label: str
+    phase: str = "waiting"  # waiting, streaming, done, error
+    text: str = ""
+    name: str = ""
+    model: str = ""
+    error: str = ""
+    metrics: TurnMetrics | None = None
+
+
+def _price_table(runtime: AppRuntime):
+    """The price table (built-in + PRICE_FILE), or None when pricing is unavailable."""
+    try:
+        from ..pricing import PriceTable
+    except ImportError:  # pragma: no cover - pricing.py is part of the app; keep Compare working without it
+        return None
+    try:
+        return PriceTable.load(runtime.settings.price_file)
+    except BackendError as e:
+        log.warning("prices: %s (using the built-in table)", e)
+        return PriceTable.load(None)
+
+
+def _cost_label(table: Any, lane: Lane) -> str:
+    if table is None or lane.metrics is None:
+        return "unknown"
+    from ..pricing import format_cost
+    from ..core import Usage
+
+    local = uses_local_model(lane.option_id)
+    m = lane.metrics
+    usage = Usage(m.input_tokens, m.output_tokens) if m.input_tokens is not None and m.output_tokens is not None else None
+    return format_cost(table.estimate(lane.model, usage, local=local), local=local)
+
+
+def _fmt(x: float | int | None, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    return str(x) if isinstance(x, int) else f"{x:.{digits}f}"
+
+
+def _table(lanes: list[Lane], prices: Any) -> pd.DataFrame:
+    rows = []
+    for lane in lanes:
+        m = lane.metrics
+        status = {"waiting": "…", "streaming": "streaming", "error": "error"}.get(lane.phase, "")
+        rows.append([
+            short_label(lane.option_id), lane.model or "—",
+            _fmt(m.ttft_s) if m else "—", _fmt(m.total_s) if m else "—",
+            _fmt(m.tokens_per_s, 1) if m else "—",
+            _fmt(m.input_tokens) if m else "—", _fmt(m.output_tokens) if m else "—",
+            _cost_label(prices, lane) if m else "—",
+            (m.finish_reason or "unfinished") if m else status,
+        ])
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _plots(lanes: list[Lane]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    done = [lane for lane in lanes if lane.metrics is not None]
+    ttft = pd.DataFrame({"backend": [short_label(lane.option_id) for lane in done if lane.metrics.ttft_s is not None],
+                         "seconds": [lane.metrics.ttft_s for lane in done if lane.metrics.ttft_s is not None]})
+    tps = pd.DataFrame({
+        "backend": [short_label(lane.option_id) for lane in done if lane.metrics.tokens_per_s is not None],
+        "tokens/s": [lane.metrics.tokens_per_s for lane in done if lane.metrics.tokens_per_s is not None]})
+    return ttft, tps
+
+
+def _column_text(lane: Lane, runtime: AppRuntime) -> str:
+    if lane.phase == "waiting":
+        if uses_local_model(lane.option_id):
+            return "⏳ " + (model_loading_text(runtime) or "Waiting for the local model…")
+        return "⏳ Waiting for the first token…"
+    if lane.phase == "streaming":
+        return lane.text + " ▌"
+    if lane.phase == "error":
+        kept = lane.text + "\n\n" if lane.text.strip() else ""
+        return f"{kept}> ⚠️ **Not answered:** {lane.error}"
+    return lane.text or "*(empty answer)*"
+
+
+def _worker(runtime: AppRuntime, idx: int, option_id: str, messages, params: GenParams, api_key: str | None,
+            cancel: threading.Event, events: "queue.Queue[tuple]") -> None:
+    """Run one backend; report everything on ``events`` as (kind, idx, value)."""
+    stream = None
+    try:
+        if option_id == "app-endpoint":
+            runtime.models.get()  # the endpoint serves this model: load it before the HTTP request
+        backend = runtime.backend(option_id, api_key=api_key)
+        events.put(("backend", idx, (backend.name, backend.model)))
+        if cancel.is_set():
+            return
+        stream = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
+        for chunk in stream:
+            if cancel.is_set():
+                break
+            if chunk.text:
+                events.put(("text", idx, chunk.text))
+        events.put(("done", idx, stream.metrics))
+    except BackendError as e:
+        events.put(("error", idx, (str(e), e.partial_text, stream.metrics if stream else None)))
+    except Exception as e:  # a bug in a backend must not take the other columns down
+        log.exception("compare: backend %s failed", option_id)
+        events.put(("error", idx, (f"Unexpected error ({type(e).__name__}); see the server log.", "", None)))
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def build(runtime: AppRuntime, session: SessionState) -> None:
+    """Build the Compare tab inside the current ``gr.Tab``."""
+    cap = runtime.settings.max_new_tokens_cap
+    choices = backend_choices(runtime)
+    ids = [i for _, i in choices]
+    labels = dict((i, label) for label, i in choices)
+    default = [i for i in ids if is_usable(runtime, i, None)]
+    prices = _price_table(runtime)
+
+    with gr.Row(equal_height=True):
+        prompt = gr.Textbox(label="Prompt", placeholder="One prompt for every backend…", lines=2, max_lines=8,
+                            scale=8, elem_id="compare-prompt")
+        with gr.Column(scale=1, min_width=120):
+            run_btn = gr.Button("Run", variant="primary")
+            stop_btn = gr.Button("Stop", variant="stop")
+    backends = gr.CheckboxGroup(choices=choices, value=default, label="Backends",
+                                info="Hosted ones need a key (from the environment or the Hosted API tab).")
+    with gr.Accordion("Options", open=False):
+        system = gr.Textbox(label="System prompt (optional)", lines=2,
+                            placeholder="e.g. You are a concise assistant. Answer in at most three sentences.")
+        with gr.Row():
+            max_tokens = gr.Slider(1, cap, value=min(256, cap), step=1, label="Max new tokens")
+            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
+                                    info="0 = always the most likely token (fair for comparing).")
+
+    columns: list[gr.Column] = []
+    answers: list[gr.Markdown] = []
+    for start in range(0, len(ids), PER_ROW):
+        with gr.Row(equal_height=True):
+            for option_id in ids[start:start + PER_ROW]:
+                with gr.Column(visible=option_id in default, min_width=240) as col:
+                    gr.Markdown(f"**{labels[option_id]}**")
+                    answers.append(gr.Markdown("", elem_classes="compare-answer", container=True,
+                                               max_height=520))
+                columns.append(col)
+
+    status = gr.Markdown("")
+    table = gr.Dataframe(value=pd.DataFrame(columns=TABLE_COLUMNS), headers=TABLE_COLUMNS, label="Metrics",
+                         interactive=False, wrap=True)
+    with gr.Row():
+        ttft_plot = gr.BarPlot(pd.DataFrame({"backend": [], "seconds": []}), x="backend", y="seconds",
+                               title="Time to first token (s, lower is better)", height=260, sort="y")
+        tps_plot = gr.BarPlot(pd.DataFrame({"backend": [], "tokens/s": []}), x="backend", y="tokens/s",
+                              title="Decode speed (tokens/s, higher is better)", height=260, sort="-y")
+    with gr.Accordion("About Compare", open=False):
+        gr.Markdown(ABOUT)
+
+    n = len(ids)
+
+    def run(text: str, system_prompt: str, max_new: float, temp: float, selected: list[str] | None,
+            api_key: str | None, request: gr.Request) -> Iterator[tuple]:
+        """Send the prompt to every selected backend at once and stream all columns.
+
+        Returns one answer per backend option (in the order of the options; unticked ones empty),
+        then the metrics table, the TTFT chart, the tokens/s chart and a status line.
+        """
+        picked = [i for i in ids if i in (selected or [])]
+        if not (text or "").strip():
+            raise gr.Error("Type a prompt first.")
+        if not picked:
+            raise gr.Error("Tick at least one backend.")
+        messages = H.to_messages([H.user(text)], system=system_prompt)
+        try:
+            params = runtime.check_request(request.session_hash if request else None, messages,
+                                           {"max_new_tokens": int(max_new), "temperature": float(temp)})
+            for _ in picked[1:]:  # one request per backend counts against the session's limit
+                runtime.check_request(request.session_hash if request else None, messages, params)
+        except BackendError as e:
+            raise gr.Error(str(e)) from e
+
+        lanes = [Lane(i, labels[i]) for i in picked]
+        pos = {i: k for k, i in enumerate(picked)}
+        cancel = threading.Event()
+        events: queue.Queue[tuple] = queue.Queue()
+        for k, lane in enumerate(lanes):
+            threading.Thread(target=_worker, name=f"compare-{lane.option_id}", daemon=True,
+                             args=(runtime, k, lane.option_id, messages, params, api_key, cancel, events)).start()
+        t0 = time.perf_counter()
+
+        def frame(final: bool = False) -> tuple:
+            texts = [_column_text(lanes[pos[i]], runtime) if i in pos else "" for i in ids]
+            ttft, tps = _plots(lanes)
+            running = sum(lane.phase in ("waiting", "streaming") for lane in lanes)
+            elapsed = time.perf_counter() - t0
+            line = (f"Done in {elapsed:.1f} s." if final else f"Running… {running} of {len(lanes)} still "
+                    f"answering ({elapsed:.0f} s)")
+            return (*texts, _table(lanes, prices), ttft, tps, line)
+
+        try:
+            yield frame()
+            last = time.perf_counter()
+            while any(lane.phase in ("waiting", "streaming") for lane in lanes):
+                try:
+                    item = events.get(timeout=UPDATE_EVERY_S)
+                except queue.Empty:
+                    item = None
+                while item is not None:
+                    kind, k, value = item
+                    lane = lanes[k]
+                    if kind == "backend":
+                        lane.name, lane.model = value
+                    elif kind == "text":
+                        lane.phase = "streaming"
+                        lane.text += value
+                    elif kind == "done":
+                        lane.phase, lane.metrics = "done", value
+                    elif kind == "error":
+                        message, partial, metrics = value
+                        lane.phase, lane.error, lane.metrics = "error", message, metrics
+                        if partial and not lane.text:
+                            lane.text = partial
+                    try:
+                        item = events.get_nowait()
+                    except queue.Empty:
+                        item = None
+                now = time.perf_counter()
+                if now - last >= UPDATE_EVERY_S:
+                    last = now
+                    yield frame()  # also a point where Stop can close this generator
+            yield frame(final=True)
+        finally:
+            cancel.set()  # Stop, or the end: every backend still working stops
+
+    def show_columns(selected: list[str] | None) -> list[Any]:
+        return [gr.Column(visible=i in (selected or [])) for i in ids]
+
+    def tick_session_key(key: str | None, selected: list[str] | None) -> Any:
+        """When this session gets a key, tick the hosted backends it makes usable."""
+        sel = list(selected or [])
+        added = [i for i in ids if i not in sel and not uses_local_model(i) and is_usable(runtime, i, key)]
+        return gr.skip() if not added else [i for i in ids if i in sel or i in added]
+
+    outputs = [*answers, table, ttft_plot, tps_plot, status]
+    assert len(answers) == n
+    run_ev = gr.on([run_btn.click, prompt.submit], run,
+                   inputs=[prompt, system, max_tokens, temperature, backends, session.api_key],
+                   outputs=outputs, api_name="compare_run", show_progress="minimal",
+                   show_progress_on=[status], **local_queue(runtime))
+    stop_btn.click(None, None, None, cancels=[run_ev], api_visibility="private", queue=False)
+    backends.change(show_columns, backends, columns, api_visibility="private", queue=False,
+                    show_progress="hidden")
+    session.api_key.change(tick_session_key, [session.api_key, backends], backends, api_visibility="private",
+                           queue=False, show_progress="hidden")

@@ -1,0 +1,1 @@
+def build(runtime, session): import gradio as gr; gr.Markdown("(coming)")

@@ -1,0 +1,362 @@
+"""Level 3, the Local model tab: a ``transformers`` model running inside this app, with every knob.
+
+The model (the embedded default, any local folder or a Hub id) is loaded here, on this machine; the
+tab shows where it runs (device, dtype, the inference path), the sampling settings (do_sample,
+temperature, top_k, top_p, repetition penalty, max new tokens, seed), and, beside the chat, what the
+model really reads: the prompt rendered by the chat template, its tokens with their ids, the
+equivalent plain-``transformers`` code, and per turn TTFT, decode speed and memory.
+
+Events (``api_name``): ``local_send``, ``local_retry``, ``local_undo``, ``local_clear``,
+``local_load_model``, ``local_render_prompt``. Stop cancels a running send/retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Iterator
+
+import gradio as gr
+import pandas as pd
+
+from .. import history as H
+from .. import inspect as I
+from ..core import PARAM_SPECS, BackendError, GenParams
+from ..runtime import AppRuntime
+from ..snippets import transformers_snippet
+from .shared import local_queue, model_status_fields
+
+log = logging.getLogger(__name__)
+
+UPDATE_EVERY_S = 0.05
+
+ABOUT = """
+**Level 3 — the model on your own machine.** The weights are downloaded once and run here with
+Hugging Face `transformers`: nothing leaves this computer, nothing is billed, and every step is open —
+the chat template that turns messages into one prompt, the tokens the model reads, each sampling
+knob. The price is effort and hardware: small models that fit a laptop are slower and much less
+capable than the hosted ones.
+"""
+
+SAMPLING_INFO = "Off: greedy decoding (always the most likely token; temperature, top-k and top-p are ignored)."
+
+
+def build(runtime: AppRuntime, session: Any) -> None:
+    """Build the Local model tab inside the current ``gr.Tab``."""
+    settings = runtime.settings
+    cap = settings.max_new_tokens_cap
+    P = PARAM_SPECS
+
+    # ------------------------------------------------------------------ layout
+    with gr.Accordion("About this level", open=False):
+        gr.Markdown(ABOUT)
+    state = gr.State([])                      # the exact conversation (history.py dicts)
+    rows = gr.State([])                       # metric rows of this session's turns
+    spec_state = gr.State(settings.local_model)  # the model this session talks to
+    with gr.Row():
+        with gr.Column(scale=5):
+            chatbot = gr.Chatbot(label="Conversation (the model runs in this app)", height=460,
+                                 buttons=["copy", "copy_all"], elem_id="local-chat",
+                                 placeholder="### Level 3: your own model\nEverything runs here, in the open.")
+            with gr.Row(equal_height=True):
+                textbox = gr.Textbox(show_label=False, placeholder="Message… (Enter sends)", lines=1,
+                                     max_lines=8, scale=8, elem_id="local-input")
+                send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90)
+                stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90)
+            with gr.Row():
+                retry_btn = gr.Button("↻ Retry", size="sm")
+                undo_btn = gr.Button("↶ Undo", size="sm")
+                clear_btn = gr.Button("🗑 Clear", size="sm")
+                render_btn = gr.Button("Show the prompt", size="sm")
+            metrics_md = gr.Markdown("", elem_classes="turn-metrics")
+            with gr.Accordion("Model", open=True):
+                with gr.Row(equal_height=True):
+                    model_box = gr.Textbox(
+                        value=settings.local_model, label="Model", scale=4,
+                        info="'embedded' (SmolLM2-135M-Instruct, offline), a local folder or a Hub id"
+                             + ("" if settings.allow_model_downloads else " already on this machine (downloads are off)")
+                             + ".")
+                    load_btn = gr.Button("Load", scale=1, min_width=90)
+                model_info = gr.Markdown(_model_info(runtime, settings.local_model))
+            with gr.Accordion("Sampling", open=True):
+                system = gr.Textbox(label="System prompt", lines=2, max_lines=6,
+                                    placeholder="e.g. You are a helpful assistant.",
+                                    info="Becomes the first message; the chat template decides how the model sees it.")
+                with gr.Row():
+                    do_sample = gr.Checkbox(value=False, label="do_sample", info=SAMPLING_INFO)
+                    max_new = gr.Slider(P["max_new_tokens"].minimum, cap, value=min(128, cap), step=1,
+                                        label="max_new_tokens", info=P["max_new_tokens"].description)
+                with gr.Row():
+                    temperature = _slider("temperature", P, minimum=0.05)
+                    top_k = _slider("top_k", P, maximum=200)
+                with gr.Row():
+                    top_p = _slider("top_p", P)
+                    rep = _slider("repetition_penalty", P)
+                seed = gr.Number(value=None, precision=0, minimum=P["seed"].minimum, maximum=P["seed"].maximum,
+                                 label="seed", info=P["seed"].description)
+        with gr.Column(scale=4):
+            gr.Markdown("### Under the hood")
+            with gr.Tabs():
+                with gr.Tab("Prompt"):
+                    prompt_code = gr.Code("", language=None, label="What the model reads (chat template applied)",
+                                          max_lines=30, buttons=["copy"])
+                with gr.Tab("Tokens"):
+                    tokens_md = gr.Markdown("Send a message (or press *Show the prompt*) to see its tokens.")
+                    tokens_view = gr.HighlightedText(value=[], label="Prompt tokens (piece · id)",
+                                                     show_legend=False, show_inline_category=True,
+                                                     combine_adjacent=False)
+                with gr.Tab("Python"):
+                    snippet = gr.Code("", language="python", label="The same call with plain transformers",
+                                      max_lines=40, buttons=["copy", "download"])
+                with gr.Tab("Metrics"):
+                    table = gr.Dataframe(pd.DataFrame(columns=I.LOCAL_METRIC_COLUMNS),
+                                         headers=I.LOCAL_METRIC_COLUMNS, label="Per turn", interactive=False,
+                                         wrap=True)
+                    gr.Markdown("TTFT = time to first token (reading the prompt). Tokens/s = decode speed after "
+                                "the first token. RSS = memory of the whole app process; CUDA = GPU memory held "
+                                "by torch. Cost: free (your hardware).", elem_classes="turn-metrics")
+
+    # ------------------------------------------------------------------ helpers
+    def params_from(sample: bool, temp: float, topk: float, topp: float, repp: float, max_tokens: float,
+                    seed_value: float | None) -> dict[str, Any]:
+        return {"temperature": temp if sample else 0.0, "top_k": int(topk), "top_p": topp,
+                "repetition_penalty": repp, "max_new_tokens": int(max_tokens),
+                "seed": None if seed_value is None else int(seed_value)}
+
+    def under_the_hood(backend: Any, messages: list, params: GenParams) -> tuple[str, Any, str, str]:
+        """The rendered prompt, its tokens (view + summary) and the transformers snippet."""
+        prompt = backend.prepare(messages, params.max_new_tokens)
+        tok = backend.tokenizer
+        pairs, summary = I.token_view([(i, tok.decode([i])) for i in prompt.ids])
+        if prompt.truncated_turns:
+            summary += (f" The {prompt.truncated_turns} oldest turn(s) were left out to fit the model's "
+                        "context window.")
+        return prompt.text, pairs, summary, _snippet(runtime, backend, messages, params, prompt.text)
+
+    # ------------------------------------------------------------------ handlers
+    def answer(hist: list, spec: str, system_prompt: str, p: dict[str, Any], table_rows: list,
+               request: gr.Request | None, *, clear_input: bool) -> Iterator[tuple]:
+        skip = gr.skip()
+        wait = H.note("…", title=H.WAIT_TITLE, pending=True)
+        yield (hist + [wait], hist, ("" if clear_input else skip)) + (skip,) * 8
+        measured = None
+        cancel = threading.Event()
+        try:
+            messages = H.to_messages(hist, system=system_prompt)
+            params = runtime.check_request(request.session_hash if request else None, messages, p)
+            backend = None
+            for item in _open_local(runtime, spec):
+                if isinstance(item, str):
+                    yield (hist + [H.note(item, title=H.WAIT_TITLE, pending=True)],) + (skip,) * 10
+                else:
+                    backend = item
+            assert backend is not None
+            text, pairs, summary, code = under_the_hood(backend, messages, params)
+            yield skip, skip, skip, skip, text, summary, pairs, code, skip, skip, _info(backend)
+            from ..metrics import measure
+
+            measured = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
+            last = 0.0
+            for _ in measured:
+                now = time.perf_counter()
+                if now - last >= UPDATE_EVERY_S:
+                    last = now
+                    turn = hist + [H.assistant(measured.text)]
+                    yield (turn, turn) + (skip,) * 9
+            done = hist + [H.assistant(measured.text)] if measured.text else hist + [
+                H.note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
+            mt = measured.metrics
+            mem = I.memory_snapshot(backend.loaded.device)
+            new_rows = list(table_rows or []) + [I.local_metrics_row(len(table_rows or []) + 1, mt, mem)]
+            line = f"**{backend.name}** · {mt.summary()} · {_memory_text(mem)} · free (your hardware)"
+            yield (done, done, skip, line, skip, skip, skip, skip,
+                   pd.DataFrame(new_rows, columns=I.LOCAL_METRIC_COLUMNS), new_rows, skip)
+        except BackendError as e:
+            partial = (measured.text if measured is not None else "") or e.partial_text
+            kept = hist + ([H.assistant(partial)] if partial.strip() else [])
+            failed = kept + [H.note(str(e), title=H.ERROR_TITLE, log=e.kind)]
+            yield (failed, failed, skip, f"not answered ({e.kind})") + (skip,) * 7
+        except Exception as e:  # a bug, not a backend failure: keep the conversation on screen
+            log.exception("local turn failed")
+            partial = measured.text if measured is not None else ""
+            kept = hist + ([H.assistant(partial)] if partial.strip() else [])
+            failed = kept + [H.note(f"Something went wrong inside the app ({type(e).__name__}). Try again; if it "
+                                    "keeps happening, check the server log.", title=H.ERROR_TITLE, log="internal")]
+            yield (failed, failed, skip, "") + (skip,) * 7
+        finally:
+            cancel.set()  # Stop (Gradio closes this generator) lands here: the generate thread ends
+            if measured is not None:
+                measured.close()
+
+    def send(text: str, spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float,
+             repp: float, max_tokens: float, seed_value: float | None, hist: list, table_rows: list,
+             request: gr.Request) -> Iterator[tuple]:
+        """Send a message to the local model and stream the answer; fills prompt, tokens, code, metrics."""
+        if not (text or "").strip():
+            raise gr.Error("Type a message first.")
+        base = H.without_pending(hist or [])
+        p = params_from(sample, temp, topk, topp, repp, max_tokens, seed_value)
+        yield from answer(base + [H.user(text)], spec, system_prompt, p, table_rows, request, clear_input=True)
+
+    def retry(spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float, repp: float,
+              max_tokens: float, seed_value: float | None, hist: list, table_rows: list,
+              request: gr.Request) -> Iterator[tuple]:
+        """Answer the last message again (with sampling on, a new seed gives a new answer)."""
+        base = H.for_retry(H.without_pending(hist or []))
+        if not base:
+            raise gr.Error("Nothing to retry yet: send a message first.")
+        p = params_from(sample, temp, topk, topp, repp, max_tokens, seed_value)
+        yield from answer(base, spec, system_prompt, p, table_rows, request, clear_input=False)
+
+    def undo(hist: list) -> tuple:
+        rest, text = H.undo(H.without_pending(hist or []))
+        return rest, rest, text
+
+    def clear() -> tuple:
+        return [], [], "", "", "", "", [], pd.DataFrame(columns=I.LOCAL_METRIC_COLUMNS), []
+
+    def load(spec_text: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+        """Load a model (embedded, folder or Hub id) for this session; shows progress while it loads."""
+        spec_text = (spec_text or "").strip()
+        if not spec_text:
+            raise gr.Error("Type a model: 'embedded', a folder or a Hub id.")
+        progress(0.0, desc=f"Loading {spec_text}")
+        try:
+            runtime.models.get(spec_text, progress=lambda f, msg: progress(f, desc=msg))
+        except BackendError as e:
+            raise gr.Error(str(e)) from e
+        return spec_text, _model_info(runtime, spec_text)
+
+    def render(text: str, spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float,
+               repp: float, max_tokens: float, seed_value: float | None, hist: list) -> tuple:
+        """The prompt the model would read for this conversation plus the text box (nothing is generated)."""
+        base = H.without_pending(hist or [])
+        if (text or "").strip():
+            base = base + [H.user(text)]
+        messages = H.to_messages(base, system=system_prompt)
+        if not messages:
+            raise gr.Error("Type a message first: the prompt is built from the conversation.")
+        try:
+            params = GenParams.from_dict(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
+            backend = None
+            for item in _open_local(runtime, spec):
+                if not isinstance(item, str):
+                    backend = item
+            assert backend is not None
+            return under_the_hood(backend, messages, params) + (_info(backend),)
+        except BackendError as e:
+            raise gr.Error(str(e)) from e
+
+    # ------------------------------------------------------------------ wiring
+    sampling = [system, do_sample, temperature, top_k, top_p, rep, max_new, seed]
+    outputs = [chatbot, state, textbox, metrics_md, prompt_code, tokens_md, tokens_view, snippet, table, rows,
+               model_info]
+    lane = local_queue(runtime)
+    send_ev = gr.on([textbox.submit, send_btn.click], send,
+                    inputs=[textbox, spec_state, *sampling, state, rows], outputs=outputs,
+                    api_name="local_send", show_progress="minimal", **lane)
+    retry_ev = gr.on([retry_btn.click, chatbot.retry], retry, inputs=[spec_state, *sampling, state, rows],
+                     outputs=outputs, api_name="local_retry", show_progress="minimal", **lane)
+    running = [send_ev, retry_ev]
+    stop_btn.click(None, None, None, cancels=running, api_visibility="private", queue=False)
+    gr.on([undo_btn.click, chatbot.undo], undo, inputs=[state], outputs=[chatbot, state, textbox],
+          api_name="local_undo", cancels=running, concurrency_limit=None, show_progress="hidden")
+    gr.on([clear_btn.click, chatbot.clear], clear, inputs=None,
+          outputs=[chatbot, state, textbox, metrics_md, prompt_code, tokens_md, tokens_view, table, rows],
+          api_name="local_clear", cancels=running, concurrency_limit=None, show_progress="hidden")
+    gr.on([load_btn.click, model_box.submit], load, inputs=[model_box], outputs=[spec_state, model_info],
+          api_name="local_load_model", **lane)
+    render_btn.click(render, inputs=[textbox, spec_state, *sampling, state],
+                     outputs=[prompt_code, tokens_view, tokens_md, snippet, model_info],
+                     api_name="local_render_prompt", concurrency_limit=None)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _slider(name: str, specs: dict, *, minimum: float | None = None, maximum: float | None = None) -> gr.Slider:
+    spec = specs[name]
+    lo = spec.minimum if minimum is None else minimum
+    hi = spec.maximum if maximum is None else maximum
+    return gr.Slider(lo, hi, value=spec.default, step=spec.step, label=name, info=spec.description)
+
+
+def _open_local(runtime: AppRuntime, spec: str) -> Iterator[Any]:
+    """Yield progress lines while the model for ``spec`` loads, then the LocalBackend itself."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["backend"] = runtime.local_backend(spec)
+        except BaseException as e:  # handed to the caller below
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="local-open", daemon=True).start()
+    while not done.wait(0.4):
+        f = model_status_fields(runtime.models.status(spec))
+        pct = f" ({f['fraction'] * 100:.0f}%)" if f["fraction"] is not None and f["state"] == "loading" else ""
+        detail = f": {f['message']}" if f["message"] else ""
+        yield f"The local model is loading{pct}{detail}. Your message is answered as soon as it is ready."
+    error = box.get("error")
+    if isinstance(error, BackendError):
+        raise error
+    if error is not None:
+        raise BackendError(f"Could not prepare the local model: {type(error).__name__}: {error}",
+                           kind="model_load") from error
+    yield box["backend"]
+
+
+def _describe_loaded(loaded: Any) -> str:
+    ctx = f"{loaded.context_window:,} tokens" if loaded.context_window else "unknown"
+    return (f"**{loaded.display_name}** · device **{loaded.device}** · dtype **{loaded.dtype}** · "
+            f"inference path **{loaded.fast_path}** · {loaded.n_params / 1e6:,.1f} M parameters · "
+            f"context window {ctx} · loaded in {loaded.load_s:.1f} s"
+            + (" (from the converted cache)" if loaded.from_cache else ""))
+
+
+def _model_info(runtime: AppRuntime, spec: str) -> str:
+    loaded = runtime.models.peek(spec)
+    if loaded is not None:
+        return _describe_loaded(loaded)
+    f = model_status_fields(runtime.models.status(spec))
+    if f["state"] == "loading":
+        return f"Loading **{spec}**… ({f['message']})"
+    if f["state"] == "error":
+        return f"❌ Could not load **{spec}**: {f['error']}"
+    return f"**{spec}** is not loaded yet: it loads on the first message (or press Load)."
+
+
+def _info(backend: Any) -> str:
+    return _describe_loaded(backend.loaded)
+
+
+def _memory_text(mem: dict[str, float | None]) -> str:
+    parts = []
+    if mem.get("rss_mb") is not None:
+        parts.append(f"RSS {mem['rss_mb']:,.0f} MB")
+    if mem.get("cuda_mb") is not None:
+        parts.append(f"CUDA {mem['cuda_mb']:,.0f} MB")
+    return " · ".join(parts) or "memory unknown"
+
+
+def _snippet(runtime: AppRuntime, backend: Any, messages: list, params: GenParams, prompt_text: str) -> str:
+    """The transformers code for this call, loading the model the way the app found it."""
+    from ..models import EMBEDDED_PACKAGE, resolve
+
+    loaded = backend.loaded
+    try:
+        where = resolve(loaded.spec, runtime.settings)
+    except BackendError:  # the spec resolved when it was loaded; fall back to its id
+        where = None
+    kwargs: dict[str, Any] = {"device": loaded.device, "dtype": loaded.dtype, "seq2seq": loaded.is_seq2seq}
+    if where is not None and where.source == "embedded-gguf":
+        kwargs.update(model_id=where.location, gguf_file=where.gguf_file, gguf_package=EMBEDDED_PACKAGE)
+    elif where is not None:
+        kwargs.update(model_id=where.location, gguf_file=where.gguf_file)
+    else:
+        kwargs.update(model_id=backend.model)
+    if loaded.is_seq2seq or not backend.has_chat_template:
+        kwargs["prompt_text"] = prompt_text  # no chat template: feed the exact text the app built
+    return transformers_snippet(messages, params, **kwargs)

@@ -1,0 +1,68 @@
+"""A tiny run of bench/load_test.py against the real app (the full run is a benchmark, not a test).
+
+Two sessions for five seconds through the real HTTP API (gradio_client), the app's hosted backend
+being a real llm-katan echo server: every reply must echo its own session's prompt (none lost, none
+mixed up), and the app's log must not contain the API key.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_test_module():
+    spec = importlib.util.spec_from_file_location("bench_load_test", ROOT / "bench" / "load_test.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def lt():
+    return _load_test_module()
+
+
+@pytest.mark.timeout(300)
+def test_two_sessions_get_their_own_replies(app_server, lt):
+    info = lt._client(app_server.url).view_api(print_info=False, return_format="dict")
+    backend_id = lt._first_hosted_choice(info)
+    assert backend_id and backend_id.startswith("hosted:")
+    report = lt.run(app_server.url, sessions=2, seconds=5, kind="hosted", backend_id=backend_id, max_new=32,
+                    clear_every=3, pid=None, request_timeout_s=120)
+    assert report["sessions_finished"] == 2
+    assert report["ok"] >= 2, report["errors"]
+    assert report["lost"] == 0 and report["mixed"] == 0, report["errors"]
+    assert report["ok"] + report["rate_limited"] == report["requests"]
+    assert report["latency_p50_s"] is not None and report["latency_p50_s"] > 0
+    log_text = Path(app_server.log_path).read_text(errors="replace")
+    assert app_server.api_key not in log_text
+
+
+@pytest.mark.timeout(300)
+def test_the_session_rate_limit_holds_through_the_real_api(app_server, lt):
+    """One session sending fast is refused with a visible note once over REQUESTS_PER_MINUTE, and the
+    refused prompt stays in its conversation (nothing is lost)."""
+    info = lt._client(app_server.url).view_api(print_info=False, return_format="dict")
+    backend_id = lt._first_hosted_choice(info)
+    client = lt._client(app_server.url)
+    note = None
+    for n in range(1, 400):
+        if n % 10 == 0:
+            client.predict(api_name=lt.CLEAR_API)
+        res = client.predict(f"rate probe {n}", backend_id, 8, api_name=lt.CHAT_API)
+        turns = lt._turns(res[0])
+        if turns[-1]["note"] and turns[-1]["kind"] == "rate_limit":
+            note = turns[-1]
+            assert turns[-2]["role"] == "user" and turns[-2]["text"] == f"rate probe {n}"
+            break
+    assert note is not None, "no request was refused within 400 requests"
+    assert "Try again in" in note["text"]
+    # another session is not affected
+    other = lt._client(app_server.url).predict("hello from another session", backend_id, 8, api_name=lt.CHAT_API)
+    last = lt._turns(other[0])[-1]
+    assert last["role"] == "assistant" and not last["note"] and "hello from another session" in last["text"]

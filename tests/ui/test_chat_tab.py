@@ -1,0 +1,156 @@
+"""The Chat tab, driven through gradio_client against the real running app (real model, real katan server)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import pytest
+from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
+
+from llm_levels import history as H
+from tests.fixtures.app_server import DEAD, KATAN, LOCAL
+
+pytestmark = pytest.mark.slow
+
+
+def send(client, text, backend, max_tokens=8):
+    chat, _textbox, metrics = client.predict(text, backend, max_tokens, api_name="/chat_send")
+    return chat, metrics
+
+
+def turns(chat) -> list[tuple[str, str]]:
+    """(role, text) of the real turns shown, notes left out."""
+    return [(m.role, m.content) for m in H.to_messages(chat)]
+
+
+def tokens_in(metrics: str) -> int:
+    m = re.search(r"(\d+) → (\d+) tokens", metrics)
+    assert m, metrics
+    return int(m.group(1))
+
+
+def test_local_model_streams_and_remembers_the_conversation(app_server):
+    client = app_server.client()
+    job = client.submit("Remember this: the code word is PINEAPPLE.", LOCAL, 12, api_name="/chat_send")
+    chat, _, metrics1 = job.result(timeout=300)
+    # Streaming: the answer grew over several updates before the final one.
+    partials = {H.content_text(out[0][-1]["content"]) for out in job.outputs() if out[0]
+                and out[0][-1]["role"] == "assistant" and not H.is_note(out[0][-1])}
+    assert len(partials) >= 2, partials
+    assert [r for r, _ in turns(chat)] == ["user", "assistant"] and turns(chat)[1][1].strip()
+    assert "local" in metrics1 and "tokens/s" in metrics1
+
+    chat2, metrics2 = send(client, "What is the code word?", LOCAL)
+    assert turns(chat2)[:2] == turns(chat)
+    assert [r for r, _ in turns(chat2)] == ["user", "assistant", "user", "assistant"]
+
+    # Memory: the second prompt carried the first turn; a fresh session's same question does not.
+    _, metrics_fresh = send(app_server.client(), "What is the code word?", LOCAL)
+    assert tokens_in(metrics2) > tokens_in(metrics_fresh) + 10, (metrics2, metrics_fresh)
+
+
+def test_hosted_katan_chat_sends_the_whole_conversation(app_server):
+    client = app_server.client()
+    chat, metrics = send(client, "hello there", KATAN)
+    answer = turns(chat)[-1][1]
+    assert answer.startswith("[echo] model=") and "messages=1 " in answer and "User: hello there" in answer
+    assert "OpenAI-compatible" in metrics
+    chat, _ = send(client, "second", KATAN)
+    assert "messages=3 " in turns(chat)[-1][1] and len(turns(chat)) == 4
+
+
+def test_failing_backend_keeps_history_adds_a_note_and_next_prompt_works(app_server):
+    client = app_server.client()
+    before, _ = send(client, "first", KATAN)
+    chat, metrics = send(client, "this one fails", DEAD)
+    assert chat[: len(before)] == before  # nothing lost
+    assert chat[len(before)]["role"] == "user" and H.content_text(chat[len(before)]["content"]) == "this one fails"
+    note = chat[-1]
+    assert H.is_note(note) and note["metadata"]["title"] == H.ERROR_TITLE
+    assert "connect" in H.content_text(note["content"]).lower()
+    assert "not answered" in metrics
+    # The next prompt works; the model gets the failed user message but never the note.
+    chat, _ = send(client, "after the error", KATAN)
+    assert "messages=4 " in turns(chat)[-1][1] and "User: after the error" in turns(chat)[-1][1]
+    assert any(H.is_note(m) for m in chat)  # the note stays on screen
+    shown = json.dumps(chat)
+    assert app_server.api_key not in shown and "sk-test-dead-endpoint-000" not in shown
+
+
+def test_retry_undo_clear(app_server):
+    client = app_server.client()
+    send(client, "one", KATAN)
+    chat, _ = send(client, "two", KATAN)
+    chat_r, _, _ = client.predict(KATAN, 8, api_name="/chat_retry")
+    assert len(turns(chat_r)) == 4 and turns(chat_r)[:3] == turns(chat)[:3]
+    assert "messages=3 " in turns(chat_r)[-1][1] and "User: two" in turns(chat_r)[-1][1]
+
+    chat_u, textbox, _ = client.predict(api_name="/chat_undo")
+    assert turns(chat_u) == turns(chat)[:2] and textbox == "two"
+    # After undo the conversation goes on from the first turn.
+    chat, _ = send(client, "two again", KATAN)
+    assert "messages=3 " in turns(chat)[-1][1]
+
+    cleared, textbox, metrics = client.predict(api_name="/chat_clear")
+    assert cleared == [] and textbox == "" and metrics == ""
+    chat, _ = send(client, "fresh", KATAN)
+    assert "messages=1 " in turns(chat)[-1][1]
+
+
+def test_empty_message_and_nothing_to_retry_are_refused(app_server):
+    client = app_server.client()
+    with pytest.raises(AppError, match="Type a message"):
+        send(client, "   ", KATAN)
+    with pytest.raises(AppError, match="Nothing to retry"):
+        client.predict(KATAN, 8, api_name="/chat_retry")
+
+
+def test_stop_keeps_the_partial_answer_and_frees_the_model(app_server):
+    client = app_server.client()
+    job = client.submit("Write a long story about a dragon who learns to cook.", LOCAL, 400, api_name="/chat_send")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait until some text has streamed
+        outs = job.outputs()
+        if outs and outs[-1][0] and outs[-1][0][-1]["role"] == "assistant" and not H.is_note(outs[-1][0][-1]):
+            break
+        time.sleep(0.1)
+    job.cancel()
+    t0 = time.monotonic()
+    # The same session goes on: the partial answer is part of the conversation, and the model answers
+    # a new short request long before 400 tokens could have been generated (~15 tokens/s on a CPU).
+    chat, metrics = send(client, "Thanks.", LOCAL, 4)
+    waited = time.monotonic() - t0
+    roles = [r for r, _ in turns(chat)]
+    assert roles == ["user", "assistant", "user", "assistant"], chat
+    assert "local" in metrics
+    assert waited < 60, f"the stopped generation kept the model busy ({waited:.0f} s)"
+
+
+def test_waiting_users_see_their_place_in_the_local_queue(app_server):
+    """Local generations share LOCAL_CONCURRENCY (1) slots in Gradio's queue: the second waits with a rank."""
+    first, second = app_server.client(), app_server.client()
+    job1 = first.submit("Count from one to twenty in words.", LOCAL, 40, api_name="/chat_send")
+    deadline = time.monotonic() + 120
+    while job1.status().code not in (Status.PROCESSING, Status.ITERATING) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job2 = second.submit("Say hi.", LOCAL, 4, api_name="/chat_send")
+    ranks = []
+
+    def watch():
+        while not job2.done():
+            st = job2.status()
+            if st.code == Status.IN_QUEUE and st.rank is not None:
+                ranks.append(st.rank)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    job1.result(timeout=300)
+    chat2, _, _ = job2.result(timeout=300)
+    watcher.join(timeout=10)
+    assert ranks and min(ranks) == 0, ranks  # it waited in the queue, first in line
+    assert turns(chat2)[-1][0] == "assistant"
