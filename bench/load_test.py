@@ -285,6 +285,17 @@ def stop_test(url: str, max_new_long: int, repeats: int = 3) -> list[dict[str, A
     for r in range(repeats):
         a.predict(api_name=CLEAR_API)
         b.predict(api_name=CLEAR_API)
+        # Baseline: B's first token with the model idle (what B would wait without anyone before it).
+        t_idle = time.perf_counter()
+        jb0 = b.submit(f"Say hello to B, run {r}.", "local", 8, api_name=CHAT_API)
+        idle_first = None
+        while time.perf_counter() - t_idle < 60 and not jb0.done():
+            outs = jb0.outputs()
+            if idle_first is None and outs and _first_answer_text(outs[-1][0]):
+                idle_first = time.perf_counter() - t_idle
+            time.sleep(0.01)
+        jb0.result(timeout=60)
+        b.predict(api_name=CLEAR_API)
         ja = a.submit("Write a very long story about a lighthouse keeper, with many chapters.", "local",
                       max_new_long, api_name=CHAT_API)
         t = time.perf_counter()
@@ -302,7 +313,10 @@ def stop_test(url: str, max_new_long: int, repeats: int = 3) -> list[dict[str, A
         b_rank = getattr(jb.status(), "rank", None)
         b_code = str(getattr(jb.status(), "code", ""))
         t_stop = time.perf_counter()
-        ja.cancel()
+        # Like the Stop button: post the cancel and do not wait for it (gradio_client's cancel blocks
+        # until the server has closed A's generator, and gives up after 5 s).
+        cancel_errors: list[str] = []
+        threading.Thread(target=_cancel_quietly, args=(ja, cancel_errors), daemon=True).start()
         first = None
         while time.perf_counter() - t_stop < 60:
             outs = jb.outputs()
@@ -325,10 +339,21 @@ def stop_test(url: str, max_new_long: int, repeats: int = 3) -> list[dict[str, A
             a_text = _first_answer_text(a_outs[-1][0]) if a_outs else ""
         except Exception:  # noqa: BLE001
             pass
-        out.append({"repeat": r, "b_status_while_waiting": b_code, "b_rank_while_waiting": b_rank,
+        out.append({"repeat": r, "cancel_error": cancel_errors[0] if cancel_errors else None,
+                    "b_status_while_waiting": b_code, "b_rank_while_waiting": b_rank,
                     "a_chars_before_stop": len(a_text),
-                    "stop_to_b_first_token_s": None if first is None else round(first, 3)})
+                    "b_idle_first_token_s": None if idle_first is None else round(idle_first, 3),
+                    "stop_to_b_first_token_s": None if first is None else round(first, 3),
+                    # what the Stop itself costs: the wait beyond B's own time to first token
+                    "stop_overhead_s": None if first is None or idle_first is None else round(first - idle_first, 3)})
     return out
+
+
+def _cancel_quietly(job: Any, errors: list[str]) -> None:
+    try:
+        job.cancel()
+    except Exception as e:  # noqa: BLE001 - reported in the figures
+        errors.append(f"{type(e).__name__}: {e}")
 
 
 # ====================================================================================== start mode
@@ -338,11 +363,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, timeout: float) -> None:
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
     import httpx
 
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"the process serving {url} exited ({proc.returncode}):\n{tail}")
         try:
             if httpx.get(url, timeout=2).status_code < 500:
                 return
@@ -376,8 +404,8 @@ class Started:
         self.url = f"http://127.0.0.1:{self.app_port}"
 
     def wait(self) -> None:
-        _wait_http(f"http://127.0.0.1:{self.katan_port}/v1/models", 60)
-        _wait_http(self.url + "/", 180)
+        _wait_http(f"http://127.0.0.1:{self.katan_port}/v1/models", 60, self.katan, self.katan_log)
+        _wait_http(self.url + "/", 180, self.app, self.app_log)
 
     def close(self) -> None:
         for p in (self.app, self.katan):

@@ -8,6 +8,7 @@ names the variable and says what it accepts.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Settings:
     local_api_key_set: bool = False
     allow_custom_base_url: bool = True
     # Session-typed base URLs may point at loopback/private/link-local hosts (SSRF); see safety.py.
+    # from_env defaults it to true only where no one else can reach the UI (loopback bind, not public).
     allow_private_base_url: bool = False
     allow_model_downloads: bool = True
     max_new_tokens_cap: int = 1024
@@ -93,6 +95,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
         public = _bool(env, "PUBLIC_DEPLOYMENT", bool(env.get("SPACE_ID")))
+        server_name = env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1"
         # On a public deployment the risky switches default to off (see SECURITY.md).
         return cls(
             openai_base_url=_url(env, "OPENAI_BASE_URL"),
@@ -106,13 +109,15 @@ class Settings:
             cache_dir=Path(env.get("LLM_LEVELS_CACHE_DIR", "").strip() or Path.home() / ".cache" / "llm-levels"),
             request_timeout_s=_number(env, "REQUEST_TIMEOUT_S", 60.0, 1.0, 600.0),
             max_retries=int(_number(env, "MAX_RETRIES", 2, 0, 10, integer=True)),
-            server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
+            server_name=server_name,
             server_port=int(_number(env, "GRADIO_SERVER_PORT", 7860, 1, 65535, integer=True)),
             local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 1, 1, 64, integer=True)),
             max_queue_size=int(_number(env, "MAX_QUEUE_SIZE", 64, 1, 10_000, integer=True)),
             local_api_key_set=bool(env.get("LOCAL_API_KEY", "").strip()),
             allow_custom_base_url=_bool(env, "ALLOW_CUSTOM_BASE_URL", not public),
-            allow_private_base_url=_bool(env, "ALLOW_PRIVATE_BASE_URL", False),
+            # Only the machine's own user can reach a loopback-bound UI, and they can reach its private
+            # addresses anyway: there a typed http://localhost:11434/v1 (Ollama) just works.
+            allow_private_base_url=_bool(env, "ALLOW_PRIVATE_BASE_URL", not public and _is_loopback(server_name)),
             allow_model_downloads=_bool(env, "ALLOW_MODEL_DOWNLOADS", not public),
             max_new_tokens_cap=int(_number(env, "MAX_NEW_TOKENS_CAP", 1024, 1, 32_768, integer=True)),
             max_prompt_chars=int(_number(env, "MAX_PROMPT_CHARS", 20_000, 100, 10_000_000, integer=True)),
@@ -121,6 +126,17 @@ class Settings:
             preload_model=_bool(env, "PRELOAD_MODEL", True),
             public=public,
         )
+
+
+def _is_loopback(host: str) -> bool:
+    """True for a bind address only this machine can reach (127.0.0.1, ::1, localhost)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _err(name: str, what: str) -> BackendError:

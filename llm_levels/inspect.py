@@ -7,7 +7,6 @@ become ``(piece, id)`` pairs for a highlighted view, a turn's numbers become one
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, is_dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -88,17 +87,16 @@ def response_view(response: Any, redact: Callable[[str], str] | None = None,
     return data
 
 
-def pretty_json(obj: Any) -> str:
-    """Indented JSON text (for a ``gr.Code`` panel), Unicode kept readable."""
-    return json.dumps(obj, indent=2, ensure_ascii=False)
-
-
 # ---------------------------------------------------------------------------------------- tokens
 def visible_piece(piece: str) -> str:
-    """A token's text with invisible characters made visible: ``\\n`` -> ``↵``, tab -> ``⇥``, empty -> ``∅``."""
+    """A token's text with invisible characters made visible.
+
+    Space -> ``␣`` (most word tokens *start* with one, which is worth seeing), ``\\n`` -> ``↵``,
+    tab -> ``⇥``, ``\\r`` -> ``␍``, an empty piece -> ``∅``.
+    """
     if piece == "":
         return "∅"
-    return piece.replace("\r", "␍").replace("\n", "↵").replace("\t", "⇥")
+    return piece.replace(" ", "␣").replace("\r", "␍").replace("\n", "↵").replace("\t", "⇥")
 
 
 def token_view(tokens: Sequence[tuple[int, str]], cap: int = MAX_TOKENS_SHOWN) -> tuple[list[tuple[str, str]], str]:

@@ -58,8 +58,10 @@ class AppRuntime:
     def app_endpoint_url(self) -> str:
         """The app's own OpenAI-compatible endpoint, as a client on this machine reaches it."""
         host = self.settings.server_name
-        if host in ("0.0.0.0", "::", ""):
+        if host in ("0.0.0.0", "::", "[::]", ""):
             host = "127.0.0.1"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address (e.g. ::1) needs brackets in a URL
         return f"http://{host}:{self.settings.server_port}/v1"
 
     # ------------------------------------------------------------------ per-request guards

@@ -28,9 +28,12 @@ the app itself, which calls its own endpoint with a random per-process key
 (:attr:`AppRuntime.internal_api_key`), so the Hosted-API tab's "this app's local endpoint" works
 everywhere.
 
-Load: at most ``LOCAL_CONCURRENCY`` ``/v1`` generations run at once, at most ``MAX_QUEUE_SIZE`` wait
-(more get 429 with ``Retry-After``), each waits at most ``REQUEST_TIMEOUT_S`` (then 503). A request
-that arrives while the model is loading waits for it up to :data:`MODEL_WAIT_S`, then gets 503 with
+Load: at most ``LOCAL_CONCURRENCY`` ``/v1`` generations run at once and at most ``MAX_QUEUE_SIZE``
+wait, first come first served (more get 429 with ``Retry-After``); each waits at most
+:data:`QUEUE_WAIT_S` (then 503), and a client that disconnects while waiting leaves the queue. Past
+this queue, the backend still takes one of the app's shared local slots (``runtime.local_slots``), so
+``/v1`` and the UI tabs never run more than ``LOCAL_CONCURRENCY`` generations together. A request that
+arrives while the model is loading waits for it up to :data:`MODEL_WAIT_S`, then gets 503 with
 ``Retry-After`` (the ``openai`` client retries those by itself).
 
 Each generation runs in its own worker thread, which owns the backend's generator; the event loop
@@ -64,6 +67,9 @@ log = logging.getLogger("llm_levels.server")
 LOCAL_MODEL_ID = "local"
 #: How long a request waits for the local model to finish loading before it gets 503 + Retry-After.
 MODEL_WAIT_S = 30.0
+#: How long a request waits in the ``/v1`` queue for its turn before it gets 503 + Retry-After. Long on
+#: purpose: the queue's length is bounded by MAX_QUEUE_SIZE, and a client that gives up leaves the queue.
+QUEUE_WAIT_S = 300.0
 #: Retry-After (seconds) sent with 503 while the model loads, and with 429/503 when the queue is full.
 RETRY_AFTER_LOADING_S = 5
 RETRY_AFTER_BUSY_S = 2
@@ -194,8 +200,8 @@ class AdmissionQueue:
                 except ValueError:
                     pass
             if isinstance(e, TimeoutError):
-                raise ApiError(503, f"The local model stayed busy for {timeout_s:g} s (REQUEST_TIMEOUT_S). "
-                                    "Retry later.", code="busy",
+                raise ApiError(503, f"The local model stayed busy for {timeout_s:g} s: too many requests "
+                                    "are ahead of this one. Retry later.", code="busy",
                                headers={"Retry-After": str(RETRY_AFTER_BUSY_S)}) from None
             raise
 
@@ -347,7 +353,7 @@ def create_router(runtime: Any) -> APIRouter:
             if req.model not in model_ids(runtime):
                 raise unknown_model(req.model, runtime)
             backend = await until_disconnect(request, local_backend(runtime))
-            await until_disconnect(request, queue.acquire(settings.request_timeout_s))
+            await until_disconnect(request, queue.acquire(QUEUE_WAIT_S))
             loop = asyncio.get_running_loop()
             gen = Generation(backend, req.messages, req.params, request_id=request_id,
                              on_end=lambda: queue.release_threadsafe(loop)).start()
@@ -625,14 +631,17 @@ async def local_backend(runtime: Any) -> Backend:
 
 
 def _safe_status(runtime: Any) -> str:
+    """`` (42%, Loading the weights)`` from the model manager's status, or nothing."""
     try:
         st = runtime.models.status()
-        frac = getattr(st, "fraction", None)
-        msg = getattr(st, "message", "") or ""
-        return (f" ({frac:.0%}" if isinstance(frac, (int, float)) else " (") + (f", {msg})" if msg else ")") \
-            if (frac is not None or msg) else ""
-    except Exception:
+    except Exception:  # informative only
         return ""
+    parts = []
+    if isinstance(getattr(st, "fraction", None), (int, float)):
+        parts.append(f"{st.fraction:.0%}")
+    if getattr(st, "message", ""):
+        parts.append(str(st.message))
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 async def until_disconnect(request: Any, awaitable: Any) -> Any:

@@ -87,28 +87,6 @@ def _kwargs_lines(kwargs: Mapping[str, Any], indent: str = "    ",
 
 
 # ------------------------------------------------------------------------------------------- openai
-def openai_request(model: str, messages: Sequence[Message], params: GenParams, *, stream: bool) -> dict[str, Any]:
-    """The ``chat.completions.create`` arguments for a call (a preview before anything was sent).
-
-    After a call, the tabs show the backend's own ``last_request`` instead: the request that really went out.
-    """
-    req: dict[str, Any] = {
-        "model": model,
-        "messages": [m.to_dict() for m in messages],
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "max_tokens": params.max_new_tokens,
-    }
-    if params.seed is not None:
-        req["seed"] = params.seed
-    if params.stop:
-        req["stop"] = list(params.stop)
-    req["stream"] = stream
-    if stream:
-        req["stream_options"] = {"include_usage": True}
-    return req
-
-
 def openai_snippet(
     request: Mapping[str, Any],
     *,

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,6 +88,27 @@ def test_hub_ids_are_refused_when_downloads_are_off():
     with pytest.raises(BackendError, match="ALLOW_MODEL_DOWNLOADS") as e:
         resolve("someone/some-model-not-cached", Settings(allow_model_downloads=False))
     assert e.value.kind == "config" and e.value.status == 403
+
+
+def test_a_hub_model_already_in_the_local_cache_loads_offline_even_with_downloads_off(
+        tiny_causal_dir, tmp_path, monkeypatch):
+    """A real Hugging Face cache layout (refs/main -> snapshots/<commit>/...), read with no network."""
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--llm-levels-tests--tiny-llama"
+    shutil.copytree(tiny_causal_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    settings = cpu_settings(allow_model_downloads=False)
+    assert resolve("llm-levels-tests/tiny-llama", settings).source == "hub"
+    lm = load_model("llm-levels-tests/tiny-llama", settings)
+    assert (lm.source, lm.display_name, lm.model_id) == ("hub", "llm-levels-tests/tiny-llama",
+                                                         "llm-levels-tests/tiny-llama")
+    assert LocalBackend(lm).complete(QUESTION, GenParams(max_new_tokens=3, temperature=0)).usage.output_tokens <= 3
+    with pytest.raises(BackendError, match="ALLOW_MODEL_DOWNLOADS"):
+        resolve("llm-levels-tests/other-model", settings)
 
 
 def test_unknown_hub_id_offline_is_a_clear_not_found():
@@ -214,7 +236,7 @@ def test_embedded_model_loads_from_the_disk_cache_and_answers_the_same(embedded_
 
 
 @pytest.mark.slow
-def test_a_corrupt_converted_copy_is_rebuilt(embedded_model, local_backend, tmp_path):
+def test_a_corrupt_converted_copy_is_rebuilt(embedded_model, tmp_path):
     """Costs one real GGUF conversion (~30 s): the rebuild is the thing under test."""
     settings = replace(Settings.from_env(), cache_dir=tmp_path)
     gguf = models.embedded_gguf_path()
@@ -233,9 +255,13 @@ def test_a_corrupt_converted_copy_is_rebuilt(embedded_model, local_backend, tmp_
     with open(bad / "model.safetensors", "rb") as f, open(good / "model.safetensors", "rb") as g:
         assert f.read(4096) == g.read(4096)
     assert not [p for p in bad.parent.iterdir() if p.name.startswith(".tmp-")]
-    assert LocalBackend(rebuilt).complete(QUESTION, GREEDY).text == local_backend.complete(QUESTION, GREEDY).text
+    # The rebuilt weights are exactly the ones the session's model has.
+    ours = dict(embedded_model.model.named_parameters())
+    assert all(torch.equal(p, ours[name]) for name, p in rebuilt.model.named_parameters())
+    del rebuilt
     # And the rebuilt copy now serves the next load.
     assert load_model("embedded", settings).from_cache is True
+    shutil.rmtree(tmp_path / "converted", ignore_errors=True)  # 0.5 GB: do not keep it among pytest's tmp dirs
 
 
 # ----------------------------------------------------------------------------------------- manager
@@ -258,7 +284,11 @@ def test_manager_loads_once_under_concurrent_requests(tiny_causal_dir, monkeypat
                for i in range(2)]
     for t in threads:
         t.start()
-    threads[0].join(0.3)
+    # Wait until both requests are in: one loading (held at the gate), one waiting for it.
+    deadline = time.monotonic() + 20
+    while len(manager._listeners.get(manager._key(None), [])) < 2 or not calls:
+        assert time.monotonic() < deadline, "the two requests never overlapped"
+        time.sleep(0.01)
     assert manager.status().state == "loading"
     gate.set()
     for t in threads:

@@ -155,9 +155,18 @@ def test_slow_dns_gives_up_after_the_timeout(monkeypatch):
     assert e.value.kind == "timeout" and e.value.retryable
 
 
-def test_setting_is_read_from_the_environment():
-    assert Settings.from_env({}).allow_private_base_url is False
-    assert Settings.from_env({"ALLOW_PRIVATE_BASE_URL": "true"}).allow_private_base_url is True
+def test_private_targets_default_to_allowed_only_where_nobody_else_can_reach_the_ui():
+    # a laptop: the UI listens on loopback only, so a typed http://localhost:11434/v1 works
+    assert Settings.from_env({}).allow_private_base_url is True
+    assert Settings.from_env({"GRADIO_SERVER_NAME": "::1"}).allow_private_base_url is True
+    # reachable by others: refused unless explicitly allowed
+    assert Settings.from_env({"GRADIO_SERVER_NAME": "0.0.0.0"}).allow_private_base_url is False
+    assert Settings.from_env({"GRADIO_SERVER_NAME": "192.168.1.5"}).allow_private_base_url is False
+    assert Settings.from_env({"PUBLIC_DEPLOYMENT": "true"}).allow_private_base_url is False
+    assert Settings.from_env({"SPACE_ID": "me/app", "GRADIO_SERVER_NAME": "0.0.0.0"}).allow_private_base_url is False
+    assert Settings.from_env({"SPACE_ID": "me/app", "ALLOW_PRIVATE_BASE_URL": "true"}).allow_private_base_url is True
+    assert Settings.from_env({"ALLOW_PRIVATE_BASE_URL": "false"}).allow_private_base_url is False
+    assert Settings().allow_private_base_url is False  # the dataclass itself is strict
     with pytest.raises(BackendError, match="ALLOW_PRIVATE_BASE_URL"):
         Settings.from_env({"ALLOW_PRIVATE_BASE_URL": "maybe"})
 

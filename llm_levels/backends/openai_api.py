@@ -203,7 +203,6 @@ class OpenAIBackend(Backend):
         self.last_request = body
         self.last_response = None
         deadline = time.monotonic() + self.timeout_s
-        state = _Attempt()
         swapped = False
         attempt = 0
         while True:
@@ -442,11 +441,14 @@ class OpenAIBackend(Backend):
                 return _Failed(err(msg, "rate_limit", 429, True), e, retry_after)
             if status >= 500 or status in _RETRY_STATUSES:
                 retry_after = _retry_after(e.response.headers)
-                what = {502: "bad gateway", 503: "service unavailable", 504: "gateway timeout"}.get(status, "server error")
+                what = {408: "request timeout", 409: "conflict", 502: "bad gateway", 503: "service unavailable",
+                        504: "gateway timeout"}.get(status, "server error")
                 msg = f"{host} had an error ({status} {what}): try again later.{quoted}"
                 return _Failed(err(msg, "server", 502 if status >= 500 else status, True), e, retry_after)
             if status in (400, 422):
-                if (e.param or "") in _TOKEN_PARAMS or re.search(r"max_(completion_)?tokens", said):
+                # Swap only when the server says it does not take the parameter (not for "too large").
+                names_it = (e.param or "") in _TOKEN_PARAMS or re.search(r"max_(completion_)?tokens", said)
+                if names_it and re.search(r"unsupported|not supported|unrecognized|unknown|extra|instead", said, re.I):
                     swap = True
                 msg = f"{host} refused the request as invalid ({status}).{quoted or ' Check the settings.'}"
                 failed = _Failed(err(msg, "bad_request", 400), e)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -99,7 +100,17 @@ def _backend(args: argparse.Namespace, err: TextIO) -> Backend:
     from ..backends import make_local
 
     show = args.verbose or _isatty(err)
+    if not show:
+        _quiet_transformers()
     return make_local(settings, model_spec=args.model, progress=_progress_printer(err) if show else None)
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or warnings from transformers on a stderr that a script reads."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _generate(backend: Backend, messages: list[Message], params: GenParams, *, as_json: bool,
@@ -112,9 +123,9 @@ def _generate(backend: Backend, messages: list[Message], params: GenParams, *, a
         for chunk in gen:
             builder.add(chunk)
             if chunk.text and not as_json:
+                printed = True  # before writing: a Ctrl-C right after the write must still end the line
                 out.write(chunk.text)
                 out.flush()
-                printed = True
     except KeyboardInterrupt:
         # Stop the backend's work (the HTTP stream, the generate thread), keep what was printed.
         cancel.set()
@@ -125,6 +136,12 @@ def _generate(backend: Backend, messages: list[Message], params: GenParams, *, a
     except BackendError as e:
         _end_line(out, printed)
         _error(err, e.message)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop generating; silence Python's own flush at exit.
+        cancel.set()
+        gen.close()
+        _silence(out)
         return EXIT_FAILED
     finally:
         gen.close()
@@ -160,6 +177,14 @@ def _error(err: TextIO, message: str) -> None:
     line = " ".join(str(message).split())  # always one line
     err.write(f"error: {line}\n")
     err.flush()
+
+
+def _silence(out: TextIO) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _isatty(stream: Any) -> bool:

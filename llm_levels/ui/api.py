@@ -33,7 +33,7 @@ from ..metrics import measure
 from ..pricing import PRICING_NOTE, PriceTable, format_cost
 from ..runtime import APP_ENDPOINT, HOSTED_PREFIX, SESSION_HOSTED, AppRuntime
 from ..server import LOCAL_MODEL_ID
-from ..snippets import openai_request, openai_snippet
+from ..snippets import openai_snippet
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ def build(runtime: AppRuntime, session: Any) -> None:
     prices = _price_table(runtime)
     endpoints = {HOSTED_PREFIX + ep.name: ep for ep in runtime.hosted_endpoints()}
 
-    choices: list[tuple[str, str]] = [(o.label, o.id) for o in runtime.backend_options() if o.id in endpoints]
+    # The runtime's labels say "Hosted API · ..." for pickers that mix levels; here every option is hosted.
+    choices: list[tuple[str, str]] = [(o.label.removeprefix("Hosted API · "), o.id)
+                                      for o in runtime.backend_options() if o.id in endpoints]
     if not endpoints:
         choices.append(("OpenAI · api.openai.com (with the key you paste below)", SESSION_HOSTED))
     choices.append(("This app's local endpoint (the local model, no key)", APP_ENDPOINT))
@@ -128,11 +130,12 @@ def build(runtime: AppRuntime, session: Any) -> None:
             metrics_md = gr.Markdown("", elem_classes="turn-metrics")
             with gr.Accordion("Request settings", open=True):
                 with gr.Row():
-                    endpoint = gr.Dropdown(choices=choices, value=default_option, label="Endpoint", scale=2)
-                    model = gr.Dropdown(choices=[default_model(default_option)],
-                                        value=default_model(default_option), allow_custom_value=True,
-                                        label="Model", info="Type any id, or fetch the server's list.", scale=2)
-                    fetch_btn = gr.Button("Fetch models", size="sm", scale=1, min_width=110)
+                    endpoint = gr.Dropdown(choices=choices, value=default_option, label="Endpoint", scale=1)
+                    with gr.Column(scale=1):
+                        model = gr.Dropdown(choices=[default_model(default_option)],
+                                            value=default_model(default_option), allow_custom_value=True,
+                                            label="Model", info="Type any id, or fetch the server's list.")
+                        fetch_btn = gr.Button("Fetch models", size="sm")
                 base_url = gr.Textbox(label="Base URL", placeholder="https://api.example.com/v1",
                                       visible=default_option == CUSTOM,
                                       info="An OpenAI-compatible server (vLLM, Ollama, LM Studio…), ending in /v1.")
@@ -150,9 +153,9 @@ def build(runtime: AppRuntime, session: Any) -> None:
                     m = PARAM_SPECS["max_new_tokens"]
                     max_tokens = gr.Slider(m.minimum, cap, value=min(256, cap), step=1, label="max tokens",
                                            info=m.description)
-                    s = PARAM_SPECS["seed"]
-                    seed = gr.Number(value=None, precision=0, minimum=s.minimum, maximum=s.maximum,
-                                     label="seed", info=s.description)
+                    # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
+                    seed = gr.Textbox(value="", label="seed", placeholder="empty = random",
+                                      info=PARAM_SPECS["seed"].description)
                     stream = gr.Checkbox(value=True, label="stream",
                                          info="On: the answer arrives token by token. Off: all at once.")
             no_key = not settings.has_openai_key and not settings.openai_base_url
@@ -161,7 +164,6 @@ def build(runtime: AppRuntime, session: Any) -> None:
                     gr.Markdown(NO_KEY_HELP)
                 with gr.Row(equal_height=True):
                     key_box = gr.Textbox(type="password", label="API key", placeholder="sk-…", scale=4,
-                                         autocomplete="off",
                                          info="Used instead of the configured key; forgotten when you close the page.")
                     save_key_btn = gr.Button("Use this key", scale=1, min_width=110)
                     forget_key_btn = gr.Button("Forget key", scale=1, min_width=110)
@@ -170,12 +172,11 @@ def build(runtime: AppRuntime, session: Any) -> None:
             gr.Markdown("### Under the hood")
             with gr.Tabs():
                 with gr.Tab("Python"):
-                    first = target(default_option, None)
                     snippet = gr.Code(
-                        _snippet_for(first, openai_request(default_model(default_option),
-                                                           [Message("user", EXAMPLE_MESSAGE)],
-                                                           GenParams(max_new_tokens=min(256, cap)), stream=True)),
+                        _first_snippet(runtime, target(default_option, None), default_model(default_option),
+                                       GenParams(max_new_tokens=min(256, cap))),
                         language="python", label="This request in Python (runs as is)", max_lines=40,
+                        wrap_lines=True,
                         buttons=["copy", "download"])
                 with gr.Tab("Request"):
                     request_json = gr.JSON(None, label="Raw request body (JSON)", open=True)
@@ -218,7 +219,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
 
     # ------------------------------------------------------------------ handlers
     def answer(hist: list, option_id: str, url: str, model_id: str, system_prompt: str, temp: float,
-               topp: float, max_new: float, seed_value: float | None, use_stream: bool, api_key: str | None,
+               topp: float, max_new: float, seed_value: Any, use_stream: bool, api_key: str | None,
                table_rows: list, request: gr.Request | None, *, clear_input: bool) -> Iterator[tuple]:
         skip = gr.skip()
         wait = H.note("…", title=H.WAIT_TITLE, pending=True)
@@ -230,10 +231,8 @@ def build(runtime: AppRuntime, session: Any) -> None:
         try:
             tgt = target(option_id, url)
             messages = H.to_messages(hist, system=system_prompt)
-            params = runtime.check_request(
-                request.session_hash if request else None, messages,
-                {"temperature": temp, "top_p": topp, "max_new_tokens": int(max_new),
-                 "seed": None if seed_value is None else int(seed_value)})
+            params = runtime.check_request(request.session_hash if request else None, messages,
+                                           params_from(temp, topp, max_new, seed_value))
             backend = open_backend(tgt, model_id, bool(use_stream), api_key)
             # Show what is about to be sent before the answer arrives.
             preview = backend.build_request(messages, params)
@@ -281,31 +280,40 @@ def build(runtime: AppRuntime, session: Any) -> None:
             if measured is not None:
                 measured.close()
 
-    def validate(option_id: str, url: str) -> None:
+    def params_from(temp: float, topp: float, max_new: float, seed_value: Any) -> dict[str, Any]:
+        # Raw values: GenParams.from_dict coerces and validates them (an empty seed means random).
+        return {"temperature": temp, "top_p": topp, "max_new_tokens": max_new, "seed": seed_value}
+
+    def validate(option_id: str, url: str, p: dict[str, Any] | None = None) -> None:
         """Input checks that raise gr.Error before anything changes on screen (nothing is lost)."""
         tgt = target(option_id, url)
         if tgt.option_id == CUSTOM and not tgt.base_url:
             raise gr.Error("Type the server's base URL first (e.g. http://localhost:8000/v1).")
+        if p is not None:
+            try:
+                GenParams.from_dict(p)
+            except BackendError as e:
+                raise gr.Error(str(e)) from e
 
     def send(text: str, option_id: str, url: str, model_id: str, system_prompt: str, temp: float, topp: float,
-             max_new: float, seed_value: float | None, use_stream: bool, hist: list, api_key: str | None,
+             max_new: float, seed_value: Any, use_stream: bool, hist: list, api_key: str | None,
              table_rows: list, request: gr.Request) -> Iterator[tuple]:
         """Send a message through the API and stream the answer; fills the snippet, JSON and metrics."""
         if not (text or "").strip():
             raise gr.Error("Type a message first.")
-        validate(option_id, url)
+        validate(option_id, url, params_from(temp, topp, max_new, seed_value))
         base = H.without_pending(hist or [])
         yield from answer(base + [H.user(text)], option_id, url, model_id, system_prompt, temp, topp, max_new,
                           seed_value, use_stream, api_key, table_rows, request, clear_input=True)
 
     def retry(option_id: str, url: str, model_id: str, system_prompt: str, temp: float, topp: float,
-              max_new: float, seed_value: float | None, use_stream: bool, hist: list, api_key: str | None,
+              max_new: float, seed_value: Any, use_stream: bool, hist: list, api_key: str | None,
               table_rows: list, request: gr.Request) -> Iterator[tuple]:
         """Send the last message again (its previous answer is removed)."""
         base = H.for_retry(H.without_pending(hist or []))
         if not base:
             raise gr.Error("Nothing to retry yet: send a message first.")
-        validate(option_id, url)
+        validate(option_id, url, params_from(temp, topp, max_new, seed_value))
         yield from answer(base, option_id, url, model_id, system_prompt, temp, topp, max_new, seed_value,
                           use_stream, api_key, table_rows, request, clear_input=False)
 
@@ -381,6 +389,17 @@ def build(runtime: AppRuntime, session: Any) -> None:
 
 def _snippet_for(tgt: Target, request: dict[str, Any]) -> str:
     return openai_snippet(request, base_url=tgt.base_url, key_env=tgt.key_env, app_endpoint=tgt.app_endpoint)
+
+
+def _first_snippet(runtime: AppRuntime, tgt: Target, model_id: str, params: GenParams) -> str:
+    """The snippet shown before anything was sent: an example message with the default settings."""
+    try:
+        backend = runtime.hosted_backend(tgt.option_id, model=model_id, stream=True)  # no network here
+        request = backend.build_request([Message("user", EXAMPLE_MESSAGE)], params)
+    except BackendError as e:  # a misconfigured endpoint: the tab still opens, the send explains
+        log.warning("no example snippet for %s: %s", tgt.option_id, e)
+        return ""
+    return _snippet_for(tgt, request)
 
 
 def _price_table(runtime: AppRuntime) -> PriceTable:

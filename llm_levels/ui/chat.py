@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import gradio as gr
 
 from .. import history as H
-from ..core import BackendError
+from ..core import BackendError, GenParams
 from ..metrics import measure
 from ..runtime import AppRuntime
 from .shared import BackendOpener, SessionState, backend_choices, local_queue
@@ -89,8 +89,16 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         gr.Markdown(ABOUT)
 
     # ------------------------------------------------------------------ handlers
-    def answer(hist: list[dict[str, Any]], backend_id: str, max_new: float, api_key: str | None,
-               request: gr.Request | None, *, clear_input: bool) -> Iterator[Outputs]:
+    def checked(hist: list[dict[str, Any]], max_new: float, request: gr.Request | None) -> GenParams:
+        """The request's settings, after the app's caps and rate limit (gr.Error before anything changes)."""
+        try:
+            return runtime.check_request(request.session_hash if request else None, H.to_messages(hist),
+                                         {"max_new_tokens": int(max_new)})
+        except BackendError as e:
+            raise gr.Error(str(e)) from e
+
+    def answer(hist: list[dict[str, Any]], params: GenParams, backend_id: str, api_key: str | None,
+               *, clear_input: bool) -> Iterator[Outputs]:
         """Stream the answer to the conversation ``hist`` (ending with the user's message)."""
         wait = H.note("…", title=H.WAIT_TITLE, pending=True)
         yield hist + [wait], hist, ("" if clear_input else gr.skip()), ""
@@ -99,11 +107,9 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         cancel = threading.Event()
         try:
             messages = H.to_messages(hist)
-            params = runtime.check_request(
-                request.session_hash if request else None, messages, {"max_new_tokens": int(max_new)})
             opener = BackendOpener(runtime, backend_id, api_key)
             while not opener.wait(0.4):
-                shown = hist + [H.note(opener.progress_text(), title=H.WAIT_TITLE, pending=True)]
+                shown = hist + [H.note(opener.progress_text(), title=opener.progress_title(), pending=True)]
                 yield shown, hist, gr.skip(), gr.skip()
             backend = opener.result()
             backend_label = backend.name
@@ -142,8 +148,9 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         """Send a message and stream the answer. Returns (chat, textbox, metrics line)."""
         if not (text or "").strip():
             raise gr.Error("Type a message first.")
-        base = H.without_pending(hist or [])
-        yield from answer(base + [H.user(text)], backend_id, max_new, api_key, request, clear_input=True)
+        turn = H.without_pending(hist or []) + [H.user(text)]
+        params = checked(turn, max_new, request)
+        yield from answer(turn, params, backend_id, api_key, clear_input=True)
 
     def retry(backend_id: str, max_new: float, hist: list, api_key: str | None,
               request: gr.Request) -> Iterator[Outputs]:
@@ -151,7 +158,8 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         base = H.for_retry(H.without_pending(hist or []))
         if not base:
             raise gr.Error("Nothing to retry yet: send a message first.")
-        yield from answer(base, backend_id, max_new, api_key, request, clear_input=False)
+        params = checked(base, max_new, request)
+        yield from answer(base, params, backend_id, api_key, clear_input=False)
 
     def undo(hist: list) -> tuple[Any, Any, Any, Any]:
         """Remove the last message and its answer; the message goes back into the text box."""

@@ -22,9 +22,10 @@ import gradio as gr
 import pandas as pd
 
 from .. import history as H
-from ..core import BackendError, GenParams
+from ..core import BackendError, GenParams, Usage
 from ..metrics import TurnMetrics, measure
-from ..runtime import AppRuntime
+from ..pricing import PriceTable, format_cost
+from ..runtime import APP_ENDPOINT, AppRuntime
 from .shared import (SessionState, backend_choices, is_usable, local_queue, model_loading_text, short_label,
                      uses_local_model)
 
@@ -53,18 +54,13 @@ class Lane:
     label: str
     phase: str = "waiting"  # waiting, streaming, done, error
     text: str = ""
-    name: str = ""
     model: str = ""
     error: str = ""
     metrics: TurnMetrics | None = None
 
 
-def _price_table(runtime: AppRuntime):
-    """The price table (built-in + PRICE_FILE), or None when pricing is unavailable."""
-    try:
-        from ..pricing import PriceTable
-    except ImportError:  # pragma: no cover - pricing.py is part of the app; keep Compare working without it
-        return None
+def _price_table(runtime: AppRuntime) -> PriceTable:
+    """The price table: built-in prices plus PRICE_FILE (a broken file falls back to the built-ins)."""
     try:
         return PriceTable.load(runtime.settings.price_file)
     except BackendError as e:
@@ -72,15 +68,12 @@ def _price_table(runtime: AppRuntime):
         return PriceTable.load(None)
 
 
-def _cost_label(table: Any, lane: Lane) -> str:
-    if table is None or lane.metrics is None:
-        return "unknown"
-    from ..pricing import format_cost
-    from ..core import Usage
-
-    local = uses_local_model(lane.option_id)
+def _cost_label(table: PriceTable, lane: Lane) -> str:
+    """"free (your hardware)" for local answers, "$0.000123" when the model's price is known, else "unknown"."""
     m = lane.metrics
-    usage = Usage(m.input_tokens, m.output_tokens) if m.input_tokens is not None and m.output_tokens is not None else None
+    local = uses_local_model(lane.option_id)
+    known = m is not None and m.input_tokens is not None and m.output_tokens is not None
+    usage = Usage(m.input_tokens, m.output_tokens) if known else None
     return format_cost(table.estimate(lane.model, usage, local=local), local=local)
 
 
@@ -90,7 +83,7 @@ def _fmt(x: float | int | None, digits: int = 2) -> str:
     return str(x) if isinstance(x, int) else f"{x:.{digits}f}"
 
 
-def _table(lanes: list[Lane], prices: Any) -> pd.DataFrame:
+def _table(lanes: list[Lane], prices: PriceTable) -> pd.DataFrame:
     rows = []
     for lane in lanes:
         m = lane.metrics
@@ -101,7 +94,7 @@ def _table(lanes: list[Lane], prices: Any) -> pd.DataFrame:
             _fmt(m.tokens_per_s, 1) if m else "—",
             _fmt(m.input_tokens) if m else "—", _fmt(m.output_tokens) if m else "—",
             _cost_label(prices, lane) if m else "—",
-            (m.finish_reason or "unfinished") if m else status,
+            "error" if lane.phase == "error" else (m.finish_reason or "unfinished") if m else status,
         ])
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -134,10 +127,10 @@ def _worker(runtime: AppRuntime, idx: int, option_id: str, messages, params: Gen
     """Run one backend; report everything on ``events`` as (kind, idx, value)."""
     stream = None
     try:
-        if option_id == "app-endpoint":
+        if option_id == APP_ENDPOINT:
             runtime.models.get()  # the endpoint serves this model: load it before the HTTP request
         backend = runtime.backend(option_id, api_key=api_key)
-        events.put(("backend", idx, (backend.name, backend.model)))
+        events.put(("model", idx, backend.model))
         if cancel.is_set():
             return
         stream = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
@@ -178,7 +171,7 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         system = gr.Textbox(label="System prompt (optional)", lines=2,
                             placeholder="e.g. You are a concise assistant. Answer in at most three sentences.")
         with gr.Row():
-            max_tokens = gr.Slider(1, cap, value=min(256, cap), step=1, label="Max new tokens")
+            max_tokens = gr.Slider(1, cap, value=min(128, cap), step=1, label="Max new tokens")
             temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
                                     info="0 = always the most likely token (fair for comparing).")
 
@@ -196,11 +189,12 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     status = gr.Markdown("")
     table = gr.Dataframe(value=pd.DataFrame(columns=TABLE_COLUMNS), headers=TABLE_COLUMNS, label="Metrics",
                          interactive=False, wrap=True)
+    # No sort= here: in Gradio 6.31 a sorted BarPlot stays empty; y from 0 so small bars are visible.
     with gr.Row():
         ttft_plot = gr.BarPlot(pd.DataFrame({"backend": [], "seconds": []}), x="backend", y="seconds",
-                               title="Time to first token (s, lower is better)", height=260, sort="y")
+                               title="Time to first token (s, lower is better)", height=260, y_lim=[0, None])
         tps_plot = gr.BarPlot(pd.DataFrame({"backend": [], "tokens/s": []}), x="backend", y="tokens/s",
-                              title="Decode speed (tokens/s, higher is better)", height=260, sort="-y")
+                              title="Decode speed (tokens/s, higher is better)", height=260, y_lim=[0, None])
     with gr.Accordion("About Compare", open=False):
         gr.Markdown(ABOUT)
 
@@ -256,8 +250,8 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
                 while item is not None:
                     kind, k, value = item
                     lane = lanes[k]
-                    if kind == "backend":
-                        lane.name, lane.model = value
+                    if kind == "model":
+                        lane.model = value
                     elif kind == "text":
                         lane.phase = "streaming"
                         lane.text += value

@@ -79,6 +79,8 @@ def build(runtime: AppRuntime, session: Any) -> None:
                              + ".")
                     load_btn = gr.Button("Load", scale=1, min_width=90)
                 model_info = gr.Markdown(_model_info(runtime, settings.local_model))
+                # Keeps the line above current while the model loads at start-up (then stops polling).
+                info_timer = gr.Timer(1.0)
             with gr.Accordion("Sampling", open=True):
                 system = gr.Textbox(label="System prompt", lines=2, max_lines=6,
                                     placeholder="e.g. You are a helpful assistant.",
@@ -93,14 +95,15 @@ def build(runtime: AppRuntime, session: Any) -> None:
                 with gr.Row():
                     top_p = _slider("top_p", P)
                     rep = _slider("repetition_penalty", P)
-                seed = gr.Number(value=None, precision=0, minimum=P["seed"].minimum, maximum=P["seed"].maximum,
-                                 label="seed", info=P["seed"].description)
+                # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
+                seed = gr.Textbox(value="", label="seed", placeholder="empty = random",
+                                  info=P["seed"].description + " Used only with do_sample.")
         with gr.Column(scale=4):
             gr.Markdown("### Under the hood")
             with gr.Tabs():
                 with gr.Tab("Prompt"):
                     prompt_code = gr.Code("", language=None, label="What the model reads (chat template applied)",
-                                          max_lines=30, buttons=["copy"])
+                                          max_lines=30, wrap_lines=True, buttons=["copy"])
                 with gr.Tab("Tokens"):
                     tokens_md = gr.Markdown("Send a message (or press *Show the prompt*) to see its tokens.")
                     tokens_view = gr.HighlightedText(value=[], label="Prompt tokens (piece · id)",
@@ -108,7 +111,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
                                                      combine_adjacent=False)
                 with gr.Tab("Python"):
                     snippet = gr.Code("", language="python", label="The same call with plain transformers",
-                                      max_lines=40, buttons=["copy", "download"])
+                                      max_lines=40, wrap_lines=True, buttons=["copy", "download"])
                 with gr.Tab("Metrics"):
                     table = gr.Dataframe(pd.DataFrame(columns=I.LOCAL_METRIC_COLUMNS),
                                          headers=I.LOCAL_METRIC_COLUMNS, label="Per turn", interactive=False,
@@ -119,10 +122,18 @@ def build(runtime: AppRuntime, session: Any) -> None:
 
     # ------------------------------------------------------------------ helpers
     def params_from(sample: bool, temp: float, topk: float, topp: float, repp: float, max_tokens: float,
-                    seed_value: float | None) -> dict[str, Any]:
-        return {"temperature": temp if sample else 0.0, "top_k": int(topk), "top_p": topp,
-                "repetition_penalty": repp, "max_new_tokens": int(max_tokens),
-                "seed": None if seed_value is None else int(seed_value)}
+                    seed_value: Any) -> dict[str, Any]:
+        """Raw values for GenParams.from_dict (which coerces and checks them); do_sample off = greedy."""
+        return {"temperature": temp if sample else 0.0, "top_k": topk, "top_p": topp,
+                "repetition_penalty": repp, "max_new_tokens": max_tokens, "seed": seed_value}
+
+    def checked(p: dict[str, Any]) -> dict[str, Any]:
+        """Validate before anything changes on screen: a bad value is an input error, nothing is lost."""
+        try:
+            GenParams.from_dict(p)
+        except BackendError as e:
+            raise gr.Error(str(e)) from e
+        return p
 
     def under_the_hood(backend: Any, messages: list, params: GenParams) -> tuple[str, Any, str, str]:
         """The rendered prompt, its tokens (view + summary) and the transformers snippet."""
@@ -153,7 +164,8 @@ def build(runtime: AppRuntime, session: Any) -> None:
                     backend = item
             assert backend is not None
             text, pairs, summary, code = under_the_hood(backend, messages, params)
-            yield skip, skip, skip, skip, text, summary, pairs, code, skip, skip, _info(backend)
+            info = _info(backend)
+            yield skip, skip, skip, skip, text, summary, pairs, code, skip, skip, info
             from ..metrics import measure
 
             measured = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
@@ -170,8 +182,9 @@ def build(runtime: AppRuntime, session: Any) -> None:
             mem = I.memory_snapshot(backend.loaded.device)
             new_rows = list(table_rows or []) + [I.local_metrics_row(len(table_rows or []) + 1, mt, mem)]
             line = f"**{backend.name}** · {mt.summary()} · {_memory_text(mem)} · free (your hardware)"
-            yield (done, done, skip, line, skip, skip, skip, skip,
-                   pd.DataFrame(new_rows, columns=I.LOCAL_METRIC_COLUMNS), new_rows, skip)
+            # The last update repeats every panel, so an API client's final result holds all of them.
+            yield (done, done, skip, line, text, summary, pairs, code,
+                   pd.DataFrame(new_rows, columns=I.LOCAL_METRIC_COLUMNS), new_rows, info)
         except BackendError as e:
             partial = (measured.text if measured is not None else "") or e.partial_text
             kept = hist + ([H.assistant(partial)] if partial.strip() else [])
@@ -190,23 +203,23 @@ def build(runtime: AppRuntime, session: Any) -> None:
                 measured.close()
 
     def send(text: str, spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float,
-             repp: float, max_tokens: float, seed_value: float | None, hist: list, table_rows: list,
+             repp: float, max_tokens: float, seed_value: Any, hist: list, table_rows: list,
              request: gr.Request) -> Iterator[tuple]:
         """Send a message to the local model and stream the answer; fills prompt, tokens, code, metrics."""
         if not (text or "").strip():
             raise gr.Error("Type a message first.")
         base = H.without_pending(hist or [])
-        p = params_from(sample, temp, topk, topp, repp, max_tokens, seed_value)
+        p = checked(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
         yield from answer(base + [H.user(text)], spec, system_prompt, p, table_rows, request, clear_input=True)
 
     def retry(spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float, repp: float,
-              max_tokens: float, seed_value: float | None, hist: list, table_rows: list,
+              max_tokens: float, seed_value: Any, hist: list, table_rows: list,
               request: gr.Request) -> Iterator[tuple]:
         """Answer the last message again (with sampling on, a new seed gives a new answer)."""
         base = H.for_retry(H.without_pending(hist or []))
         if not base:
             raise gr.Error("Nothing to retry yet: send a message first.")
-        p = params_from(sample, temp, topk, topp, repp, max_tokens, seed_value)
+        p = checked(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
         yield from answer(base, spec, system_prompt, p, table_rows, request, clear_input=False)
 
     def undo(hist: list) -> tuple:
@@ -229,7 +242,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
         return spec_text, _model_info(runtime, spec_text)
 
     def render(text: str, spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float,
-               repp: float, max_tokens: float, seed_value: float | None, hist: list) -> tuple:
+               repp: float, max_tokens: float, seed_value: Any, hist: list) -> tuple:
         """The prompt the model would read for this conversation plus the text box (nothing is generated)."""
         base = H.without_pending(hist or [])
         if (text or "").strip():
@@ -267,6 +280,13 @@ def build(runtime: AppRuntime, session: Any) -> None:
           api_name="local_clear", cancels=running, concurrency_limit=None, show_progress="hidden")
     gr.on([load_btn.click, model_box.submit], load, inputs=[model_box], outputs=[spec_state, model_info],
           api_name="local_load_model", **lane)
+    def refresh_info(spec: str) -> tuple[str, Any]:
+        state_now = model_status_fields(runtime.models.status(spec))["state"]
+        keep = state_now == "loading" or (state_now == "idle" and settings.preload_model)
+        return _model_info(runtime, spec), gr.Timer(active=keep)
+
+    info_timer.tick(refresh_info, [spec_state], [model_info, info_timer], api_visibility="private", queue=False,
+                    show_progress="hidden")
     render_btn.click(render, inputs=[textbox, spec_state, *sampling, state],
                      outputs=[prompt_code, tokens_view, tokens_md, snippet, model_info],
                      api_name="local_render_prompt", concurrency_limit=None)

@@ -107,6 +107,14 @@ def model_status_fields(status: Any) -> dict[str, Any]:
     }
 
 
+def model_loading_percent(runtime: AppRuntime) -> int | None:
+    """How far the local model's load is (0-100) while it loads, else None."""
+    f = model_status_fields(runtime.models.status())
+    if f["state"] != "loading":
+        return None
+    return round((f["fraction"] or 0.0) * 100)
+
+
 def model_loading_text(runtime: AppRuntime) -> str | None:
     """"The model is loading (NN%): …" while the local model loads, else None."""
     f = model_status_fields(runtime.models.status())
@@ -146,6 +154,11 @@ class BackendOpener:
     def wait(self, timeout: float) -> bool:
         """True once the backend is built (or failed)."""
         return self._done.wait(timeout)
+
+    def progress_title(self) -> str:
+        """A short title for a "please wait" note: the loading percentage when the model loads."""
+        pct = model_loading_percent(self.runtime) if uses_local_model(self.option_id) else None
+        return f"⏳ The model is loading ({pct}%)" if pct is not None else "⏳ Please wait"
 
     def progress_text(self) -> str:
         if uses_local_model(self.option_id):

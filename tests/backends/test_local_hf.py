@@ -44,21 +44,21 @@ def tiny_causal(tiny_causal_dir):
 # -------------------------------------------------------------------------------- the real model
 @pytest.mark.slow
 def test_stream_matches_complete_transformers_and_the_tokenizer(local_backend, embedded_model):
-    chunks = list(local_backend.stream(STORY, greedy(12)))
+    chunks = list(local_backend.stream(STORY, greedy(8)))
     last = chunks[-1]
     assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
     streamed = "".join(c.text for c in chunks)
     assert len([c for c in chunks if c.text]) >= 2  # really streamed, not one block
     assert last.finish_reason == "length"
-    reply = local_backend.complete(STORY, greedy(12))
+    reply = local_backend.complete(STORY, greedy(8))
     assert reply.text == streamed and reply.usage == last.usage and reply.ttft_s is not None
 
     prompt = local_backend.render_prompt(STORY)
     prompt_ids = embedded_model.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     assert prompt.endswith("<|im_start|>assistant\n")
     assert last.usage.input_tokens == len(prompt_ids)
-    reference = direct_generate(embedded_model, prompt_ids, max_new_tokens=12, do_sample=False)
-    assert last.usage.output_tokens == len(reference) == 12
+    reference = direct_generate(embedded_model, prompt_ids, max_new_tokens=8, do_sample=False)
+    assert last.usage.output_tokens == len(reference) == 8
     assert last.raw["generated_ids"] == reference
     assert streamed == embedded_model.tokenizer.decode(reference, skip_special_tokens=True)
 
@@ -89,14 +89,14 @@ def test_stop_strings_end_the_answer_and_are_trimmed(local_backend):
 
 @pytest.mark.slow
 def test_seeded_sampling_reproduces_and_matches_transformers(local_backend, embedded_model):
-    params = GenParams(max_new_tokens=10, temperature=0.9, top_p=0.95, top_k=40, seed=1234)
+    params = GenParams(max_new_tokens=8, temperature=0.9, top_p=0.95, top_k=40, seed=1234)
     a = local_backend.complete(STORY, params)
     b = local_backend.complete(STORY, params)
     assert a.text and a.text == b.text
     # The same computation as transformers' own sampling after torch.manual_seed.
     prompt_ids = local_backend.prepare(STORY).ids
     torch.manual_seed(1234)
-    ref = direct_generate(embedded_model, prompt_ids, max_new_tokens=10, do_sample=True,
+    ref = direct_generate(embedded_model, prompt_ids, max_new_tokens=8, do_sample=True,
                           temperature=0.9, top_p=0.95, top_k=40)
     assert a.text == embedded_model.tokenizer.decode(ref, skip_special_tokens=True)
     other = local_backend.complete(STORY, params.with_(seed=99))

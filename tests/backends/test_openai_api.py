@@ -356,6 +356,15 @@ def test_token_limit_parameter_is_swapped_once_when_refused(scripted_server):
     assert b.last_request == second
 
 
+def test_token_limit_too_large_is_not_swapped(scripted_server):
+    scripted_server.push(Act.status(400, {"error": {
+        "message": "'max_tokens' is too large: 5000. This model's maximum context length is 2048 tokens.",
+        "type": "BadRequestError", "param": "max_tokens"}}))
+    err, _, _ = fail(backend(scripted_server.base_url))
+    assert err.kind == "bad_request" and "too large: 5000" in err.message
+    assert len(scripted_server.requests) == 1
+
+
 def test_openai_gets_max_completion_tokens_and_no_local_only_knobs():
     params = GenParams(max_new_tokens=9, top_k=40, repetition_penalty=1.2, top_p=0.9, seed=7, stop=("END",))
     body = backend(None).build_request(HELLO, params)
@@ -392,6 +401,20 @@ def test_raw_chunks_are_capped_but_keep_the_last(scripted_server):
     raw = b.last_response
     assert len(raw) == MAX_RAW_CHUNKS + 2 and "not kept" in raw[-2]["note"]
     assert raw[-1]["usage"]["completion_tokens"] == 300
+
+
+def test_error_event_inside_the_stream_keeps_the_partial_text(scripted_server):
+    scripted_server.push(Act.events(Act.text_chunk("par"), Act.text_chunk("tial"),
+                                    {"error": {"message": "model overloaded", "type": "server_error"}}))
+    err, _, seen = fail(backend(scripted_server.base_url))
+    assert err.kind == "server" and "model overloaded" in err.message and err.partial_text == "partial"
+    assert [c.text for c in seen] == ["par", "tial"] and len(scripted_server.requests) == 1
+
+
+def test_a_stream_that_is_not_json_says_so(scripted_server):
+    scripted_server.push(Act.events("<html>not an API</html>"))
+    err, _, _ = fail(backend(scripted_server.base_url, max_retries=0))
+    assert err.kind == "server" and "not JSON" in err.message and "base URL" in err.message
 
 
 # ================================================================================ scripted: cancellation

