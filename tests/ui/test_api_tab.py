@@ -245,3 +245,27 @@ def test_without_a_key_the_tab_explains_how_to_set_one():
     texts, endpoint, _ = parts(replace(Settings(), allow_custom_base_url=False, has_openai_key=True))
     assert "No API key is configured" not in texts
     assert "custom" not in [v for _, v in endpoint.choices]
+
+
+def test_stop_cuts_the_request_and_the_app_endpoint_frees_the_model(app_server):
+    """Stop closes the HTTP stream to the app's own endpoint; its generation ends, the model is free again."""
+    import time
+
+    client = app_server.client()
+    job = client.submit("Write a long story about a lighthouse.", APP_ENDPOINT, "", "local", "", 0.0, 1.0, 1000,
+                        None, True, api_name="/api_send")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        # Updates that skip the chat (the panels' own updates) carry no list there.
+        chats = [out[0] for out in job.outputs() if isinstance(out[0], list) and out[0]]
+        if chats and chats[-1][-1]["role"] == "assistant" and not H.is_note(chats[-1][-1]):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no text streamed")
+    job.cancel()
+    t0 = time.monotonic()
+    out = send(client, "Thanks.", endpoint=APP_ENDPOINT, model="local", max_tokens=3)
+    assert [m.role for m in H.to_messages(out["chat"])] == ["user", "assistant", "user", "assistant"]
+    # Unstopped, this greedy story runs all 1000 tokens (~65 s on 2 CPU cores).
+    assert time.monotonic() - t0 < 20, "the stopped generation kept the local model busy"

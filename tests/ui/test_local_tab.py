@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 
 import pytest
 from gradio_client.exceptions import AppError
@@ -135,3 +136,28 @@ def test_undo_and_clear(app_server):
     cleared = dict(zip(("chat", "textbox", "metrics", "prompt", "tokens_md", "tokens", "table"),
                        client.predict(api_name="/local_clear")))
     assert cleared["chat"] == [] and cleared["prompt"] == "" and cleared["table"]["data"] == []
+
+
+def _wait_for_text(job, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:  # until some of the answer has streamed
+        # Updates that skip the chat (the panels' own updates) carry no list there.
+        chats = [out[0] for out in job.outputs() if isinstance(out[0], list) and out[0]]
+        if chats and chats[-1][-1]["role"] == "assistant" and not H.is_note(chats[-1][-1]):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no text streamed")
+
+
+def test_stop_keeps_the_partial_answer_and_frees_the_model(app_server):
+    client = app_server.client()
+    job = client.submit("Write a long story about a robot.", *sampling(max_new_tokens=1000), api_name="/local_send")
+    _wait_for_text(job)
+    job.cancel()
+    t0 = time.monotonic()
+    out = send(client, "Thanks.", max_new_tokens=3)
+    waited = time.monotonic() - t0
+    assert [m.role for m in H.to_messages(out["chat"])] == ["user", "assistant", "user", "assistant"]
+    # Unstopped, this greedy story runs all 1000 tokens (~65 s here at ~15 tokens/s): the stopped one must
+    # not keep the model busy.
+    assert waited < 20, f"the stopped generation kept the model busy ({waited:.0f} s)"
