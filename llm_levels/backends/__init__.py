@@ -41,14 +41,18 @@ def make_hosted(
 ) -> "OpenAIBackend":
     """An OpenAI-compatible backend: the endpoint's (or the main OPENAI_*) settings, overridden per session.
 
-    ``api_key`` given by a session (typed into the UI) wins over the environment's. ``http_client``
+    ``api_key`` given by a session (typed into the UI) wins over the environment's. A ``base_url``
+    given by a session never receives the operator's key from the environment: a typed URL could be
+    anyone's server, so it gets only the key the session itself typed (or none). ``http_client``
     (e.g. ``safety.guarded_http_client``) replaces the HTTP client, for session-supplied base URLs.
     """
     from ..config import secret
     from .openai_api import OpenAIBackend
 
+    # The operator's key goes only to the operator's configured URL, never to a session-typed one.
+    use_env_key = base_url is None
     if endpoint is None:
-        key = api_key or secret("OPENAI_API_KEY")
+        key = api_key or (secret("OPENAI_API_KEY") if use_env_key else None)
         return OpenAIBackend(
             model=model or settings.openai_model,
             api_key=key,
@@ -60,7 +64,7 @@ def make_hosted(
         )
     return OpenAIBackend(
         model=model or endpoint.model,
-        api_key=api_key or endpoint.api_key(),
+        api_key=api_key or (endpoint.api_key() if use_env_key else None),
         base_url=base_url or endpoint.base_url,
         name=endpoint.name,
         timeout_s=settings.request_timeout_s,
