@@ -49,22 +49,30 @@ def test_two_sessions_get_their_own_replies(app_server, lt):
 
 @pytest.mark.timeout(300)
 def test_the_session_rate_limit_holds_through_the_real_api(app_server, lt):
-    """One session sending fast is refused with a visible note once over REQUESTS_PER_MINUTE, and the
-    refused prompt stays in its conversation (nothing is lost)."""
+    """One session sending fast is refused with a clear message once over REQUESTS_PER_MINUTE; the refusal
+    is a validation error (gr.Error), so nothing on screen changes and the conversation so far is intact."""
+    from gradio_client.exceptions import AppError
+
     backend_id = KATAN
     client = lt._client(app_server.url)
-    note = None
+    refused = None
+    last_ok = None
     for n in range(1, 400):
         if n % 10 == 0:
             client.predict(api_name=lt.CLEAR_API)
-        res = client.predict(f"rate probe {n}", backend_id, 8, api_name=lt.CHAT_API)
-        turns = lt._turns(res[0])
-        if turns[-1]["note"] and turns[-1]["kind"] == "rate_limit":
-            note = turns[-1]
-            assert turns[-2]["role"] == "user" and turns[-2]["text"] == f"rate probe {n}"
+            last_ok = None
+        try:
+            last_ok = client.predict(f"rate probe {n}", backend_id, 8, api_name=lt.CHAT_API)
+        except AppError as e:
+            refused = (n, str(e))
             break
-    assert note is not None, "no request was refused within 400 requests"
-    assert "Try again in" in note["text"]
+    assert refused is not None, "no request was refused within 400 requests"
+    assert "Too many requests" in refused[1] and "Try again in" in refused[1]
+    assert app_server.api_key not in refused[1]
+    # The conversation before the refusal is still the session's: the next (allowed) call would extend it.
+    if last_ok is not None:
+        turns = lt._turns(last_ok[0])
+        assert turns[-2]["text"] == f"rate probe {refused[0] - 1}" and turns[-1]["role"] == "assistant"
     # another session is not affected
     other = lt._client(app_server.url).predict("hello from another session", backend_id, 8, api_name=lt.CHAT_API)
     last = lt._turns(other[0])[-1]

@@ -94,9 +94,15 @@ def _backend(args: argparse.Namespace, err: TextIO) -> Backend:
 
     settings = Settings.from_env()
     if args.backend == "openai":
+        import dataclasses
+
         from ..backends import make_hosted
 
-        return make_hosted(settings, base_url=args.base_url, model=args.model, stream=not args.no_stream)
+        # Whoever runs the CLI is the operator: their --base-url replaces OPENAI_BASE_URL and keeps
+        # the key from their environment (unlike a URL typed into the web UI by a visitor).
+        if args.base_url:
+            settings = dataclasses.replace(settings, openai_base_url=args.base_url)
+        return make_hosted(settings, model=args.model, stream=not args.no_stream)
     from ..backends import make_local
 
     show = args.verbose or _isatty(err)
