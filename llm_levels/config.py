@@ -95,7 +95,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
         public = _bool(env, "PUBLIC_DEPLOYMENT", bool(env.get("SPACE_ID")))
-        server_name = env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1"
+        # A Space routes traffic to the container's port 7860 from outside: listen on every interface there.
+        server_name = env.get("GRADIO_SERVER_NAME", "").strip() or ("0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1")
         # On a public deployment the risky switches default to off (see SECURITY.md).
         return cls(
             openai_base_url=_url(env, "OPENAI_BASE_URL"),
