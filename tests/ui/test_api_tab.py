@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 
@@ -217,6 +218,16 @@ def test_app_own_endpoint_needs_no_key(app_server):
     assert 'os.environ.get("LOCAL_API_KEY", "no-key-needed")' in code
     ast.parse(code)
     assert_no_key(app_server, out)
+
+
+def test_the_app_endpoint_snippet_runs_as_is_from_a_terminal(app_server, tmp_path):
+    out = send(app_server.client(), "Name one colour.", endpoint=APP_ENDPOINT, model="local", max_tokens=8)
+    path = tmp_path / "local_snippet.py"
+    path.write_text(out["snippet"], encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "LOCAL_API_KEY", "OPENAI_BASE_URL")}
+    run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n[tokens:")[0].strip()  # the local model's answer, printed by the snippet
 
 
 def test_without_a_key_the_tab_explains_how_to_set_one():
