@@ -281,6 +281,8 @@ def find_pid_by_port(port: int) -> int | None:
 # ======================================================================================= stop test
 def stop_test(url: str, max_new_long: int, repeats: int = 3) -> list[dict[str, Any]]:
     """A starts a long local answer, B queues behind it, A cancels: time until B's first token."""
+    from gradio_client.utils import Status
+
     out = []
     a, b = _client(url), _client(url)
     for r in range(repeats):
@@ -319,7 +321,10 @@ def stop_test(url: str, max_new_long: int, repeats: int = 3) -> list[dict[str, A
         cancel_errors: list[str] = []
         threading.Thread(target=_cancel_quietly, args=(ja, cancel_errors), daemon=True).start()
         first = None
+        started = None  # when B left the queue: the model's lane was free for it
         while time.perf_counter() - t_stop < 60:
+            if started is None and jb.status().code in (Status.PROCESSING, Status.ITERATING):
+                started = time.perf_counter() - t_stop
             outs = jb.outputs()
             if outs and _first_answer_text(outs[-1][0]):
                 first = time.perf_counter() - t_stop
@@ -343,6 +348,7 @@ def stop_test(url: str, max_new_long: int, repeats: int = 3) -> list[dict[str, A
         out.append({"repeat": r, "cancel_error": cancel_errors[0] if cancel_errors else None,
                     "b_status_while_waiting": b_code, "b_rank_while_waiting": b_rank,
                     "a_chars_before_stop": len(a_text),
+                    "stop_to_b_started_s": None if started is None else round(started, 3),
                     "b_idle_first_token_s": None if idle_first is None else round(idle_first, 3),
                     "stop_to_b_first_token_s": None if first is None else round(first, 3),
                     # what the Stop itself costs: the wait beyond B's own time to first token

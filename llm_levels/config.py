@@ -67,7 +67,7 @@ class Settings:
     max_retries: int = 2
     server_name: str = "127.0.0.1"
     server_port: int = 7860
-    local_concurrency: int = 1
+    local_concurrency: int = 4
     max_queue_size: int = 64
     local_api_key_set: bool = False
     allow_custom_base_url: bool = True
@@ -112,7 +112,7 @@ class Settings:
             max_retries=int(_number(env, "MAX_RETRIES", 2, 0, 10, integer=True)),
             server_name=server_name,
             server_port=int(_number(env, "GRADIO_SERVER_PORT", 7860, 1, 65535, integer=True)),
-            local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 1, 1, 64, integer=True)),
+            local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 4, 1, 64, integer=True)),
             max_queue_size=int(_number(env, "MAX_QUEUE_SIZE", 64, 1, 10_000, integer=True)),
             local_api_key_set=bool(env.get("LOCAL_API_KEY", "").strip()),
             allow_custom_base_url=_bool(env, "ALLOW_CUSTOM_BASE_URL", not public),

@@ -314,9 +314,11 @@ class Reply:
     def tokens_per_s(self) -> float | None:
         if not self.usage or not self.usage.output_tokens:
             return None
-        # Decode speed: tokens after the first over the time after the first token.
+        # Decode speed: tokens after the first over the time after the first token. When (almost) all
+        # the text arrived at once (a non-streamed answer, a streamer that buffers words) that time is
+        # tiny and the ratio absurd (thousands of tokens/s): use the whole time instead.
         decode_s = self.total_s - (self.ttft_s or 0.0)
-        if self.usage.output_tokens > 1 and decode_s > 0:
+        if self.usage.output_tokens > 2 and decode_s > 0 and decode_s >= 0.25 * self.total_s:
             return (self.usage.output_tokens - 1) / decode_s
         return self.usage.output_tokens / self.total_s if self.total_s > 0 else None
 

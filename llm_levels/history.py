@@ -29,6 +29,7 @@ dicts with string content, built by :func:`user` / :func:`assistant` / :func:`no
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import is_dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -36,7 +37,11 @@ from .core import ROLES, Message
 
 #: Titles of the notes this app adds to a chat (the model never sees them).
 ERROR_TITLE = "⚠️ Not answered"
+#: The note after a partial answer that a failure cut short (the partial text stays above it).
+CUT_TITLE = "✂️ Answer cut off"
 STOPPED_TITLE = "⏹️ Stopped"
+#: The note after an answer for which the oldest turns were left out (the model's context was full).
+TRUNCATED_TITLE = "ℹ️ Older messages left out"
 WAIT_TITLE = "⏳ Please wait"
 
 HistoryItem = Mapping[str, Any]
@@ -148,6 +153,22 @@ def note(text: str, *, title: str = ERROR_TITLE, pending: bool = False, log: str
     if log:
         meta["log"] = log
     return {"role": "assistant", "content": text, "metadata": meta}
+
+
+def is_blank(text: Any) -> bool:
+    """True when ``text`` shows nothing: empty, whitespace, or only invisible format characters
+    (zero-width spaces, direction marks, BOM), which would send the model an "empty" message."""
+    if not isinstance(text, str):
+        return not text
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
+
+
+def failure(hist: list[dict[str, Any]], message: str, kind: str, partial: str = "") -> list[dict[str, Any]]:
+    """``hist`` after a failed turn: the partial answer (if any text came) kept, then a note that says
+    what happened: "✂️ Answer cut off" under a partial answer, "⚠️ Not answered" when nothing came."""
+    if partial.strip():
+        return hist + [assistant(partial), note(message, title=CUT_TITLE, log=kind)]
+    return hist + [note(message, title=ERROR_TITLE, log=kind)]
 
 
 def from_messages(messages: Iterable[Message]) -> list[dict[str, Any]]:

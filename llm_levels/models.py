@@ -214,6 +214,8 @@ class LoadedModel:
     fast_path: str
     n_params: int
     model_id: str = ""
+    #: The fast decode path (a :class:`~llm_levels.fastpath.BatchScheduler`), or None for the plain path.
+    fast: Any = None
 
 
 def load_model(spec: str, settings: Settings, progress: Progress | None = None) -> LoadedModel:
@@ -262,6 +264,7 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
         model_id=resolved.model_id,
     )
     if settings.local_fast_path:
+        report(0.93, "Preparing the fast int8 path")
         loaded = apply_fast_path(loaded, settings)
     loaded.load_s = time.perf_counter() - t0
     report(1.0, f"Ready: {loaded.display_name} on {device} ({loaded.fast_path}), loaded in {loaded.load_s:.1f} s")
@@ -269,12 +272,44 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
 
 
 def apply_fast_path(loaded: LoadedModel, settings: Settings) -> LoadedModel:
-    """Hook for a faster inference path (quantized weights, compiled graph...). A no-op for now.
+    """Attach the fast CPU decode path (:mod:`llm_levels.fastpath`) to ``loaded`` when it can run it.
 
-    An implementation swaps ``loaded.model`` for a faster equivalent (same ``generate`` interface) and
-    names the path in ``loaded.fast_path``; it must fall back to the plain model, not fail the load.
+    Only a float32 ``LlamaForCausalLM`` on the CPU qualifies (the embedded SmolLM2 does). The model
+    itself stays as it is (the ICL lab and the plain path use it); ``loaded.fast`` gets a
+    :class:`~llm_levels.fastpath.BatchScheduler` with int8 copies of its matrices, which the local
+    backend then uses for generation, and ``loaded.fast_path`` names the active path. Anything that
+    goes wrong here (unsupported model, a kernel missing from this torch build, a failed self-check)
+    leaves the plain path in place with the reason in ``loaded.fast_path``; it never fails the load.
     """
+    if loaded.is_seq2seq or loaded.device != "cpu":
+        return loaded
+    try:
+        from .fastpath import BatchScheduler, FastDecoder
+
+        reason = FastDecoder.unsupported_reason(loaded.model)
+        if reason is not None:
+            loaded.fast_path = f"{loaded.dtype} (plain: fast path unsupported, {reason})"
+            return loaded
+        kinds = FastDecoder.available_quantizations()
+        quantize = next((k for k in FAST_QUANTIZE_PREFERENCE if k in kinds), None)
+        if quantize is None:
+            loaded.fast_path = f"{loaded.dtype} (plain: no int8 kernels in this torch build)"
+            return loaded
+        decoder = FastDecoder(loaded.model, quantize=quantize)
+        decoder.self_check()
+        loaded.fast = BatchScheduler(decoder, max_batch=max(1, settings.local_concurrency))
+        loaded.fast_path = decoder.name
+        log.info("fast path ready: %s (%.0f MB, built in %.1f s)", decoder.name, decoder.nbytes / 1e6,
+                 decoder.build_s)
+    except Exception as e:  # noqa: BLE001 - the plain path always works: fall back to it
+        log.warning("The fast path could not be set up (%s: %s); using the plain path.", type(e).__name__, e)
+        loaded.fast = None
+        loaded.fast_path = f"{loaded.dtype} (plain: fast path failed, {type(e).__name__})"
     return loaded
+
+
+#: Quantizations the fast path tries, best first (int8 with integer matmuls is fastest and exact enough).
+FAST_QUANTIZE_PREFERENCE = ("int8", "int8wo")
 
 
 def _load_pretrained(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.dtype",

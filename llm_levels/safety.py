@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -515,3 +516,61 @@ def install_log_redaction(registry: SecretRegistry) -> None:
 
         logging.setLogRecordFactory(factory)
         _factory_installed = True
+    _wrap_std_streams()
+
+
+class RedactingStream:
+    """A text stream wrapper that scrubs every installed registry's secrets from what is written.
+
+    Logging is covered by the record factory; this covers text written straight to ``sys.stderr`` or
+    ``sys.stdout`` — e.g. Gradio printing the traceback of a failed event, whose chained exceptions
+    can quote a key (llm-katan's 401 body names both the key it got and the one it expected). Text is
+    held until a newline (or :attr:`MAX_PENDING` characters, or :meth:`flush`), so a key is never split
+    across two writes and escapes the scrub.
+    """
+
+    MAX_PENDING = 8192
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._pending = ""
+        self._lock = threading.RLock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending += text
+            if "\n" in self._pending:
+                head, sep, self._pending = self._pending.rpartition("\n")
+                self._emit(head + sep)
+            elif len(self._pending) > self.MAX_PENDING:
+                self._emit(self._pending)
+                self._pending = ""
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending:
+                self._emit(self._pending)
+                self._pending = ""
+            self._stream.flush()
+
+    def _emit(self, text: str) -> None:
+        for reg in list(_registries):
+            text = reg.redact(text)
+        self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty, buffer...
+        return getattr(self._stream, name)
+
+
+def _wrap_std_streams() -> None:
+    """Wrap the process's own stdout/stderr in :class:`RedactingStream` (once). Streams that someone
+    else replaced (a test runner's capture) are left alone: they are not the process's output."""
+    for name in ("stdout", "stderr"):
+        current = getattr(sys, name)
+        if current is not None and current is getattr(sys, f"__{name}__"):
+            setattr(sys, name, RedactingStream(current))

@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.katan",
     "tests.fixtures.app_server",
+    "tests.fixtures.hardened_app",
 ]

@@ -139,7 +139,10 @@ def test_load_a_causal_folder(tiny_causal_dir):
     assert (lm.source, lm.is_seq2seq, lm.device, lm.dtype) == ("folder", False, "cpu", "float32")
     assert lm.context_window == 256 and lm.from_cache is False
     assert lm.n_params == sum(p.numel() for p in lm.model.parameters()) > 0
-    assert lm.fast_path == "float32 (plain)" and lm.load_s > 0
+    # A float32 Llama on the CPU gets the fast int8 path (see tests/fastpath), keeping the model itself.
+    assert lm.fast_path.startswith("fast: int8") and lm.fast is not None and lm.load_s > 0
+    plain = load_model(str(tiny_causal_dir), cpu_settings(local_fast_path=False))
+    assert plain.fast_path == "float32 (plain)" and plain.fast is None
     assert not lm.model.training
     fractions = [f for f, _ in progress]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
@@ -324,3 +327,17 @@ def test_manager_keeps_at_most_max_loaded_models(tiny_causal_dir, tmp_path):
     manager.get(str(third))
     assert manager.peek() is default  # the default model is never the one dropped
     assert manager.peek(str(other)) is None and manager.peek(str(third)) is not None
+
+
+def test_the_fast_path_falls_back_to_plain_on_any_failure(tiny_causal_dir, tiny_seq2seq, monkeypatch):
+    from llm_levels import fastpath
+    from llm_levels.models import apply_fast_path
+
+    assert apply_fast_path(tiny_seq2seq, cpu_settings()).fast is None  # not a Llama: plain, untouched
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("no kernels today")
+
+    monkeypatch.setattr(fastpath.FastDecoder, "self_check", broken)
+    lm = load_model(str(tiny_causal_dir), cpu_settings())
+    assert lm.fast is None and lm.fast_path == "float32 (plain: fast path failed, RuntimeError)"

@@ -439,6 +439,29 @@ def test_installed_redaction_covers_every_logger(caplog):
     assert caplog.text.count(MASK) == 2
 
 
+def test_redacting_stream_scrubs_text_written_outside_logging():
+    """Tracebacks Gradio prints straight to stderr are scrubbed too, even when a key arrives in pieces."""
+    from llm_levels.safety import RedactingStream
+
+    reg = _registry(OPENAI_API_KEY=KEY)
+    install_log_redaction(reg)
+    typed = "visitor-typed-key-31337"
+    reg.add(typed)
+    out = io.StringIO()
+    stream = RedactingStream(out)
+    stream.write(f"openai.AuthenticationError: got '{typed}', expected '")
+    stream.write(KEY[:10])
+    stream.write(KEY[10:] + "'\n")
+    assert out.getvalue() == "openai.AuthenticationError: got '[REDACTED]', expected '[REDACTED]'\n"
+    stream.writelines(["partial line without newline ", KEY])
+    assert KEY not in out.getvalue() and "partial" not in out.getvalue()  # held until newline/flush
+    stream.flush()
+    assert out.getvalue().endswith("partial line without newline [REDACTED]")
+    stream.write("x" * (RedactingStream.MAX_PENDING + 1))  # no newline ever: still written, bounded
+    assert out.getvalue().endswith("x" * 100)
+    assert stream.getvalue is not None  # other attributes reach the wrapped stream
+
+
 def test_access_log_loses_query_strings_and_keeps_its_format():
     from uvicorn.logging import AccessFormatter
 

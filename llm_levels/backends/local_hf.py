@@ -80,6 +80,10 @@ def plain_prompt(messages: Sequence[Message]) -> str:
 class LocalBackend(Backend):
     """A :class:`~llm_levels.core.Backend` on a model loaded in this process (see :mod:`llm_levels.models`).
 
+    When the loaded model has a fast path (``loaded.fast``, see :func:`llm_levels.models.apply_fast_path`),
+    requests are decoded there (int8, batched with concurrent requests) unless ``fast=False``; the
+    contract is the same either way.
+
     ``slots``, when given, is held for the duration of each generation (the app uses it to limit how
     many local generations run at once). ``first_token_timeout_s`` bounds how long the model may stay
     silent, before the first piece of text and between pieces. ``last_thread`` is the most recent
@@ -95,9 +99,12 @@ class LocalBackend(Backend):
         slots: threading.Semaphore | None = None,
         first_token_timeout_s: float = 120.0,
         join_timeout_s: float = 10.0,
+        fast: bool | None = None,
     ) -> None:
         self.loaded = loaded
         self.slots = slots
+        # None: the fast path whenever the loaded model has one; False: always the plain path.
+        self.use_fast = fast is not False and getattr(loaded, "fast", None) is not None
         self.first_token_timeout_s = first_token_timeout_s
         self.join_timeout_s = join_timeout_s
         self.last_thread: threading.Thread | None = None
@@ -124,7 +131,7 @@ class LocalBackend(Backend):
             "source": lm.source,
             "device": lm.device,
             "dtype": lm.dtype,
-            "fast_path": lm.fast_path,
+            "fast_path": lm.fast_path if self.use_fast or lm.fast is None else f"{lm.dtype} (plain)",
             "seq2seq": lm.is_seq2seq,
             "context_window": lm.context_window,
             "parameters": lm.n_params,
@@ -244,6 +251,18 @@ class LocalBackend(Backend):
         if not self._acquire_slot(cancel):
             yield Chunk(usage=Usage(len(prompt.ids), 0), finish_reason="cancelled",
                         raw={"truncated_turns": prompt.truncated_turns})
+            return
+        if self.use_fast:
+            fast_run = _FastRun(self, prompt, params, cancel)
+            try:
+                yield from fast_run.consume()
+            finally:
+                # Normal end, error, or the consumer closed the generator: drop the request from the
+                # decode batch (no step runs for it after this) and free the slot.
+                if fast_run.ticket is not None:
+                    fast_run.ticket.cancel()
+                if self.slots is not None:
+                    self.slots.release()
             return
         run: _Run | None = None
         started = False
@@ -404,6 +423,116 @@ class _Run:
             raw={"truncated_turns": self.prompt.truncated_turns, "stop_string": stop_hit,
                  "generated_ids": ids},
         )
+
+
+class _FastRun:
+    """One generation on the fast path: a ticket in the model's batch scheduler, read token by token.
+
+    Text is decoded incrementally (each token's text as soon as it is complete; a token that ends in
+    the middle of a multi-byte character waits for the next), stop strings are cut out as on the plain
+    path, and the request leaves the batch as soon as the caller cancels or stops reading.
+    """
+
+    def __init__(self, backend: LocalBackend, prompt: Prompt, params: GenParams,
+                 cancel: threading.Event | None) -> None:
+        self.backend = backend
+        self.prompt = prompt
+        self.params = params
+        self.cancel = cancel
+        self.stop = threading.Event()
+        self.scheduler = backend.loaded.fast
+        self.ticket: Any = None
+
+    def _should_stop(self) -> bool:
+        return self.stop.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+    def consume(self) -> Iterator[Chunk]:
+        p = self.params
+        tok = self.backend.tokenizer
+        try:
+            self.ticket = self.scheduler.submit(
+                self.prompt.ids, max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
+                top_k=p.top_k, repetition_penalty=p.repetition_penalty, seed=p.seed,
+                should_stop=self._should_stop)
+        except ValueError as e:
+            raise BackendError(f"The local model cannot take this request: {e}. Shorten the message or lower "
+                               "max new tokens.", kind="bad_request", status=400) from e
+        eos = self.ticket.eos
+        self.backend.last_thread = self.scheduler.worker
+        scanner = _StopScanner(p.stop)
+        ids: list[int] = []
+        emitted: list[str] = []
+        prefix, read = 0, 0  # incremental detokenization window (see _delta)
+        limit = self.backend.first_token_timeout_s
+        last = time.monotonic()
+        cancelled = False
+        stop_hit: str | None = None
+        while True:
+            if self.cancel is not None and self.cancel.is_set():
+                cancelled = True
+                self.stop.set()
+                break
+            try:
+                token = self.ticket.get(timeout=_POLL_S)
+            except queue.Empty:
+                if time.monotonic() - last > limit:
+                    self.stop.set()
+                    raise BackendError(
+                        f"The local model produced nothing for {limit:.0f} s; it may be overloaded. "
+                        "Try again, with a shorter message or fewer new tokens.",
+                        kind="timeout", retryable=True, status=504, partial_text="".join(emitted)) from None
+                continue
+            except Exception as e:  # noqa: BLE001 - the decode step failed: one clear message
+                raise _generate_error(e, "".join(emitted)) from e
+            if token is None:
+                break
+            last = time.monotonic()
+            ids.append(token)
+            if token in eos:
+                continue  # never shown (skip_special_tokens), but counted
+            piece, prefix, read = _delta(tok, ids, prefix, read)
+            if not piece:
+                continue
+            text, stop_hit = scanner.feed(piece)
+            if text:
+                emitted.append(text)
+                yield Chunk(text=text)
+            if stop_hit is not None:
+                self.stop.set()
+                break
+        if stop_hit is None and not cancelled:
+            rest = scanner.flush()
+            if rest:
+                emitted.append(rest)
+                yield Chunk(text=rest)
+        n_out = len(ids)
+        if cancelled:
+            finish = "cancelled"
+        elif stop_hit is not None or (ids and ids[-1] in eos):
+            finish = "stop"
+        elif n_out >= p.max_new_tokens:
+            finish = "length"
+        else:
+            finish = "stop"
+        yield Chunk(
+            usage=Usage(len(self.prompt.ids), n_out),
+            finish_reason=finish,
+            raw={"truncated_turns": self.prompt.truncated_turns, "stop_string": stop_hit,
+                 "generated_ids": ids, "path": self.scheduler.name},
+        )
+
+
+def _delta(tokenizer: Any, ids: list[int], prefix: int, read: int) -> tuple[str, int, int]:
+    """The new text after ``ids[read:]`` joined the answer, decoding only a short window.
+
+    ``ids[prefix:read]`` is context already shown: decoding it with the new tokens lets the tokenizer
+    place spaces correctly. Text ending in U+FFFD (half a multi-byte character) is held back.
+    """
+    before = tokenizer.decode(ids[prefix:read], skip_special_tokens=True)
+    after = tokenizer.decode(ids[prefix:], skip_special_tokens=True)
+    if len(after) > len(before) and not after.endswith("\ufffd"):
+        return after[len(before):], read, len(ids)
+    return "", prefix, read
 
 
 def _generate_error(error: BaseException, partial: str) -> BackendError:

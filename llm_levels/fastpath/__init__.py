@@ -1,15 +1,18 @@
 """The fast local inference path for Llama-family models on a CPU.
 
-:class:`FastDecoder` builds int8 copies of a loaded ``LlamaForCausalLM``'s weights once and decodes
-with its own lean loop (``llama.py``) instead of ``model.generate``. Modules, one job each:
+:func:`llm_levels.models.apply_fast_path` builds a :class:`FastDecoder` (int8 copies of a loaded
+``LlamaForCausalLM``'s matrices, checked against the float32 model) and a :class:`BatchScheduler` on
+it; the local backend then decodes there instead of ``model.generate``. Modules, one job each:
 
-- ``qlinear.py``  — quantized linear layers (int8 dynamic, int8 weight-only, float32 reference);
-- ``llama.py``    — the Llama forward pass: fused weights, rotary table, key/value cache;
+- ``qlinear.py``  — quantized linear layers (int8 dynamic with per-row scales, int8/int4 weight-only,
+  float32 reference);
+- ``llama.py``    — the Llama prompt pass and decode step: fused weights, rotary, key/value cache;
 - ``sampling.py`` — greedy / sampled choice of the next token (transformers' semantics);
-- ``decoder.py``  — :class:`FastDecoder`, one request at a time per call;
-- ``batch.py``    — :class:`BatchScheduler`, concurrent requests decoded together.
+- ``decoder.py``  — :class:`FastDecoder`: the fast weights, single-request generation, a self-check;
+- ``batch.py``    — :class:`BatchScheduler`: concurrent requests decoded together;
+- ``pages.py``    — gives back the memory of float32 pages (memory-mapped) the fast path no longer reads.
 
-Nothing heavy is imported here until a class is used (torch only).
+Nothing heavy is imported here until a class is used.
 """
 
 from __future__ import annotations

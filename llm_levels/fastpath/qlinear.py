@@ -27,6 +27,22 @@ import torch.nn.functional as F
 _ROWS_PER_SLICE = 4096
 
 
+def has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI int8 dot products (``avx512_vnni`` or ``avx_vnni`` in /proc/cpuinfo)."""
+    global _VNNI
+    if _VNNI is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line for line in f if line.startswith("flags")), "").split()
+            _VNNI = "avx512_vnni" in flags or "avx_vnni" in flags
+        except OSError:
+            _VNNI = False
+    return _VNNI
+
+
+_VNNI: bool | None = None
+
+
 def int8_per_row(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantization, one scale per output row: ``weight ≈ q * scale[:, None]``."""
     rows = weight.shape[0]
@@ -60,13 +76,16 @@ class FloatLinear:
 class DynamicInt8Linear:
     """int8 weights (per output row) × activations quantized on the fly, integer matmul (fbgemm/oneDNN).
 
-    ``reduce_range`` keeps fbgemm's 7-bit activation range, which avoids int16 overflow inside
-    its kernels on CPUs without VNNI; it is what ``torch.ao`` dynamic quantization uses too.
+    ``reduce_range`` keeps fbgemm's 7-bit activation range, which avoids int16 overflow inside its
+    kernels on CPUs without VNNI (it is what ``torch.ao`` dynamic quantization uses). On CPUs with VNNI
+    (int32 accumulation) the full 8 bits are used: measured on SmolLM2, half the prefill error and faster.
     """
 
     kind = "int8"
 
-    def __init__(self, weight: torch.Tensor, *, reduce_range: bool = True) -> None:
+    def __init__(self, weight: torch.Tensor, *, reduce_range: bool | None = None) -> None:
+        if reduce_range is None:
+            reduce_range = not has_vnni()
         q, scale = int8_per_row(weight)
         self.out_features, self.in_features = q.shape
         self.reduce_range = reduce_range
@@ -78,9 +97,22 @@ class DynamicInt8Linear:
                 q, scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0
             )
             self.packed = torch.ops.quantized.linear_prepack(qweight, None)
+        self._probe = torch.zeros(1, self.in_features)
+        self._probe[0, 0] = 1.0
+        self._probe[0, min(1, self.in_features - 1)] = -1.0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
+        # fbgemm quantizes the whole input with one scale, so a row's result would depend on the other
+        # rows of a batch (and a prompt's outlier tokens would ruin the rest). Scaling every row to
+        # absolute maximum 1 and adding a probe row [1, -1, 0...] pins the range to exactly [-1, 1]:
+        # each row is then quantized on its own, identically alone or batched.
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        # (+1e-30 keeps an all-zero row finite; it changes no other value.)
+        amax = torch.linalg.vector_norm(x2, ord=float("inf"), dim=1, keepdim=True) + 1e-30
+        y = torch.ops.quantized.linear_dynamic(torch.cat([x2 / amax, self._probe]), self.packed,
+                                               self.reduce_range)
+        return (y[:-1] * amax).reshape(*shape[:-1], self.out_features)
 
     @property
     def nbytes(self) -> int:

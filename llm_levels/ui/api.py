@@ -34,6 +34,7 @@ from ..pricing import PRICING_NOTE, PriceTable, format_cost
 from ..runtime import APP_ENDPOINT, HOSTED_PREFIX, SESSION_HOSTED, AppRuntime
 from ..server import LOCAL_MODEL_ID
 from ..snippets import openai_snippet
+from .shared import checked_slider
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +122,13 @@ def build(runtime: AppRuntime, session: Any) -> None:
             with gr.Row(equal_height=True):
                 textbox = gr.Textbox(show_label=False, placeholder="Message… (Enter sends)", lines=1,
                                      max_lines=8, scale=8, elem_id="api-input")
-                send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90)
+                send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="api-send")
                 stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90)
             with gr.Row():
                 retry_btn = gr.Button("↻ Retry", size="sm")
                 undo_btn = gr.Button("↶ Undo", size="sm")
                 clear_btn = gr.Button("🗑 Clear", size="sm")
-            metrics_md = gr.Markdown("", elem_classes="turn-metrics")
+            metrics_md = gr.Markdown("", elem_classes="turn-metrics", elem_id="api-metrics")
             with gr.Accordion("Request settings", open=True):
                 with gr.Row():
                     endpoint = gr.Dropdown(choices=choices, value=default_option, label="Endpoint", scale=1)
@@ -144,14 +145,14 @@ def build(runtime: AppRuntime, session: Any) -> None:
                                     info="Sent first, as a 'system' message, with every request.")
                 with gr.Row():
                     t = PARAM_SPECS["temperature"]
-                    temperature = gr.Slider(t.minimum, t.maximum, value=t.default, step=t.step,
+                    temperature = checked_slider(t.minimum, t.maximum, value=t.default, step=t.step,
                                             label="temperature", info=t.description)
                     p = PARAM_SPECS["top_p"]
-                    top_p = gr.Slider(p.minimum, p.maximum, value=p.default, step=p.step, label="top_p",
+                    top_p = checked_slider(p.minimum, p.maximum, value=p.default, step=p.step, label="top_p",
                                       info=p.description)
                 with gr.Row():
                     m = PARAM_SPECS["max_new_tokens"]
-                    max_tokens = gr.Slider(m.minimum, cap, value=min(256, cap), step=1, label="max tokens",
+                    max_tokens = checked_slider(m.minimum, cap, value=min(256, cap), step=1, label="max tokens",
                                            info=m.description)
                     # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
                     seed = gr.Textbox(value="", label="seed", placeholder="empty = random",
@@ -164,10 +165,11 @@ def build(runtime: AppRuntime, session: Any) -> None:
                     gr.Markdown(NO_KEY_HELP)
                 with gr.Row(equal_height=True):
                     key_box = gr.Textbox(type="password", label="API key", placeholder="sk-…", scale=4,
+                                         elem_id="api-key",
                                          info="Used instead of the configured key; forgotten when you close the page.")
-                    save_key_btn = gr.Button("Use this key", scale=1, min_width=110)
+                    save_key_btn = gr.Button("Use this key", scale=1, min_width=110, elem_id="api-key-save")
                     forget_key_btn = gr.Button("Forget key", scale=1, min_width=110)
-                key_status = gr.Markdown(KEY_UNSET)
+                key_status = gr.Markdown(KEY_UNSET, elem_id="api-key-status")
         with gr.Column(scale=4):
             gr.Markdown("### Under the hood")
             with gr.Tabs():
@@ -220,7 +222,8 @@ def build(runtime: AppRuntime, session: Any) -> None:
     # ------------------------------------------------------------------ handlers
     def answer(hist: list, option_id: str, url: str, model_id: str, system_prompt: str, temp: float,
                topp: float, max_new: float, seed_value: Any, use_stream: bool, api_key: str | None,
-               table_rows: list, request: gr.Request | None, *, clear_input: bool) -> Iterator[tuple]:
+               table_rows: list, request: gr.Request | None, *, clear_input: bool,
+               params: GenParams) -> Iterator[tuple]:
         skip = gr.skip()
         wait = H.note("…", title=H.WAIT_TITLE, pending=True)
         yield hist + [wait], hist, ("" if clear_input else skip), "", skip, skip, skip, skip, skip
@@ -231,8 +234,6 @@ def build(runtime: AppRuntime, session: Any) -> None:
         try:
             tgt = target(option_id, url)
             messages = H.to_messages(hist, system=system_prompt)
-            params = runtime.check_request(request.session_hash if request else None, messages,
-                                           params_from(temp, topp, max_new, seed_value))
             backend = open_backend(tgt, model_id, bool(use_stream), api_key)
             # Show what is about to be sent before the answer arrives.
             preview = backend.build_request(messages, params)
@@ -260,8 +261,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
                    pd.DataFrame(new_rows, columns=I.API_METRIC_COLUMNS), new_rows)
         except BackendError as e:
             partial = (measured.text if measured is not None else "") or e.partial_text
-            kept = hist + ([H.assistant(partial)] if partial.strip() else [])
-            failed = kept + [H.note(str(e), title=H.ERROR_TITLE, log=e.kind)]
+            failed = H.failure(hist, str(e), e.kind, partial)
             if backend is not None and tgt is not None and backend.last_request:
                 code, req_view, resp_view = panels(backend, tgt)
             else:
@@ -284,6 +284,15 @@ def build(runtime: AppRuntime, session: Any) -> None:
         # Raw values: GenParams.from_dict coerces and validates them (an empty seed means random).
         return {"temperature": temp, "top_p": topp, "max_new_tokens": max_new, "seed": seed_value}
 
+    def checked(hist: list, system_prompt: str, p: dict[str, Any], request: gr.Request | None) -> GenParams:
+        """The app's caps and rate limit, before anything changes on screen: a conversation over
+        MAX_PROMPT_CHARS is refused (gr.Error) instead of being added and then failing on every later send."""
+        try:
+            return runtime.check_request(request.session_hash if request else None,
+                                         H.to_messages(hist, system=system_prompt), p)
+        except BackendError as e:
+            raise gr.Error(str(e)) from e
+
     def validate(option_id: str, url: str, p: dict[str, Any] | None = None) -> None:
         """Input checks that raise gr.Error before anything changes on screen (nothing is lost)."""
         tgt = target(option_id, url)
@@ -299,12 +308,13 @@ def build(runtime: AppRuntime, session: Any) -> None:
              max_new: float, seed_value: Any, use_stream: bool, hist: list, api_key: str | None,
              table_rows: list, request: gr.Request) -> Iterator[tuple]:
         """Send a message through the API and stream the answer; fills the snippet, JSON and metrics."""
-        if not (text or "").strip():
+        if H.is_blank(text):
             raise gr.Error("Type a message first.")
         validate(option_id, url, params_from(temp, topp, max_new, seed_value))
-        base = H.without_pending(hist or [])
-        yield from answer(base + [H.user(text)], option_id, url, model_id, system_prompt, temp, topp, max_new,
-                          seed_value, use_stream, api_key, table_rows, request, clear_input=True)
+        turn = H.without_pending(hist or []) + [H.user(text)]
+        params = checked(turn, system_prompt, params_from(temp, topp, max_new, seed_value), request)
+        yield from answer(turn, option_id, url, model_id, system_prompt, temp, topp, max_new,
+                          seed_value, use_stream, api_key, table_rows, request, clear_input=True, params=params)
 
     def retry(option_id: str, url: str, model_id: str, system_prompt: str, temp: float, topp: float,
               max_new: float, seed_value: Any, use_stream: bool, hist: list, api_key: str | None,
@@ -314,8 +324,9 @@ def build(runtime: AppRuntime, session: Any) -> None:
         if not base:
             raise gr.Error("Nothing to retry yet: send a message first.")
         validate(option_id, url, params_from(temp, topp, max_new, seed_value))
+        params = checked(base, system_prompt, params_from(temp, topp, max_new, seed_value), request)
         yield from answer(base, option_id, url, model_id, system_prompt, temp, topp, max_new, seed_value,
-                          use_stream, api_key, table_rows, request, clear_input=False)
+                          use_stream, api_key, table_rows, request, clear_input=False, params=params)
 
     def undo(hist: list) -> tuple:
         """Remove the last message and its answer; the message goes back into the text box."""

@@ -3,7 +3,9 @@
 The exact conversation lives in a per-session ``gr.State`` (plain dicts, see :mod:`llm_levels.history`)
 and is sent to the Chatbot for display. Every turn gives the model the whole conversation (that is its
 "memory"), minus UI notes. A failing turn keeps everything already on screen, keeps any partial answer,
-and adds a "⚠️ Not answered" note; the next message works as usual.
+and adds a note ("⚠️ Not answered", or "✂️ Answer cut off" under a partial answer); the next message
+works as usual. When the local model had to leave the oldest turns out (its context window was full),
+a "ℹ️ Older messages left out" note says so.
 
 Events (``api_name``): ``chat_send``, ``chat_retry``, ``chat_undo``, ``chat_clear``, ``chat_example``.
 Stop cancels a running send/retry (Gradio closes the generator; the backend then stops working).
@@ -22,7 +24,7 @@ from .. import history as H
 from ..core import BackendError, GenParams
 from ..metrics import measure
 from ..runtime import AppRuntime
-from .shared import BackendOpener, SessionState, backend_choices, local_queue
+from .shared import BackendOpener, checked_slider, SessionState, backend_choices, local_queue
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +71,22 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
             show_label=False, placeholder="Message the model… (Enter sends, Shift+Enter for a new line)",
             lines=1, max_lines=8, scale=8, autofocus=True, elem_id="chat-input",
         )
-        send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90)
-        stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90)
+        send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="chat-send")
+        stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90, elem_id="chat-stop")
     with gr.Row():
         retry_btn = gr.Button("↻ Retry", size="sm", scale=0, min_width=110)
         undo_btn = gr.Button("↶ Undo", size="sm", scale=0, min_width=110)
         clear_btn = gr.Button("🗑 Clear", size="sm", scale=0, min_width=110)
-    metrics_md = gr.Markdown("", elem_classes="turn-metrics")
+    metrics_md = gr.Markdown("", elem_classes="turn-metrics", elem_id="chat-metrics")
 
     with gr.Accordion("Settings", open=False):
         backend = gr.Dropdown(
             choices=backend_choices(runtime), value=runtime.default_chat_backend(), label="Backend",
+            elem_id="chat-backend",
             info="Who answers. The hosted ones use the key from the environment or the one you typed "
                  "in the Hosted API tab.",
         )
-        max_tokens = gr.Slider(1, cap, value=min(512, cap), step=1, label="Longest answer (tokens)",
+        max_tokens = checked_slider(1, cap, value=min(512, cap), step=1, label="Longest answer (tokens)",
                                info="About three quarters of a word per token.")
     with gr.Accordion("About this level", open=False):
         gr.Markdown(ABOUT)
@@ -115,7 +118,10 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
             backend_label = backend.name
             stream = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
             last = 0.0
-            for _chunk in stream:
+            dropped = 0  # turns the local model left out to fit its context window (its last chunk says)
+            for chunk in stream:
+                if isinstance(chunk.raw, dict) and chunk.raw.get("truncated_turns"):
+                    dropped = int(chunk.raw["truncated_turns"])
                 now = time.perf_counter()
                 if now - last >= UPDATE_EVERY_S:
                     last = now
@@ -123,11 +129,14 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
                     yield turn, turn, gr.skip(), gr.skip()
             done = hist + [H.assistant(stream.text)] if stream.text else hist + [
                 H.note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
+            if dropped:  # never cut silently: say that the model did not see the whole conversation
+                done = done + [H.note(
+                    f"The {dropped} oldest message(s) did not fit in the model's context window and were left "
+                    "out of this answer. Clear the chat to start fresh.", title=H.TRUNCATED_TITLE)]
             yield done, done, gr.skip(), f"**{backend.name}** · {stream.metrics.summary()}"
         except BackendError as e:
             partial = (stream.text if stream is not None else "") or e.partial_text
-            kept = hist + ([H.assistant(partial)] if partial.strip() else [])
-            failed = kept + [H.note(str(e), title=H.ERROR_TITLE, log=e.kind)]
+            failed = H.failure(hist, str(e), e.kind, partial)
             yield failed, failed, gr.skip(), f"**{backend_label}** · not answered ({e.kind})"
         except Exception as e:  # a bug, not a backend failure: still keep the conversation on screen
             log.exception("chat turn failed")
@@ -146,7 +155,7 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     def send(text: str, backend_id: str, max_new: float, hist: list, api_key: str | None,
              request: gr.Request) -> Iterator[Outputs]:
         """Send a message and stream the answer. Returns (chat, textbox, metrics line)."""
-        if not (text or "").strip():
+        if H.is_blank(text):
             raise gr.Error("Type a message first.")
         turn = H.without_pending(hist or []) + [H.user(text)]
         params = checked(turn, max_new, request)

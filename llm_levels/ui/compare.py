@@ -163,8 +163,8 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         prompt = gr.Textbox(label="Prompt", placeholder="One prompt for every backend…", lines=2, max_lines=8,
                             scale=8, elem_id="compare-prompt")
         with gr.Column(scale=1, min_width=120):
-            run_btn = gr.Button("Run", variant="primary")
-            stop_btn = gr.Button("Stop", variant="stop")
+            run_btn = gr.Button("Run", variant="primary", elem_id="compare-run")
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="compare-stop")
     backends = gr.CheckboxGroup(choices=choices, value=default, label="Backends",
                                 info="Hosted ones need a key (from the environment or the Hosted API tab).")
     with gr.Accordion("Options", open=False):
@@ -186,8 +186,9 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
                                                max_height=520))
                 columns.append(col)
 
-    status = gr.Markdown("")
+    status = gr.Markdown("", elem_id="compare-status")
     table = gr.Dataframe(value=pd.DataFrame(columns=TABLE_COLUMNS), headers=TABLE_COLUMNS, label="Metrics",
+                         elem_id="compare-table",
                          interactive=False, wrap=True)
     # No sort= here: in Gradio 6.31 a sorted BarPlot stays empty; y from 0 so small bars are visible.
     with gr.Row():

@@ -62,14 +62,14 @@ def build(runtime: AppRuntime, session: Any) -> None:
             with gr.Row(equal_height=True):
                 textbox = gr.Textbox(show_label=False, placeholder="Message… (Enter sends)", lines=1,
                                      max_lines=8, scale=8, elem_id="local-input")
-                send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90)
+                send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="local-send")
                 stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90)
             with gr.Row():
                 retry_btn = gr.Button("↻ Retry", size="sm")
                 undo_btn = gr.Button("↶ Undo", size="sm")
                 clear_btn = gr.Button("🗑 Clear", size="sm")
                 render_btn = gr.Button("Show the prompt", size="sm")
-            metrics_md = gr.Markdown("", elem_classes="turn-metrics")
+            metrics_md = gr.Markdown("", elem_classes="turn-metrics", elem_id="local-metrics")
             with gr.Accordion("Model", open=True):
                 with gr.Row(equal_height=True):
                     model_box = gr.Textbox(

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,38 @@ def local_queue(runtime: AppRuntime) -> dict[str, Any]:
     together) and shows everyone else their place in the queue.
     """
     return {"concurrency_id": LOCAL_QUEUE_ID, "concurrency_limit": runtime.settings.local_concurrency}
+
+
+def checked_slider(*args: Any, **kwargs: Any) -> gr.Slider:
+    """A ``gr.Slider`` whose value, when it comes through the API rather than the slider, is checked
+    with a one-line message that names the setting and its range.
+
+    Gradio's own check fails on a non-number with a multi-line "Could not preprocess input component"
+    text and a ``TypeError``; here ``"abc"``, ``None``, ``NaN`` or ``1e9`` get e.g. "Longest answer
+    (tokens) must be a number between 1 and 1024, not 'abc'." Numeric strings ("12") are accepted.
+    (The check replaces the instance's ``preprocess``: a subclass would make Gradio write a ``.pyi``
+    file next to this module at import time.)
+    """
+    slider = gr.Slider(*args, **kwargs)
+    original = slider.preprocess
+    name = slider.label or "This setting"
+    lo, hi = slider.minimum, slider.maximum
+
+    def preprocess(payload: Any) -> float:
+        shown = repr(payload) if len(repr(payload)) <= 40 else repr(payload)[:37] + "..."
+        bad = gr.Error(f"{name} must be a number between {lo:g} and {hi:g}, not {shown}.")
+        if isinstance(payload, bool):
+            raise bad
+        try:
+            num = float(payload)
+        except (TypeError, ValueError, OverflowError):
+            raise bad from None
+        if not math.isfinite(num) or num < lo or num > hi:
+            raise bad
+        return original(num)
+
+    slider.preprocess = preprocess  # type: ignore[method-assign]
+    return slider
 
 
 # --------------------------------------------------------------------------------- backend choices

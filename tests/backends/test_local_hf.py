@@ -38,7 +38,21 @@ def wait_dead(thread: threading.Thread, within_s: float) -> float:
 
 @pytest.fixture()
 def tiny_causal(tiny_causal_dir):
-    return load_model(str(tiny_causal_dir), cpu_settings())
+    # The plain path: these tests reach into model.generate (the fast path has its own tests below).
+    return load_model(str(tiny_causal_dir), cpu_settings(local_fast_path=False))
+
+
+@pytest.fixture(scope="module")
+def local_backend(embedded_model):
+    """The plain path (model.generate), compared token for token with transformers below."""
+    return LocalBackend(embedded_model, fast=False)
+
+
+@pytest.fixture(scope="module")
+def fast_backend(embedded_model):
+    if embedded_model.fast is None:
+        pytest.skip(f"the fast path is off here: {embedded_model.fast_path}")
+    return LocalBackend(embedded_model)
 
 
 # -------------------------------------------------------------------------------- the real model
@@ -272,3 +286,99 @@ def test_stop_scanner(pieces, stops, shown, hit):
     if not found:
         out.append(scanner.flush())
     assert "".join(out) == shown and found == hit
+
+
+# ------------------------------------------------------------------------- the fast path (same contract)
+@pytest.mark.slow
+def test_fast_path_streams_deltas_with_usage_last(fast_backend, embedded_model):
+    chunks = list(fast_backend.stream(STORY, greedy(8)))
+    last = chunks[-1]
+    assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
+    assert len([c for c in chunks if c.text]) >= 2 and last.finish_reason == "length"
+    text = "".join(c.text for c in chunks)
+    ids = last.raw["generated_ids"]
+    assert last.usage.output_tokens == len(ids) == 8
+    assert text == embedded_model.tokenizer.decode(ids, skip_special_tokens=True)
+    assert last.usage.input_tokens == len(fast_backend.prepare(STORY).ids)
+    # int8 may wander off the plain path after a few tokens; the first ones agree (see tests/fastpath).
+    plain = direct_generate(embedded_model, fast_backend.prepare(STORY).ids, max_new_tokens=8, do_sample=False)
+    assert ids[:4] == plain[:4]
+    assert fast_backend.describe()["fast_path"].startswith("fast: int8")
+    assert LocalBackend(embedded_model, fast=False).describe()["fast_path"] == "float32 (plain)"
+
+
+@pytest.mark.slow
+def test_fast_path_short_answer_and_stop_strings(fast_backend, embedded_model):
+    full = fast_backend.complete(QUESTION, greedy(48))
+    assert full.finish_reason == "stop" and "Paris" in full.text and "<|im_end|>" not in full.text
+    assert full.usage.output_tokens < 48  # ended by the model's end token (counted, not shown)
+    chunks = list(fast_backend.stream(QUESTION, greedy(48, stop=("Paris",))))
+    assert "".join(c.text for c in chunks) == full.text[: full.text.index("Paris")]
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].raw["stop_string"] == "Paris"
+    assert chunks[-1].usage.output_tokens < full.usage.output_tokens
+
+
+@pytest.mark.slow
+def test_fast_path_seeded_sampling_reproduces(fast_backend):
+    params = GenParams(max_new_tokens=8, temperature=0.9, top_p=0.95, top_k=40, repetition_penalty=1.1, seed=1234)
+    a = fast_backend.complete(STORY, params)
+    assert a.text and a.text == fast_backend.complete(STORY, params).text
+    assert fast_backend.complete(STORY, params.with_(seed=99)).text != a.text
+
+
+def wait_idle(scheduler, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while scheduler.active_count() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scheduler.active_count() == 0, "the request is still being decoded"
+
+
+@pytest.mark.slow
+def test_fast_path_cancel_and_close_stop_the_work(fast_backend, embedded_model):
+    sched = embedded_model.fast
+    cancel = threading.Event()
+    gen = fast_backend.stream(STORY, greedy(400), cancel)
+    assert next(gen).text and next(gen).text
+    cancel.set()
+    last = list(gen)[-1]
+    assert last.finish_reason == "cancelled" and 2 <= last.usage.output_tokens < 400
+    wait_idle(sched, 1.0)
+
+    gen = fast_backend.stream(STORY, greedy(400))
+    next(gen), next(gen)
+    assert sched.active_count() == 1
+    gen.close()  # what Gradio does when the user presses Stop
+    wait_idle(sched, 1.0)
+
+
+@pytest.mark.slow
+def test_fast_path_errors_reach_the_caller_and_slots_are_released(fast_backend, embedded_model, monkeypatch):
+    decoder = embedded_model.fast.decoder
+
+    def broken(tokens, caches):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(decoder.impl, "decode", broken)
+    slots = threading.BoundedSemaphore(1)
+    backend = LocalBackend(embedded_model, slots=slots)
+    with pytest.raises(BackendError) as e:
+        list(backend.stream(STORY, greedy(8)))
+    assert e.value.kind == "internal" and "kernel exploded" in str(e.value)
+    assert isinstance(e.value.__cause__, RuntimeError)
+    assert slots.acquire(timeout=1)
+    slots.release()
+
+
+@pytest.mark.slow
+def test_fast_path_concurrent_requests_get_their_own_answers(fast_backend):
+    questions = [[Message("user", q)] for q in ("What is the capital of France?", "Name a large animal.",
+                                                 "Write a poem about the sea.")]
+    alone = [fast_backend.complete(q, greedy(10)).text for q in questions]
+    out: list = [None] * 3
+    ths = [threading.Thread(target=lambda i=i: out.__setitem__(i, fast_backend.complete(questions[i], greedy(10)).text))
+           for i in range(3)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(60)
+    assert out == alone

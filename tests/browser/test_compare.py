@@ -1,0 +1,54 @@
+"""The Compare tab in a real browser: one prompt fills every ticked backend's column and the metrics table."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.helpers import COMPARE_ANSWER, open_tab, set_number
+
+pytestmark = pytest.mark.slow
+
+
+def test_compare_fills_every_column(page):
+    open_tab(page, "compare")
+    page.get_by_text("Options", exact=True).click()
+    set_number(page, "Max new tokens", 12)  # the local model answers twice (two columns share it): keep it short
+    page.locator("#compare-prompt textarea").fill("Name one colour.")
+    page.locator("#compare-run").click()
+    expect(page.locator("#compare-status")).to_contain_text("Done in", timeout=180_000)
+
+    answers = page.locator(COMPARE_ANSWER).filter(visible=True)
+    ticked = page.get_by_role("checkbox", checked=True)
+    n = ticked.count()
+    assert n >= 4, "the test app offers local, katan, a dead endpoint and the app's own endpoint"
+    expect(answers).to_have_count(n)
+    texts = [a.inner_text().strip() for a in answers.all()]
+    for text in texts:
+        assert text and "⏳" not in text and "▌" not in text, texts  # every column got its final content
+    assert any(t.startswith("[echo] model=katan-echo") and "User: Name one colour." in t for t in texts), texts
+    assert any("Not answered" in t for t in texts), texts  # the dead endpoint says so in its own column
+    answered = [t for t in texts if "Not answered" not in t and not t.startswith("[echo]")]
+    assert len(answered) == 2 and all(answered), texts  # the local model, in-process and through /v1
+    # The metrics table has one row per backend, each with a finish reason.
+    rows = page.locator("#compare-table [role=row]").filter(has=page.get_by_role("gridcell"))
+    expect(rows).to_have_count(n)
+    finishes = [r.get_by_role("gridcell").last.inner_text().strip() for r in rows.all()]
+    assert sorted(finishes).count("error") == 1 and all(f in ("stop", "length", "error") for f in finishes), finishes
+
+
+@pytest.mark.xfail(strict=True, reason="Gradio 6.31: a BarPlot whose initial value is an untyped empty DataFrame "
+                   "never draws later data; compare.py should start the plots with typed empty frames "
+                   "(backend: str, value: float). Remove this mark once fixed.")
+def test_compare_charts_draw_a_bar_per_answer(page):
+    open_tab(page, "compare")
+    page.get_by_text("Options", exact=True).click()
+    set_number(page, "Max new tokens", 4)
+    page.locator("#compare-prompt textarea").fill("Hi")
+    page.locator("#compare-run").click()
+    expect(page.locator("#compare-status")).to_contain_text("Done in", timeout=180_000)
+    finished = page.locator("#compare-table [role=row]").filter(has_not_text="error").filter(
+        has=page.get_by_role("gridcell")).count()
+    # Both charts (time to first token, tokens/s) draw one bar per backend that answered.
+    bars = page.locator(".vega-embed .mark-rect path")
+    expect(bars).to_have_count(2 * finished, timeout=10_000)
