@@ -20,7 +20,7 @@ test: setup-dev browser
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m llm_levels bench --json bench/results.json
+	$(PY) -m llm_levels bench --json bench/results.json --chart docs/perf.png
 
 setup: $(VENV)/.stamp-run
 setup-dev: $(VENV)/.stamp-dev
@@ -43,7 +43,7 @@ $(VENV)/.stamp-dev: requirements-dev.txt $(VENV)/.stamp-run
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "Installing Debian's chromium for the browser tests..."; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium fonts-noto-color-emoji fonts-wqy-microhei; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -99,14 +99,19 @@ def _table(lanes: list[Lane], prices: PriceTable) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
+def _bars(y: str, points: list[tuple[str, float]]) -> pd.DataFrame:
+    """One bar chart's data. Typed columns even when empty: in Gradio 6.31 a BarPlot that once got an
+    untyped empty frame never draws later data."""
+    return pd.DataFrame({"backend": pd.Series([p[0] for p in points], dtype=str),
+                         y: pd.Series([p[1] for p in points], dtype=float)})
+
+
 def _plots(lanes: list[Lane]) -> tuple[pd.DataFrame, pd.DataFrame]:
     done = [lane for lane in lanes if lane.metrics is not None]
-    ttft = pd.DataFrame({"backend": [short_label(lane.option_id) for lane in done if lane.metrics.ttft_s is not None],
-                         "seconds": [lane.metrics.ttft_s for lane in done if lane.metrics.ttft_s is not None]})
-    tps = pd.DataFrame({
-        "backend": [short_label(lane.option_id) for lane in done if lane.metrics.tokens_per_s is not None],
-        "tokens/s": [lane.metrics.tokens_per_s for lane in done if lane.metrics.tokens_per_s is not None]})
-    return ttft, tps
+    ttft = [(short_label(lane.option_id), lane.metrics.ttft_s) for lane in done if lane.metrics.ttft_s is not None]
+    tps = [(short_label(lane.option_id), lane.metrics.tokens_per_s) for lane in done
+           if lane.metrics.tokens_per_s is not None]
+    return _bars("seconds", ttft), _bars("tokens/s", tps)
 
 
 def _column_text(lane: Lane, runtime: AppRuntime) -> str:
@@ -192,9 +197,9 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
                          interactive=False, wrap=True)
     # No sort= here: in Gradio 6.31 a sorted BarPlot stays empty; y from 0 so small bars are visible.
     with gr.Row():
-        ttft_plot = gr.BarPlot(pd.DataFrame({"backend": [], "seconds": []}), x="backend", y="seconds",
+        ttft_plot = gr.BarPlot(_bars("seconds", []), x="backend", y="seconds",
                                title="Time to first token (s, lower is better)", height=260, y_lim=[0, None])
-        tps_plot = gr.BarPlot(pd.DataFrame({"backend": [], "tokens/s": []}), x="backend", y="tokens/s",
+        tps_plot = gr.BarPlot(_bars("tokens/s", []), x="backend", y="tokens/s",
                               title="Decode speed (tokens/s, higher is better)", height=260, y_lim=[0, None])
     with gr.Accordion("About Compare", open=False):
         gr.Markdown(ABOUT)

@@ -25,7 +25,7 @@ from .. import inspect as I
 from ..core import PARAM_SPECS, BackendError, GenParams
 from ..runtime import AppRuntime
 from ..snippets import transformers_snippet
-from .shared import local_queue, model_status_fields
+from .shared import checked_slider, local_queue, model_status_fields
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
                                     info="Becomes the first message; the chat template decides how the model sees it.")
                 with gr.Row():
                     do_sample = gr.Checkbox(value=False, label="do_sample", info=SAMPLING_INFO)
-                    max_new = gr.Slider(P["max_new_tokens"].minimum, cap, value=min(128, cap), step=1,
+                    max_new = checked_slider(P["max_new_tokens"].minimum, cap, value=min(128, cap), step=1,
                                         label="max_new_tokens", info=P["max_new_tokens"].description)
                 with gr.Row():
                     temperature = _slider("temperature", P, minimum=0.05)
@@ -297,7 +297,7 @@ def _slider(name: str, specs: dict, *, minimum: float | None = None, maximum: fl
     spec = specs[name]
     lo = spec.minimum if minimum is None else minimum
     hi = spec.maximum if maximum is None else maximum
-    return gr.Slider(lo, hi, value=spec.default, step=spec.step, label=name, info=spec.description)
+    return checked_slider(lo, hi, value=spec.default, step=spec.step, label=name, info=spec.description)
 
 
 def _open_local(runtime: AppRuntime, spec: str) -> Iterator[Any]:

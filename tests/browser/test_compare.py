@@ -37,9 +37,6 @@ def test_compare_fills_every_column(page):
     assert sorted(finishes).count("error") == 1 and all(f in ("stop", "length", "error") for f in finishes), finishes
 
 
-@pytest.mark.xfail(strict=True, reason="Gradio 6.31: a BarPlot whose initial value is an untyped empty DataFrame "
-                   "never draws later data; compare.py should start the plots with typed empty frames "
-                   "(backend: str, value: float). Remove this mark once fixed.")
 def test_compare_charts_draw_a_bar_per_answer(page):
     open_tab(page, "compare")
     page.get_by_text("Options", exact=True).click()
