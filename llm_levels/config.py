@@ -112,7 +112,10 @@ class Settings:
             max_retries=int(_number(env, "MAX_RETRIES", 2, 0, 10, integer=True)),
             server_name=server_name,
             server_port=int(_number(env, "GRADIO_SERVER_PORT", 7860, 1, 65535, integer=True)),
-            local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 4, 1, 64, integer=True)),
+            # The fast path decodes concurrent requests together; plain generate calls would only fight
+            # over the cores, so it runs one at a time unless told otherwise.
+            local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 4 if _bool(env, "LOCAL_FAST_PATH", True) else 1,
+                                          1, 64, integer=True)),
             max_queue_size=int(_number(env, "MAX_QUEUE_SIZE", 64, 1, 10_000, integer=True)),
             local_api_key_set=bool(env.get("LOCAL_API_KEY", "").strip()),
             allow_custom_base_url=_bool(env, "ALLOW_CUSTOM_BASE_URL", not public),

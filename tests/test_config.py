@@ -28,3 +28,10 @@ def test_bad_values_are_refused_with_the_variable_named(name, value):
     with pytest.raises(BackendError) as e:
         Settings.from_env({name: value})
     assert name in str(e.value)
+
+
+def test_local_concurrency_follows_the_inference_path():
+    # The fast path batches concurrent requests; plain generate runs one at a time unless told otherwise.
+    assert Settings.from_env({}).local_concurrency == 4
+    assert Settings.from_env({"LOCAL_FAST_PATH": "false"}).local_concurrency == 1
+    assert Settings.from_env({"LOCAL_FAST_PATH": "false", "LOCAL_CONCURRENCY": "3"}).local_concurrency == 3

@@ -225,9 +225,9 @@ def parse_label(answer: str, labels: Sequence[str]) -> str | None:
 
     Case and punctuation are ignored; synonyms count ("Bullish." -> positive); a negated mention
     ("not positive") does not count. The answer's first line is read first, then the rest. Within it,
-    one distinct label (however often mentioned) wins; several distinct labels win only when the answer
-    *starts* with one (``"Positive. Not negative."``); otherwise the answer is ambiguous (an echo of the
-    question, "positive or negative") and invalid. "Neither", "unclear" and the like are invalid.
+    one distinct label (however often mentioned, negated mentions aside: ``"Positive. Not negative."``)
+    wins; several distinct labels make the answer ambiguous (an echo of the question, "positive or
+    negative") and invalid. "Neither", "unclear" and the like are invalid.
     """
     text = (answer or "").strip().lower()
     if not text:
@@ -261,6 +261,6 @@ def _mentions(chunk: str, labels: Sequence[str]) -> tuple[str, str | None]:
                 break
     if not hits:
         return "none", None
-    if len({lab for _, lab in hits}) == 1 or hits[0][0] == 0:
+    if len({lab for _, lab in hits}) == 1:
         return "label", hits[0][1]
     return "ambiguous", None

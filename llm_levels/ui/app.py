@@ -64,7 +64,10 @@ def status_view(runtime: AppRuntime, planned: str = "") -> tuple[str, dict[str, 
         f["display"] = display
     name = html.escape(display)
     if state == "ready":
-        body = f'<div class="status-ready">✅ Local model ready: <b>{name}</b></div>'
+        loaded = runtime.models.peek()
+        # The weights' dtype is what was loaded; the inference path says how it runs (e.g. int8 fast path).
+        path = f" · runs on {html.escape(loaded.fast_path)}" if loaded is not None and loaded.fast_path else ""
+        body = f'<div class="status-ready">✅ Local model ready: <b>{name}</b>{path}</div>'
         keep = False
     elif state == "error":
         err = html.escape(f["error"] or f["message"] or "unknown error")

@@ -140,13 +140,18 @@ def test_stop_keeps_the_partial_answer_and_frees_the_model(app_server):
 
 
 def test_waiting_users_see_their_place_in_the_local_queue(app_server):
-    """Local generations share LOCAL_CONCURRENCY (1) slots in Gradio's queue: the second waits with a rank."""
-    first, second = app_server.client(), app_server.client()
-    job1 = first.submit("Count from one to twenty in words.", LOCAL, 40, api_name="/chat_send")
+    """Local generations share LOCAL_CONCURRENCY slots in Gradio's queue: one more user waits with a rank."""
+    from tests.fixtures.app_server import LOCAL_CONCURRENCY
+
+    busy = []
+    for i in range(LOCAL_CONCURRENCY):
+        busy.append(app_server.client().submit(f"Count from one to {20 + i} in words.", LOCAL, 40,
+                                               api_name="/chat_send"))
     deadline = time.monotonic() + 120
-    while job1.status().code not in (Status.PROCESSING, Status.ITERATING) and time.monotonic() < deadline:
+    while any(j.status().code not in (Status.PROCESSING, Status.ITERATING) for j in busy):
+        assert time.monotonic() < deadline, "the first users never started"
         time.sleep(0.05)
-    job2 = second.submit("Say hi.", LOCAL, 4, api_name="/chat_send")
+    job2 = app_server.client().submit("Say hi.", LOCAL, 4, api_name="/chat_send")
     ranks = []
 
     def watch():
@@ -158,7 +163,8 @@ def test_waiting_users_see_their_place_in_the_local_queue(app_server):
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    job1.result(timeout=300)
+    for j in busy:
+        j.result(timeout=300)
     chat2, _, _ = job2.result(timeout=300)
     watcher.join(timeout=10)
     assert ranks and min(ranks) == 0, ranks  # it waited in the queue, first in line

@@ -1,0 +1,361 @@
+"""Running a lab: every k of a shot list over the evaluated rows, by one method, with progress and Stop.
+
+:func:`run_lab` is a generator of :class:`Progress` snapshots (after every batch or answer), so the CLI can
+print a bar and the Lab tab can refresh its tables; the last snapshot holds the finished runs. Setting
+``cancel`` (or closing the generator) stops it between two batches; the rows done so far stay in the
+snapshot already handed out, marked ``complete=False``.
+
+Methods:
+
+- ``generate``: the backend (any :class:`~llm_levels.core.Backend`) writes a short greedy answer and
+  :func:`~llm_levels.icl.prompts.parse_label` reads the label out of it (or marks it invalid);
+- ``score``: a :class:`~llm_levels.icl.scoring.LabelScorer` compares the log-likelihood of each label
+  after the prompt (local models only; never invalid).
+
+For each k, the k examples are drawn once (balanced, seeded) from the pool and used for every row, as in
+the seed article; the pool never holds an evaluated row (:func:`prepare_data` checks that).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..core import Backend, BackendError, GenParams, Message, ReplyBuilder
+from .data import Example, LabelledData, data_error, sample_eval, split_pool
+from .metrics import INVALID, Metrics, compute_metrics
+from .prompts import DEFAULT_TEMPLATE, get_template, parse_label, select_examples
+from .scoring import LabelScorer
+
+METHODS = ("generate", "score")
+CALIBRATIONS = ("batch", "content-free", "none")
+#: The content-free input of contextual calibration.
+CONTENT_FREE = "N/A"
+MAX_SHOTS = 32
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """What to run: the shot counts, the method, the template, how many rows, the seed."""
+
+    shots: tuple[int, ...] = (0, 1, 3)
+    method: str = "score"
+    template: str = DEFAULT_TEMPLATE
+    limit: int | None = None
+    seed: int = 0
+    #: generate only: the most tokens of an answer (a label is one word; the article allowed 50).
+    max_new_tokens: int = 10
+    #: score only: rows per batched forward pass.
+    batch_size: int = 8
+    #: score only: how to remove the model's prior bias towards one label before taking the best one.
+    #: ``batch`` (Zhou et al., 2023, "Batch Calibration"): subtract each label's mean log-probability over
+    #: the run's rows (no gold labels used; while the run goes, the mean of the rows done so far, and every
+    #: row is re-decided with the full mean at the end). ``content-free`` (Zhao et al., 2021): subtract the
+    #: log-probabilities for the content-free sentence "N/A" in the same prompt. ``none``: raw argmax.
+    calibrate: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise data_error(f"Unknown method {self.method!r}: use generate or score.")
+        if not self.shots:
+            raise data_error("Give at least one shot count, e.g. 0,1,3.")
+        if any(k < 0 or k > MAX_SHOTS for k in self.shots):
+            raise data_error(f"Shot counts must be between 0 and {MAX_SHOTS}.")
+        get_template(self.template)  # raises for an unknown name
+        if self.calibrate not in CALIBRATIONS:
+            raise data_error(f"Unknown calibration {self.calibrate!r}: use one of {', '.join(CALIBRATIONS)}.")
+
+
+def parse_shots(text: str | Sequence[int]) -> tuple[int, ...]:
+    """``"0,1,3"`` -> ``(0, 1, 3)`` (duplicates dropped, order kept); raises a clear error for bad input."""
+    if not isinstance(text, str):
+        items = [str(x) for x in text]
+    else:
+        items = [t for t in text.replace(";", ",").replace(" ", ",").split(",") if t.strip()]
+    out: list[int] = []
+    for t in items:
+        try:
+            k = int(t.strip())
+        except ValueError:
+            raise data_error(f"Shot counts must be whole numbers separated by commas (got {t!r}).") from None
+        if k < 0 or k > MAX_SHOTS:
+            raise data_error(f"Shot counts must be between 0 and {MAX_SHOTS} (got {k}).")
+        if k not in out:
+            out.append(k)
+    if not out:
+        raise data_error("Give at least one shot count, e.g. 0,1,3.")
+    return tuple(out)
+
+
+@dataclass
+class RowResult:
+    """One evaluated row of one run: the gold label, the prediction (None = invalid), what the model said."""
+
+    line: int
+    text: str
+    gold: str
+    pred: str | None
+    answer: str
+    scores: dict[str, float] | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.pred == self.gold
+
+
+@dataclass
+class RunResult:
+    """One k of a lab: its examples, its rows (all, or those done before Stop) and the metrics."""
+
+    shots: int
+    method: str
+    template: str
+    labels: tuple[str, ...]
+    examples: list[Example]
+    total: int
+    rows: list[RowResult] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    complete: bool = False
+
+    @property
+    def metrics(self) -> Metrics:
+        return compute_metrics([r.gold for r in self.rows], [r.pred for r in self.rows], self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "shots": self.shots, "method": self.method, "template": self.template, "n": m.n,
+            "accuracy": m.accuracy, "macro_f1": m.macro_f1, "weighted_f1": m.weighted_f1,
+            "invalid_rate": m.invalid_rate,
+            "per_class": {k: {"precision": v.precision, "recall": v.recall, "f1": v.f1, "support": v.support}
+                          for k, v in m.per_class.items()},
+            "confusion": m.confusion, "labels": list(m.labels), "confusion_columns": m.confusion_columns,
+            "complete": self.complete, "total": self.total, "elapsed_s": round(self.elapsed_s, 3),
+            "rows_per_s": round(m.n / self.elapsed_s, 3) if self.elapsed_s > 0 else None,
+            "examples": [{"text": e.text, "label": e.label} for e in self.examples],
+        }
+
+
+@dataclass
+class Progress:
+    """A snapshot while a lab runs: rows done of all, timing, and every run so far (the last may be partial)."""
+
+    done: int
+    total: int
+    elapsed_s: float
+    runs: list[RunResult]
+    finished: bool = False
+    stopped: bool = False
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.done == 0 or self.elapsed_s <= 0:
+            return None
+        return (self.total - self.done) * self.elapsed_s / self.done
+
+    def describe(self) -> str:
+        """``k=1 (run 2 of 3) · 80/300 rows · 12.3 rows/s · about 18 s left``."""
+        if not self.runs:
+            return "starting…"
+        cur = self.runs[-1]
+        rate = self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        eta = self.eta_s
+        left = "" if eta is None else f" · about {_fmt_s(eta)} left"
+        state = "stopped" if self.stopped else ("done" if self.finished else f"k={cur.shots}")
+        return f"{state} · {self.done}/{self.total} rows · {rate:.1f} rows/s{left}"
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+# ------------------------------------------------------------------------------------------- data
+def prepare_data(data: LabelledData, pool: LabelledData | None, config: LabConfig) -> tuple[list[Example], list[Example]]:
+    """(rows to evaluate, example pool). Without a separate pool, enough rows of each label are split off
+    ``data`` into one (seeded); either way no evaluated row's text can be picked as an example."""
+    k_max = max(config.shots)
+    labels = data.labels
+    if pool is None:
+        per_label = -(-k_max // len(labels)) if k_max else 0
+        pool, data = split_pool(data, per_label, config.seed)
+    rows = sample_eval(data.examples, config.limit, config.seed)
+    if not rows:
+        raise data_error("No rows are left to evaluate.")
+    return rows, list(pool.examples)
+
+
+def _prompt(template: str, single_turn: bool, text: str, examples: Sequence[Example],
+            labels: Sequence[str]) -> list[Message]:
+    t = get_template(template)
+    return t.single_turn(text, examples, labels) if single_turn else t.messages(text, examples, labels)
+
+
+def _is_seq2seq(obj: Any) -> bool:
+    loaded = getattr(obj, "loaded", None)
+    return bool(getattr(loaded, "is_seq2seq", False))
+
+
+# ------------------------------------------------------------------------------------------- running
+def run_lab(
+    rows: Sequence[Example],
+    pool: Sequence[Example],
+    labels: Sequence[str],
+    config: LabConfig,
+    *,
+    backend: Backend | None = None,
+    scorer: LabelScorer | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[Progress]:
+    """Run every k of ``config.shots``; yields a :class:`Progress` after each batch (score) or answer
+    (generate), and a last one with ``finished`` (or ``stopped``) set."""
+    if config.method == "score" and scorer is None:
+        raise BackendError("The score method needs a local model (it reads the model's probabilities); "
+                           "hosted APIs do not return them: use --method generate.", kind="bad_request", status=400)
+    if config.method == "generate" and backend is None:
+        raise BackendError("The generate method needs a backend.", kind="bad_request", status=400)
+    labels = tuple(labels)
+    single_turn = _is_seq2seq(scorer) if config.method == "score" else _is_seq2seq(backend)
+    total = len(rows) * len(config.shots)
+    runs: list[RunResult] = []
+    done = 0
+    t0 = time.perf_counter()
+    stopped = False
+    for k in config.shots:
+        examples = select_examples(pool, k, labels, config.seed, exclude=rows)
+        run = RunResult(k, config.method, config.template, labels, examples, len(rows))
+        runs.append(run)
+        prompts = [_prompt(config.template, single_turn, e.text, examples, labels) for e in rows]
+        started = time.perf_counter()
+        if config.method == "score":
+            assert scorer is not None
+            scorer.set_prefix(prompts)
+            free_base: dict[str, float] = {}
+            if config.calibrate == "content-free":
+                free = _prompt(config.template, single_turn, CONTENT_FREE, examples, labels)
+                free_base = scorer.score([free], labels)[0].logprobs
+            step = max(1, scorer.batch_size)
+            for i in range(0, len(rows), step):
+                if cancel is not None and cancel.is_set():
+                    stopped = True
+                    break
+                for e, s in zip(rows[i:i + step], scorer.score(prompts[i:i + step], labels)):
+                    run.rows.append(RowResult(e.line, e.text, e.label, None, "", s.logprobs))
+                _decide(run.rows, labels, config.calibrate, free_base)
+                done += len(rows[i:i + step])
+                run.elapsed_s = time.perf_counter() - started
+                yield Progress(done, total, time.perf_counter() - t0, runs)
+        else:
+            assert backend is not None
+            params = GenParams(temperature=0.0, max_new_tokens=config.max_new_tokens)
+            for e, msgs in zip(rows, prompts):
+                if cancel is not None and cancel.is_set():
+                    stopped = True
+                    break
+                answer = _generate(backend, msgs, params, cancel)
+                if answer is None:  # cancelled while answering: the row is not counted
+                    stopped = True
+                    break
+                run.rows.append(RowResult(e.line, e.text, e.label, parse_label(answer, labels), answer))
+                done += 1
+                run.elapsed_s = time.perf_counter() - started
+                yield Progress(done, total, time.perf_counter() - t0, runs)
+        run.elapsed_s = time.perf_counter() - started
+        run.complete = len(run.rows) == len(rows)
+        if stopped:
+            break
+    if runs and not runs[-1].rows and not runs[-1].complete:
+        runs.pop()  # stopped before its first row: nothing to report
+    yield Progress(done, total, time.perf_counter() - t0, runs, finished=not stopped, stopped=stopped)
+
+
+def _decide(rows: list[RowResult], labels: Sequence[str], calibrate: str, free_base: dict[str, float]) -> None:
+    """(Re)decide every scored row's label: argmax of its log-probabilities minus the calibration baseline."""
+    if calibrate == "batch" and rows:
+        base = {lab: sum(r.scores[lab] for r in rows if r.scores) / len(rows) for lab in labels}
+    elif calibrate == "content-free":
+        base = free_base
+    else:
+        base = {}
+    for r in rows:
+        if r.scores:
+            r.pred = max(labels, key=lambda lab: r.scores[lab] - base.get(lab, 0.0))
+            r.answer = r.pred
+
+
+def _generate(backend: Backend, messages: list[Message], params: GenParams,
+              cancel: threading.Event | None) -> str | None:
+    builder = ReplyBuilder()
+    gen = backend.stream(messages, params, cancel)
+    try:
+        for chunk in gen:
+            builder.add(chunk)
+    finally:
+        gen.close()
+    if builder.finish == "cancelled" or (cancel is not None and cancel.is_set()):
+        return None
+    return builder.text
+
+
+# ------------------------------------------------------------------------------------------- saving
+def results_dict(runs: Sequence[RunResult], *, source: str = "", backend: str = "", model: str = "",
+                 config: LabConfig | None = None) -> dict[str, Any]:
+    """The JSON document of a lab: ``{"runs": [...], "data", "backend", "model", "config"}``."""
+    out: dict[str, Any] = {"runs": [r.to_dict() for r in runs], "data": source, "backend": backend, "model": model}
+    if config is not None:
+        out["config"] = {"shots": list(config.shots), "method": config.method, "template": config.template,
+                         "limit": config.limit, "seed": config.seed, "max_new_tokens": config.max_new_tokens,
+                         "calibrate": config.calibrate if config.method == "score" else None}
+    return out
+
+
+CSV_COLUMNS = ("shots", "method", "template", "line", "text", "gold", "pred", "correct", "answer")
+
+
+def write_predictions_csv(runs: Sequence[RunResult], path: str | Path) -> Path:
+    """One row per (run, evaluated row): the gold label, the prediction (``(invalid)``), the answer, scores."""
+    labels: list[str] = []
+    for r in runs:
+        labels.extend(lab for lab in r.labels if lab not in labels)
+    p = Path(path)
+    with p.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(list(CSV_COLUMNS) + [f"logprob_{lab}" for lab in labels])
+        for run in runs:
+            for row in run.rows:
+                scores = row.scores or {}
+                w.writerow([run.shots, run.method, run.template, row.line, row.text, row.gold,
+                            row.pred if row.pred is not None else INVALID, int(row.correct), row.answer]
+                           + [scores.get(lab, "") for lab in labels])
+    return p
+
+
+def save_results(runs: Sequence[RunResult], folder: str | Path, stem: str = "icl_results", **meta: Any) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (:func:`results_dict`) and ``<stem>.csv`` (per-row predictions) into ``folder``."""
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    json_path = d / f"{stem}.json"
+    json_path.write_text(json.dumps(results_dict(runs, **meta), indent=2, ensure_ascii=False), encoding="utf-8")
+    return json_path, write_predictions_csv(runs, d / f"{stem}.csv")
+
+
+def results_table(runs: Sequence[RunResult]) -> list[list[Any]]:
+    """Rows of the summary table: k, method, template, n, accuracy, macro F1, weighted F1, invalid %."""
+    out = []
+    for r in runs:
+        m = r.metrics
+        out.append([r.shots, r.method, r.template, m.n if r.complete else f"{m.n}/{r.total}",
+                    round(m.accuracy, 3), round(m.macro_f1, 3), round(m.weighted_f1, 3),
+                    round(100 * m.invalid_rate, 1)])
+    return out
+
+
+TABLE_HEADERS = ["k", "method", "template", "n", "accuracy", "macro F1", "weighted F1", "invalid %"]
