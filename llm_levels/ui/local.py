@@ -163,19 +163,26 @@ def build(runtime: AppRuntime, session: Any) -> None:
                 else:
                     backend = item
             assert backend is not None
-            text, pairs, summary, code = under_the_hood(backend, messages, params)
             info = _info(backend)
-            yield skip, skip, skip, skip, text, summary, pairs, code, skip, skip, info
             from ..metrics import measure
 
             measured = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
             last = 0.0
+            panels = None
             for _ in measured:
                 now = time.perf_counter()
                 if now - last >= UPDATE_EVERY_S:
                     last = now
                     turn = hist + [H.assistant(measured.text)]
                     yield (turn, turn) + (skip,) * 9
+                if panels is None and measured.text:
+                    # Filled after the first token is on screen, so tokenizing and rendering them never
+                    # delays it (the model keeps decoding in its own thread meanwhile).
+                    panels = under_the_hood(backend, messages, params)
+                    text, pairs, summary, code = panels
+                    yield skip, skip, skip, skip, text, summary, pairs, code, skip, skip, info
+            if panels is None:
+                text, pairs, summary, code = under_the_hood(backend, messages, params)
             done = hist + [H.assistant(measured.text)] if measured.text else hist + [
                 H.note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
             mt = measured.metrics
