@@ -42,7 +42,7 @@ with no label count as invalid). The seed article ran Flan-T5 on the Financial P
 accuracy 0.45 (zero-shot) and 0.49 (one-shot), weighted F1 0.40 and 0.44.
 """
 
-PLOT_COLUMNS = ["k", "score", "metric"]
+PLOT_COLUMNS = ["k", "score", "metric"]  # starts empty (None): an empty initial frame would keep the plot blank
 
 
 def _plot_frame(rows: list[list]) -> pd.DataFrame:
@@ -81,9 +81,9 @@ def build(runtime: AppRuntime, session: Any) -> None:
                               info="score: label log-likelihoods (local model only) · generate: parse an answer")
             template = gr.Dropdown([(t.title, t.name) for t in TEMPLATES.values()], value=DEFAULT_TEMPLATE,
                                    label="Prompt template")
-            shots = gr.Textbox("0,1,3", label="Shots (k)", info="Comma-separated, e.g. 0,1,3,5")
+            shots = gr.Textbox("0,1,3", label="Shots (k)", info="Comma-separated, e.g. 0,1,3,5", elem_id="lab-shots")
             with gr.Row():
-                limit = gr.Number(None, label="Rows (empty = all)", precision=0, minimum=1)
+                limit = gr.Number(0, label="Rows (0 = all)", precision=0, minimum=0, elem_id="lab-limit")
                 seed = gr.Number(0, label="Seed", precision=0)
             with gr.Row():
                 calibrate = gr.Dropdown(list(CALIBRATIONS), value="batch", label="Calibration (score)",
@@ -91,12 +91,13 @@ def build(runtime: AppRuntime, session: Any) -> None:
                                              "content-free: subtract the scores for 'N/A' · none")
                 max_new = gr.Slider(1, 64, value=10, step=1, label="max_new_tokens (generate)")
             with gr.Row():
-                run_btn = gr.Button("Run", variant="primary")
+                run_btn = gr.Button("Run", variant="primary", elem_id="lab-run")
                 stop_btn = gr.Button("Stop", variant="stop")
         with gr.Column(scale=3):
             status = gr.Markdown("Pick a file (or keep the demo set) and press **Run**.", elem_id="lab-status")
-            table = gr.Dataframe(pd.DataFrame(columns=TABLE_HEADERS), label="Results per k", interactive=False)
-            plot = gr.LinePlot(_plot_frame([]), x="k", y="score", color="metric",
+            table = gr.Dataframe(pd.DataFrame(columns=TABLE_HEADERS), label="Results per k", interactive=False,
+                                 elem_id="lab-table")
+            plot = gr.LinePlot(None, x="k", y="score", color="metric",
                                title="Accuracy and F1 vs number of shots (k)", y_lim=[0, 1], height=280)
             with gr.Row():
                 confusion = gr.Dataframe(pd.DataFrame(), label="Confusion matrix (latest run; rows = gold)",
