@@ -292,6 +292,9 @@ class LocalBackend(Backend):
         while not self.slots.acquire(timeout=_POLL_S * 4):
             if cancel is not None and cancel.is_set():
                 return False
+        if cancel is not None and cancel.is_set():  # cancelled while it waited, even if a slot just freed
+            self.slots.release()
+            return False
         return True
 
 
