@@ -16,6 +16,7 @@ Nothing here loads at import time, and ``trust_remote_code`` is never enabled.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import json
@@ -25,6 +26,7 @@ import re
 import shutil
 import threading
 import time
+import weakref
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -298,6 +300,9 @@ def apply_fast_path(loaded: LoadedModel, settings: Settings) -> LoadedModel:
         decoder = FastDecoder(loaded.model, quantize=quantize)
         decoder.self_check()
         loaded.fast = BatchScheduler(decoder, max_batch=max(1, settings.local_concurrency))
+        # Its decode thread is a daemon: stop it before the interpreter tears torch down, or a short-lived
+        # process (the CLI) can abort at exit ("terminate called without an active exception").
+        atexit.register(_close_at_exit, weakref.ref(loaded.fast))
         loaded.fast_path = decoder.name
         log.info("fast path ready: %s (%.0f MB, built in %.1f s)", decoder.name, decoder.nbytes / 1e6,
                  decoder.build_s)
@@ -306,6 +311,12 @@ def apply_fast_path(loaded: LoadedModel, settings: Settings) -> LoadedModel:
         loaded.fast = None
         loaded.fast_path = f"{loaded.dtype} (plain: fast path failed, {type(e).__name__})"
     return loaded
+
+
+def _close_at_exit(ref: "weakref.ref") -> None:
+    scheduler = ref()
+    if scheduler is not None:
+        scheduler.close(timeout=5.0)
 
 
 #: Quantizations the fast path tries, best first (int8 with integer matmuls is fastest and exact enough).

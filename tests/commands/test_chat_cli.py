@@ -162,3 +162,8 @@ def test_local_backend_json():
     assert 1 <= out["usage"]["output_tokens"] <= 8 and out["usage"]["input_tokens"] > 3
     assert 0 < out["ttft_s"] <= out["total_s"]
     assert p.stderr == ""  # stderr is not a terminal: no progress lines
+    # Default settings (the fast path's decode thread running right up to exit) still exit cleanly:
+    # a daemon decode thread once made the process abort with "terminate called without an active exception".
+    p = chat("--backend", "local", "--prompt", "What is the capital of France?", "--json", env=env, timeout=300)
+    assert p.returncode == 0 and p.stderr == "", (p.returncode, p.stderr[-2000:])
+    assert "Paris" in json.loads(p.stdout)["text"]
