@@ -18,7 +18,9 @@ The prompt (prefill) takes the same quantized matrices, all positions in one cal
 quantize each row (token) with its own scale (see :class:`.qlinear.DynamicInt8Linear`): with one scale
 for a whole prompt, the large outlier activations of small models ruined the rest (measured: the first
 answer token differed from the plain model's on 3 of 4 prompts; per row, greedy answers agree with
-the plain model for the first 6 to 32 tokens on 6 prompts, like a float32 prefill would).
+the plain model for the first 6 to 32 tokens on 6 prompts, like a float32 prefill would). A single
+row (one request decoding alone) takes fbgemm's own range for that row, a batch the scaled form: a row
+never depends on its batch companions, but alone and batched round slightly differently.
 
 Batches: :meth:`LlamaFast.decode` takes one token and one cache per row; rows may sit at different
 positions. The weight matrices are read once for all rows; attention runs per row on its own cache.

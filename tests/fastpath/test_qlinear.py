@@ -31,16 +31,38 @@ def test_kinds_are_close_to_float32(kind):
 
 
 def test_int8_rows_do_not_depend_on_the_rest_of_the_batch():
-    """fbgemm quantizes a whole input with one scale; the layer normalises rows so batching changes nothing."""
+    """fbgemm quantizes a whole input with one range; the layer gives every row its own, so batching changes nothing."""
     if "int8" not in available_kinds():
         pytest.skip("no int8 kernels")
     torch.manual_seed(2)
-    lin = make_linear(torch.randn(40, 32), "int8")
+    lin_weight = torch.randn(40, 32)
+    lin = make_linear(lin_weight, "int8")
     x = torch.randn(4, 32)
-    x[2] *= 1000  # an outlier row would ruin the other rows' precision with one shared scale
+    x[2] *= 1000  # an outlier row would ruin the other rows' precision with one shared range
     batched = lin(x)
     for i in range(4):
-        assert torch.equal(batched[i], lin(x[i:i + 1])[0])
+        # In any other batch the row comes out bit for bit the same...
+        other = torch.stack([torch.randn(32) * 50, x[i], torch.randn(32) * 1e-3])
+        assert torch.equal(lin(other)[1], batched[i])
+        # ...and alone (the one-row form: fbgemm's own [min, max] range of the row) about as close to the
+        # float32 product.
+        ref = x[i] @ lin_weight.T
+        alone = lin(x[i:i + 1])[0]
+        for y in (alone, batched[i]):
+            assert (y - ref).norm() <= 0.03 * ref.norm(), i
+
+
+def test_int8_one_row_and_an_all_zero_row_stay_finite():
+    if "int8" not in available_kinds():
+        pytest.skip("no int8 kernels")
+    lin = make_linear(torch.randn(8, 16), "int8")
+    for x in (torch.zeros(1, 16), torch.zeros(3, 16)):
+        y = lin(x)
+        assert torch.isfinite(y).all() and torch.equal(y, torch.zeros_like(y))
+    w = torch.randn(8, 16)
+    x = torch.randn(1, 16)
+    rel = (make_linear(w, "int8")(x) - x @ w.T).norm() / (x @ w.T).norm()
+    assert rel < 0.03, rel
 
 
 def test_unknown_kind_is_refused():
