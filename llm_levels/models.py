@@ -216,6 +216,8 @@ class LoadedModel:
     fast_path: str
     n_params: int
     model_id: str = ""
+    #: sha256 of the weights file the model was read from (GGUF), keying caches derived from it; else "".
+    weights_key: str = ""
     #: The fast decode path (a :class:`~llm_levels.fastpath.BatchScheduler`), or None for the plain path.
     fast: Any = None
 
@@ -237,10 +239,10 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
 
         torch_dtype = getattr(torch, dtype)
         if resolved.gguf_file:
-            model, tokenizer, from_cache = _load_gguf(resolved, settings, torch_dtype, report)
+            model, tokenizer, from_cache, weights_key = _load_gguf(resolved, settings, torch_dtype, report)
         else:
             model, tokenizer = _load_pretrained(resolved, settings, torch_dtype, report)
-            from_cache = False
+            from_cache, weights_key = False, ""
         report(0.9, f"Moving the model to {device}")
         model.to(device=device, dtype=torch_dtype)
         model.eval()
@@ -264,6 +266,7 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
         fast_path=f"{dtype} (plain)",
         n_params=sum(p.numel() for p in model.parameters()),
         model_id=resolved.model_id,
+        weights_key=weights_key,
     )
     if settings.local_fast_path:
         report(0.93, "Preparing the fast int8 path")
@@ -297,20 +300,45 @@ def apply_fast_path(loaded: LoadedModel, settings: Settings) -> LoadedModel:
         if quantize is None:
             loaded.fast_path = f"{loaded.dtype} (plain: no int8 kernels in this torch build)"
             return loaded
-        decoder = FastDecoder(loaded.model, quantize=quantize)
-        decoder.self_check()
+        decoder = _fast_decoder(loaded, settings, quantize)
         loaded.fast = BatchScheduler(decoder, max_batch=max(1, settings.local_concurrency))
         # Its decode thread is a daemon: stop it before the interpreter tears torch down, or a short-lived
         # process (the CLI) can abort at exit ("terminate called without an active exception").
         atexit.register(_close_at_exit, weakref.ref(loaded.fast))
         loaded.fast_path = decoder.name
-        log.info("fast path ready: %s (%.0f MB, built in %.1f s)", decoder.name, decoder.nbytes / 1e6,
-                 decoder.build_s)
+        log.info("fast path ready: %s (%.0f MB, %s in %.1f s)", decoder.name, decoder.nbytes / 1e6,
+                 "loaded from the store" if decoder.from_store else "built and checked", decoder.build_s)
     except Exception as e:  # noqa: BLE001 - the plain path always works: fall back to it
         log.warning("The fast path could not be set up (%s: %s); using the plain path.", type(e).__name__, e)
         loaded.fast = None
         loaded.fast_path = f"{loaded.dtype} (plain: fast path failed, {type(e).__name__})"
     return loaded
+
+
+def _fast_decoder(loaded: LoadedModel, settings: Settings, quantize: str) -> Any:
+    """The checked fast decoder: from int8 matrices stored by an earlier start when there are some (they
+    passed the self-check when they were written, with this torch on this kind of CPU), else built,
+    checked, and stored for the next start (see :mod:`llm_levels.fastpath.store`)."""
+    from .fastpath import FastDecoder
+    from .fastpath import store
+
+    path = None
+    if loaded.weights_key and quantize == "int8":
+        path = store.store_path(settings.cache_dir, loaded.weights_key, quantize)
+        stored = store.load(path, len(loaded.model.model.layers))
+        if stored is not None:
+            try:
+                return FastDecoder(loaded.model, quantize=quantize, stored=stored)
+            except (ValueError, KeyError) as e:
+                log.warning("Stored fast weights in %s do not fit this model (%s); building them again.", path, e)
+    decoder = FastDecoder(loaded.model, quantize=quantize)
+    decoder.self_check()
+    if path is not None:
+        try:
+            store.save(decoder.impl, path)
+        except Exception as e:  # noqa: BLE001 - no store (read-only or full disk) only costs time next start
+            log.warning("Could not store the fast weights in %s (%s: %s)", path, type(e).__name__, e)
+    return decoder
 
 
 def _close_at_exit(ref: "weakref.ref") -> None:
@@ -406,8 +434,11 @@ def _safe_progress(progress: Progress | None) -> Progress:
 
 # ------------------------------------------------------------------------ GGUF and its disk cache
 def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.dtype",
-               report: Progress) -> tuple[Any, Any, bool]:
-    """Load a GGUF model: from the converted copy on disk when valid, else convert (and save the copy)."""
+               report: Progress) -> tuple[Any, Any, bool, str]:
+    """Load a GGUF model: from the converted copy on disk when valid, else convert (and save the copy).
+
+    Returns the model, its tokenizer, whether they came from the converted copy, and the file's sha256.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(resolved.location) / str(resolved.gguf_file)
@@ -420,7 +451,7 @@ def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.
             tokenizer = AutoTokenizer.from_pretrained(cached, trust_remote_code=False)
             report(0.3, "Loading the weights (converted copy)")
             model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype, trust_remote_code=False)
-            return model, tokenizer, True
+            return model, tokenizer, True, sha
         except Exception as e:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
             log.warning("The converted copy in %s is unreadable (%s: %s); converting again.",
                         cached, type(e).__name__, e)
@@ -448,7 +479,7 @@ def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.
                     cached, type(e).__name__, e)
     if torch_dtype != model.dtype:
         model = model.to(dtype=torch_dtype)
-    return model, tokenizer, False
+    return model, tokenizer, False, sha
 
 
 def converted_dir(cache_dir: Path, sha: str) -> Path:

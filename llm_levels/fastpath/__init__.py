@@ -10,7 +10,8 @@ it; the local backend then decodes there instead of ``model.generate``. Modules,
 - ``sampling.py`` — greedy / sampled choice of the next token (transformers' semantics);
 - ``decoder.py``  — :class:`FastDecoder`: the fast weights, single-request generation, a self-check;
 - ``batch.py``    — :class:`BatchScheduler`: concurrent requests decoded together;
-- ``pages.py``    — gives back the memory of float32 pages (memory-mapped) the fast path no longer reads.
+- ``pages.py``    — gives back the memory of float32 pages (memory-mapped) the fast path no longer reads;
+- ``store.py``    — the int8 matrices saved next to the converted model, so warm starts skip building them.
 
 Nothing heavy is imported here until a class is used.
 """

@@ -54,11 +54,13 @@ class FastDecoder:
         return available_kinds()
 
     def __init__(self, model: Any, *, quantize: str = "int8", head_quantize: str | None = None,
-                 threads: int | None = 1) -> None:
+                 threads: int | None = 1, stored: Any = None) -> None:
         import torch
 
         t0 = time.perf_counter()
-        self.impl = LlamaFast(model, quantize=quantize, head_quantize=head_quantize)
+        #: Whether the int8 matrices came from disk (:mod:`.store`) rather than being quantized now.
+        self.from_store = stored is not None
+        self.impl = LlamaFast(model, quantize=quantize, head_quantize=head_quantize, stored=stored)
         self.quantize = quantize
         self.auto_threads = threads is None
         self.threads = 1 if threads is None else max(1, int(threads))

@@ -32,7 +32,7 @@ depend on the sequence length (``default``, ``linear``, ``llama3``, ``yarn``), o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -132,7 +132,8 @@ class LlamaFast:
     quantized copies of the projection and output matrices are its only extra memory.
     """
 
-    def __init__(self, model: Any, *, quantize: str = "int8", head_quantize: str | None = None) -> None:
+    def __init__(self, model: Any, *, quantize: str = "int8", head_quantize: str | None = None,
+                 stored: Mapping[str, Any] | None = None) -> None:
         reason = unsupported_reason(model)
         if reason:
             raise ValueError(f"the fast path cannot run this model: {reason}")
@@ -157,15 +158,22 @@ class LlamaFast:
 
         #: Drops float32 pages this path no longer needs (only file-mapped ones; see :mod:`.pages`).
         self.pages = PageReleaser()
+        if stored is not None and (quantize, self.head_quantize) != ("int8", "int8"):
+            raise ValueError("stored fast weights are int8")
         with torch.no_grad():
             self.layers = []
-            for layer in inner.layers:
-                self.layers.append(self._layer(layer, quantize))
-                self.pages.release(_projection_weights(layer))
+            for i, layer in enumerate(inner.layers):
+                if stored is not None:  # int8 matrices saved by an earlier start (see .store): no float read
+                    self.layers.append(self._stored_layer(layer, {m: stored[f"layers.{i}.{m}"]
+                                                                  for m in ("qkv", "o", "gate_up", "down")}))
+                else:
+                    self.layers.append(self._layer(layer, quantize))
+                    self.pages.release(_projection_weights(layer))
             self.norm = inner.norm.weight.detach().float().clone()
             # The embedding table is shared with the model (a lookup reads one row: no need for a copy).
             self.embed_weight = inner.embed_tokens.weight.detach()
-            self.lm_head = make_linear(model.lm_head.weight.detach(), self.head_quantize)
+            self.lm_head = (stored["lm_head"] if stored is not None
+                            else make_linear(model.lm_head.weight.detach(), self.head_quantize))
             rotary = inner.rotary_emb
             inv_freq = rotary.inv_freq.detach().float()
             scaling = float(getattr(rotary, "attention_scaling", 1.0))
@@ -187,6 +195,19 @@ class LlamaFast:
             mlp_norm=layer.post_attention_layernorm.weight.detach().float().clone(),
             gate_up=make_linear(gate_up, quantize),
             down=make_linear(mlp.down_proj.weight.detach(), quantize),
+        )
+
+    def _stored_layer(self, layer: Any, mats: Mapping[str, Any]) -> _Layer:
+        expected = {"qkv": (self.n_heads + 2 * self.n_kv) * self.head_dim, "o": self.hidden,
+                    "gate_up": 2 * layer.mlp.gate_proj.weight.shape[0], "down": self.hidden}
+        for name, rows in expected.items():
+            if mats[name].out_features != rows:
+                raise ValueError(f"stored {name} has {mats[name].out_features} rows, the model needs {rows}")
+        return _Layer(
+            attn_norm=layer.input_layernorm.weight.detach().float().clone(),
+            qkv=mats["qkv"], o=mats["o"],
+            mlp_norm=layer.post_attention_layernorm.weight.detach().float().clone(),
+            gate_up=mats["gate_up"], down=mats["down"],
         )
 
     # ------------------------------------------------------------------------------------- pieces

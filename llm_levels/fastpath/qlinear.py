@@ -83,10 +83,11 @@ class DynamicInt8Linear:
 
     kind = "int8"
 
-    def __init__(self, weight: torch.Tensor, *, reduce_range: bool | None = None) -> None:
+    def __init__(self, weight: torch.Tensor | None, *, reduce_range: bool | None = None,
+                 int8: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         if reduce_range is None:
             reduce_range = not has_vnni()
-        q, scale = int8_per_row(weight)
+        q, scale = int8 if int8 is not None else int8_per_row(weight)
         self.out_features, self.in_features = q.shape
         self.reduce_range = reduce_range
         with warnings.catch_warnings():
@@ -121,6 +122,18 @@ class DynamicInt8Linear:
         y = torch.ops.quantized.linear_dynamic(torch.cat([x2 / amax, self._probe]), self.packed,
                                                self.reduce_range)
         return (y[:-1] * amax).reshape(*shape[:-1], self.out_features)
+
+    @classmethod
+    def from_int8(cls, q: torch.Tensor, scale: torch.Tensor, *, reduce_range: bool) -> "DynamicInt8Linear":
+        """The layer from already quantized weights (``q`` int8 ``[out, in]``, ``scale`` ``[out]``), e.g. stored."""
+        if q.dtype != torch.int8 or q.dim() != 2 or scale.shape != (q.shape[0],):
+            raise ValueError("expected int8 weights [out, in] and one scale per output row")
+        return cls(None, reduce_range=reduce_range, int8=(q, scale.float()))
+
+    def int8(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The int8 weights ``[out, in]`` and their per-row scales (float32), unpacked from fbgemm's layout."""
+        w, _ = torch.ops.quantized.linear_unpack(self.packed)
+        return w.int_repr().contiguous(), w.q_per_channel_scales().float().contiguous()
 
     @property
     def nbytes(self) -> int:
