@@ -1,20 +1,22 @@
 """What the running app shares between sessions, and how a session's backend choice becomes a Backend.
 
 Shared (read-only for sessions): the settings, the local model manager (a model is loaded once and
-used by everyone), and a semaphore that limits concurrent local generations. Nothing here holds a
-user's conversation or key: those live in each session's ``gr.State``.
+used by everyone), and the line for the local model (:class:`~llm_levels.slots.LocalSlots`): at most
+``LOCAL_CONCURRENCY`` local generations at once, the others wait first come first served and can
+read their place. Nothing here holds a user's conversation or key: those live in each session's
+``gr.State``.
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .config import HostedEndpoint, Settings
 from .core import Backend, BackendError, GenParams, Message, check_conversation
 from .safety import RateLimiter, SecretRegistry, check_base_url, guarded_http_client
+from .slots import LocalSlots, SlotTicket
 
 LOCAL = "local"
 APP_ENDPOINT = "app-endpoint"
@@ -38,8 +40,9 @@ class AppRuntime:
 
         self.settings = settings
         self.models = ModelManager(settings)
-        # Limits how many local generations run at once; others wait in Gradio's queue.
-        self.local_slots = threading.BoundedSemaphore(settings.local_concurrency)
+        # Limits how many local generations run at once, from every tab and /v1 together; the others
+        # wait in this one FIFO line (a page shows them their place: ui/shared.py BackendOpener).
+        self.local_slots = LocalSlots(settings.local_concurrency)
         # A random per-process key the app sends to its own /v1 endpoint when LOCAL_API_KEY is unset:
         # on a non-loopback bind /v1 is then closed to everyone else but still open to the app itself
         # (server.py accepts it). It never leaves this process.
@@ -125,7 +128,12 @@ class AppRuntime:
         return HOSTED_PREFIX + eps[0].name if eps else LOCAL
 
     # ------------------------------------------------------------------ building
-    def local_backend(self, spec: str | None = None) -> Backend:
+    def local_backend(self, spec: str | None = None, *, slots: LocalSlots | SlotTicket | None = None) -> Backend:
+        """The local model ``spec`` (default: ``LOCAL_MODEL``) as a backend, loading it first if needed.
+
+        It waits for a generation slot in :attr:`local_slots` when it streams; ``slots`` may instead be a
+        :class:`SlotTicket` the caller took from that line itself (to show the wait; one generation).
+        """
         # Load (or wait for) the model *before* importing the backend module: importing transformers'
         # generation classes in this thread while the preload thread is still importing transformers
         # fails ("cannot import name 'LogitsProcessor'": its lazy module is not safe against
@@ -133,7 +141,7 @@ class AppRuntime:
         loaded = self.models.get(spec)
         from .backends.local_hf import LocalBackend
 
-        return LocalBackend(loaded, slots=self.local_slots)
+        return LocalBackend(loaded, slots=self.local_slots if slots is None else slots)
 
     def hosted_backend(
         self,

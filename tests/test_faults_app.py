@@ -171,11 +171,9 @@ def test_a_hanging_api_tab_request_does_not_block_other_sessions_or_tabs(hardene
     srv._queue.clear()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap, reported: every Chat event runs in the local model's Gradio lane (concurrency_id "
-    "'local-model', LOCAL_CONCURRENCY=1) whatever its backend, so one hanging hosted chat holds Chat, the "
-    "Local tab and Compare for everyone for up to REQUEST_TIMEOUT_S"))
 def test_a_hanging_chat_request_does_not_block_other_sessions_chats(hardened_app):
+    """Chat has its own Gradio lane (not the local model's, LOCAL_CONCURRENCY=1 here): session A's hanging
+    hosted chat holds no one else's turn."""
     srv = hardened_app.scripted
     srv.push(Act.hang())
     a, b = hardened_app.client(), hardened_app.client()

@@ -46,6 +46,7 @@ from transformers import (
 )
 
 from ..core import Backend, BackendError, Chunk, GenParams, Message, Usage, check_conversation
+from ..slots import LocalSlots, SlotTicket
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import LoadedModel
@@ -85,7 +86,11 @@ class LocalBackend(Backend):
     contract is the same either way.
 
     ``slots``, when given, is held for the duration of each generation (the app uses it to limit how
-    many local generations run at once). ``first_token_timeout_s`` bounds how long the model may stay
+    many local generations run at once): a plain semaphore, the app's FIFO line
+    (:class:`~llm_levels.slots.LocalSlots`), or one :class:`~llm_levels.slots.SlotTicket` -- a place in
+    that line the caller took itself, so it can show the waiter its position while the turn comes (such
+    a backend is good for one generation). A request cancelled while it waits leaves the line and never
+    starts. ``first_token_timeout_s`` bounds how long the model may stay
     silent, before the first piece of text and between pieces. ``last_thread`` is the most recent
     generate thread (for tests and diagnostics).
     """
@@ -96,7 +101,7 @@ class LocalBackend(Backend):
         self,
         loaded: "LoadedModel",
         *,
-        slots: threading.Semaphore | None = None,
+        slots: threading.Semaphore | LocalSlots | SlotTicket | None = None,
         first_token_timeout_s: float = 120.0,
         join_timeout_s: float = 10.0,
         fast: bool | None = None,
@@ -289,6 +294,9 @@ class LocalBackend(Backend):
         """Wait for a generation slot; give up (False) if the request is cancelled while waiting."""
         if self.slots is None:
             return True
+        if isinstance(self.slots, (LocalSlots, SlotTicket)):
+            # The app's line: wait in place (FIFO) and leave it at once when cancelled.
+            return self.slots.acquire(cancel=cancel)
         while not self.slots.acquire(timeout=_POLL_S * 4):
             if cancel is not None and cancel.is_set():
                 return False

@@ -9,6 +9,9 @@ a "ℹ️ Older messages left out" note says so.
 
 Events (``api_name``): ``chat_send``, ``chat_retry``, ``chat_undo``, ``chat_clear``, ``chat_example``.
 Stop cancels a running send/retry (Gradio closes the generator; the backend then stops working).
+They run in Chat's own Gradio lane whatever the backend, so a hanging hosted request never holds the
+local model's turn; a local request waits in the app's line for the model and shows its place there
+("⏳ Waiting for the local model — N ahead of you").
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .. import history as H
 from ..core import BackendError, GenParams
 from ..metrics import measure
 from ..runtime import AppRuntime
-from .shared import BackendOpener, checked_slider, SessionState, backend_choices, local_queue
+from .shared import WAIT_POLL_S, BackendOpener, SessionState, backend_choices, checked_slider, lane
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +110,13 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         yield hist + [wait], hist, ("" if clear_input else gr.skip()), ""
         backend_label = backend_id
         stream = None
+        opener = None
         cancel = threading.Event()
         try:
             messages = H.to_messages(hist)
+            # Loads the model if needed, then (local model) waits for its turn in the model's line.
             opener = BackendOpener(runtime, backend_id, api_key)
-            while not opener.wait(0.4):
+            while not opener.wait(WAIT_POLL_S):  # each yield is also a point where Stop can end this
                 shown = hist + [H.note(opener.progress_text(), title=opener.progress_title(), pending=True)]
                 yield shown, hist, gr.skip(), gr.skip()
             backend = opener.result()
@@ -151,6 +156,8 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
             cancel.set()
             if stream is not None:
                 stream.close()
+            if opener is not None:
+                opener.close()  # out of the line if it was still waiting (a stopped request never starts)
 
     def send(text: str, backend_id: str, max_new: float, hist: list, api_key: str | None,
              request: gr.Request) -> Iterator[Outputs]:
@@ -186,15 +193,17 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     # ------------------------------------------------------------------ wiring
     gen_inputs = [backend, max_tokens, state, session.api_key]
     outputs = [chatbot, state, textbox, metrics_md]
-    lane = local_queue(runtime)  # local generations are limited; waiting users see their queue position
+    # Chat's own lane: a hosted chat never holds the local model's turn; local requests wait for the
+    # model in the app's line (runtime.local_slots) and see their place in the chat.
+    chat_lane = lane("chat")
     send_ev = gr.on([textbox.submit, send_btn.click], send, inputs=[textbox, *gen_inputs], outputs=outputs,
-                    api_name="chat_send", show_progress="minimal", **lane)
+                    api_name="chat_send", show_progress="minimal", **chat_lane)
     retry_ev = gr.on([retry_btn.click, chatbot.retry], retry, inputs=gen_inputs, outputs=outputs,
-                     api_name="chat_retry", show_progress="minimal", **lane)
+                     api_name="chat_retry", show_progress="minimal", **chat_lane)
     example_ev = chatbot.example_select(pick_example, None, textbox, api_name="chat_example",
                                         queue=False, show_progress="hidden")
     example_send = example_ev.then(send, inputs=[textbox, *gen_inputs], outputs=outputs,
-                                   api_visibility="private", show_progress="minimal", **lane)
+                                   api_visibility="private", show_progress="minimal", **chat_lane)
     running = [send_ev, retry_ev, example_send]
     stop_btn.click(None, None, None, cancels=running, api_visibility="private", queue=False)
     gr.on([undo_btn.click, chatbot.undo], undo, inputs=[state], outputs=outputs, api_name="chat_undo",

@@ -6,7 +6,9 @@ the table and the charts together. A failing backend shows its error in its colu
 Stop closes the generator, which sets the shared cancel event: every backend stops working.
 
 Columns are built once per backend option (the options are fixed when the app starts) and shown for
-the ticked ones, four to a row. Event: ``compare_run``.
+the ticked ones, four to a row. Event: ``compare_run``, in the tab's own Gradio lane (a run that waits
+on a slow hosted server never holds the local model's turn). The local column waits for the model in
+the app's line (``runtime.local_slots``) and shows its place there ("N ahead of you").
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from .. import history as H
 from ..core import BackendError, GenParams, Usage
 from ..metrics import TurnMetrics, measure
 from ..pricing import PriceTable, format_cost
-from ..runtime import APP_ENDPOINT, AppRuntime
-from .shared import (SessionState, backend_choices, is_usable, local_queue, model_loading_text, short_label,
-                     uses_local_model)
+from ..runtime import APP_ENDPOINT, LOCAL, AppRuntime
+from ..slots import SlotTicket
+from .shared import (SessionState, backend_choices, is_usable, local_wait_title, model_loading_text,
+                     short_label, uses_local_model)
+from .shared import lane as gradio_lane
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class Lane:
     model: str = ""
     error: str = ""
     metrics: TurnMetrics | None = None
+    ticket: SlotTicket | None = None  # the local column's place in the local model's line
 
 
 def _price_table(runtime: AppRuntime) -> PriceTable:
@@ -116,6 +121,9 @@ def _plots(lanes: list[Lane]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _column_text(lane: Lane, runtime: AppRuntime) -> str:
     if lane.phase == "waiting":
+        if lane.ticket is not None:  # loaded; in the local model's line, then its turn came
+            ahead = lane.ticket.ahead
+            return local_wait_title(ahead) if ahead is not None else "⏳ Waiting for the first token…"
         if uses_local_model(lane.option_id):
             return "⏳ " + (model_loading_text(runtime) or "Waiting for the local model…")
         return "⏳ Waiting for the first token…"
@@ -131,10 +139,19 @@ def _worker(runtime: AppRuntime, idx: int, option_id: str, messages, params: Gen
             cancel: threading.Event, events: "queue.Queue[tuple]") -> None:
     """Run one backend; report everything on ``events`` as (kind, idx, value)."""
     stream = None
+    ticket = None
     try:
-        if option_id == APP_ENDPOINT:
-            runtime.models.get()  # the endpoint serves this model: load it before the HTTP request
-        backend = runtime.backend(option_id, api_key=api_key)
+        if option_id == LOCAL:
+            runtime.models.get()
+            # A place in the local model's line, so the column can show how many are ahead; the backend
+            # waits for it (and leaves the line at once if cancel is set meanwhile).
+            ticket = runtime.local_slots.join()
+            events.put(("ticket", idx, ticket))
+            backend = runtime.local_backend(slots=ticket)
+        else:
+            if option_id == APP_ENDPOINT:
+                runtime.models.get()  # the endpoint serves this model: load it before the HTTP request
+            backend = runtime.backend(option_id, api_key=api_key)
         events.put(("model", idx, backend.model))
         if cancel.is_set():
             return
@@ -153,6 +170,8 @@ def _worker(runtime: AppRuntime, idx: int, option_id: str, messages, params: Gen
     finally:
         if stream is not None:
             stream.close()
+        if ticket is not None:
+            ticket.cancel()  # still in line (the run ended first) or a slot never taken: pass it on
 
 
 def build(runtime: AppRuntime, session: SessionState) -> None:
@@ -258,6 +277,8 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
                     lane = lanes[k]
                     if kind == "model":
                         lane.model = value
+                    elif kind == "ticket":
+                        lane.ticket = value
                     elif kind == "text":
                         lane.phase = "streaming"
                         lane.text += value
@@ -294,7 +315,7 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     run_ev = gr.on([run_btn.click, prompt.submit], run,
                    inputs=[prompt, system, max_tokens, temperature, backends, session.api_key],
                    outputs=outputs, api_name="compare_run", show_progress="minimal",
-                   show_progress_on=[status], **local_queue(runtime))
+                   show_progress_on=[status], **gradio_lane("compare"))
     stop_btn.click(None, None, None, cancels=[run_ev], api_visibility="private", queue=False)
     backends.change(show_columns, backends, columns, api_visibility="private", queue=False,
                     show_progress="hidden")

@@ -8,7 +8,8 @@ rows done, the speed and the time left; after each batch: the metrics table, acc
 confusion matrix and per-class scores of the latest run. Stop ends the run and keeps the rows done so far;
 the results download as JSON (metrics) and CSV (one line per evaluated row).
 
-Events (``api_name``): ``lab_run`` (in the local model's queue lane), ``lab_stop``.
+Events (``api_name``): ``lab_run`` (in the tab's own Gradio lane; with the local model each batch or row
+waits for its turn in the app's line for the model, ``runtime.local_slots``), ``lab_stop``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
 from ..icl.runner import (CALIBRATIONS, METHODS, TABLE_HEADERS, LabConfig, Progress, RunResult, parse_shots, prepare_data,
                           results_table, run_lab, save_results)
 from ..runtime import LOCAL, AppRuntime
-from .shared import backend_choices, local_queue
+from .shared import backend_choices, lane
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
 
     outputs = [status, table, plot, confusion, per_class, files, examples_md]
     ev = run_btn.click(run, [data_file, fmt, backend, method, template, shots, limit, seed, calibrate, max_new,
-                             session.api_key], outputs + [holder], api_name="lab_run", **local_queue(runtime))
+                             session.api_key], outputs + [holder], api_name="lab_run", **lane("lab"))
     stop_btn.click(stop, [holder], outputs, cancels=[ev], api_name="lab_stop", queue=False)
 
 

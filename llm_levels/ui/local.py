@@ -7,7 +7,9 @@ model really reads: the prompt rendered by the chat template, its tokens with th
 equivalent plain-``transformers`` code, and per turn TTFT, decode speed and memory.
 
 Events (``api_name``): ``local_send``, ``local_retry``, ``local_undo``, ``local_clear``,
-``local_load_model``, ``local_render_prompt``. Stop cancels a running send/retry.
+``local_load_model``, ``local_render_prompt``. Stop cancels a running send/retry. Send and retry run
+in the tab's own Gradio lane and wait for the model in the app's line (``runtime.local_slots``, shared
+with Chat, Compare, the Lab and ``/v1``), showing their place there ("N ahead of you").
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import pandas as pd
 from .. import history as H
 from .. import inspect as I
 from ..core import PARAM_SPECS, BackendError, GenParams
-from ..runtime import AppRuntime
+from ..runtime import LOCAL, AppRuntime
 from ..snippets import transformers_snippet
-from .shared import checked_slider, local_queue, model_status_fields
+from .shared import WAIT_POLL_S, BackendOpener, checked_slider, lane, local_queue, model_status_fields
 
 log = logging.getLogger(__name__)
 
@@ -152,17 +154,17 @@ def build(runtime: AppRuntime, session: Any) -> None:
         wait = H.note("…", title=H.WAIT_TITLE, pending=True)
         yield (hist + [wait], hist, ("" if clear_input else skip)) + (skip,) * 8
         measured = None
+        opener = None
         cancel = threading.Event()
         try:
             messages = H.to_messages(hist, system=system_prompt)
             params = runtime.check_request(request.session_hash if request else None, messages, p)
-            backend = None
-            for item in _open_local(runtime, spec):
-                if isinstance(item, str):
-                    yield (hist + [H.note(item, title=H.WAIT_TITLE, pending=True)],) + (skip,) * 10
-                else:
-                    backend = item
-            assert backend is not None
+            # Loads the model if needed, then waits for its turn in the local model's line.
+            opener = BackendOpener(runtime, LOCAL, spec=spec)
+            while not opener.wait(WAIT_POLL_S):  # each yield is also a point where Stop can end this
+                note = H.note(opener.progress_text(), title=opener.progress_title(), pending=True)
+                yield (hist + [note],) + (skip,) * 10
+            backend = opener.result()
             info = _info(backend)
             from ..metrics import measure
 
@@ -208,6 +210,8 @@ def build(runtime: AppRuntime, session: Any) -> None:
             cancel.set()  # Stop (Gradio closes this generator) lands here: the generate thread ends
             if measured is not None:
                 measured.close()
+            if opener is not None:
+                opener.close()  # out of the line if it was still waiting (a stopped request never starts)
 
     def send(text: str, spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float,
              repp: float, max_tokens: float, seed_value: Any, hist: list, table_rows: list,
@@ -259,11 +263,8 @@ def build(runtime: AppRuntime, session: Any) -> None:
             raise gr.Error("Type a message first: the prompt is built from the conversation.")
         try:
             params = GenParams.from_dict(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
-            backend = None
-            for item in _open_local(runtime, spec):
-                if not isinstance(item, str):
-                    backend = item
-            assert backend is not None
+            # Only renders: no place in the model's line is taken.
+            backend = BackendOpener(runtime, LOCAL, spec=spec, take_turn=False).result()
             return under_the_hood(backend, messages, params) + (_info(backend),)
         except BackendError as e:
             raise gr.Error(str(e)) from e
@@ -272,12 +273,13 @@ def build(runtime: AppRuntime, session: Any) -> None:
     sampling = [system, do_sample, temperature, top_k, top_p, rep, max_new, seed]
     outputs = [chatbot, state, textbox, metrics_md, prompt_code, tokens_md, tokens_view, snippet, table, rows,
                model_info]
-    lane = local_queue(runtime)
+    # The tab's own lane; the local model's limit is the app's line, where waiting users see their place.
+    gen_lane = lane("local-tab")
     send_ev = gr.on([textbox.submit, send_btn.click], send,
                     inputs=[textbox, spec_state, *sampling, state, rows], outputs=outputs,
-                    api_name="local_send", show_progress="minimal", **lane)
+                    api_name="local_send", show_progress="minimal", **gen_lane)
     retry_ev = gr.on([retry_btn.click, chatbot.retry], retry, inputs=[spec_state, *sampling, state, rows],
-                     outputs=outputs, api_name="local_retry", show_progress="minimal", **lane)
+                     outputs=outputs, api_name="local_retry", show_progress="minimal", **gen_lane)
     running = [send_ev, retry_ev]
     stop_btn.click(None, None, None, cancels=running, api_visibility="private", queue=False)
     gr.on([undo_btn.click, chatbot.undo], undo, inputs=[state], outputs=[chatbot, state, textbox],
@@ -286,7 +288,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
           outputs=[chatbot, state, textbox, metrics_md, prompt_code, tokens_md, tokens_view, table, rows],
           api_name="local_clear", cancels=running, concurrency_limit=None, show_progress="hidden")
     gr.on([load_btn.click, model_box.submit], load, inputs=[model_box], outputs=[spec_state, model_info],
-          api_name="local_load_model", **lane)
+          api_name="local_load_model", **local_queue(runtime))
     def refresh_info(spec: str) -> tuple[str, Any]:
         state_now = model_status_fields(runtime.models.status(spec))["state"]
         keep = state_now == "loading" or (state_now == "idle" and settings.preload_model)
@@ -305,34 +307,6 @@ def _slider(name: str, specs: dict, *, minimum: float | None = None, maximum: fl
     lo = spec.minimum if minimum is None else minimum
     hi = spec.maximum if maximum is None else maximum
     return checked_slider(lo, hi, value=spec.default, step=spec.step, label=name, info=spec.description)
-
-
-def _open_local(runtime: AppRuntime, spec: str) -> Iterator[Any]:
-    """Yield progress lines while the model for ``spec`` loads, then the LocalBackend itself."""
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            box["backend"] = runtime.local_backend(spec)
-        except BaseException as e:  # handed to the caller below
-            box["error"] = e
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name="local-open", daemon=True).start()
-    while not done.wait(0.4):
-        f = model_status_fields(runtime.models.status(spec))
-        pct = f" ({f['fraction'] * 100:.0f}%)" if f["fraction"] is not None and f["state"] == "loading" else ""
-        detail = f": {f['message']}" if f["message"] else ""
-        yield f"The local model is loading{pct}{detail}. Your message is answered as soon as it is ready."
-    error = box.get("error")
-    if isinstance(error, BackendError):
-        raise error
-    if error is not None:
-        raise BackendError(f"Could not prepare the local model: {type(error).__name__}: {error}",
-                           kind="model_load") from error
-    yield box["backend"]
 
 
 def _describe_loaded(loaded: Any) -> str:

@@ -1,16 +1,16 @@
 """Per-session state and small helpers shared between tabs (created once inside the Blocks).
 
 - :class:`SessionState`: the Gradio ``State`` components several tabs read (the session's API key).
-- :func:`local_queue`: the queue lane for events that run the local model, so users waiting for it
-  see their position in Gradio's queue.
-- :class:`BackendOpener`: builds a backend in a worker thread so a tab can show "the model is
-  loading (NN%)" instead of freezing while the local model loads.
+- :func:`lane`: the Gradio queue lane (concurrency id and limit) of each tab's generation events.
+- :class:`BackendOpener`: gets a backend ready in a worker thread so a tab can show "the model is
+  loading (NN%)" and "waiting for the local model, N ahead of you" instead of freezing.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,28 @@ import gradio as gr
 
 from ..core import Backend, BackendError
 from ..runtime import APP_ENDPOINT, LOCAL, SESSION_HOSTED, AppRuntime
+from ..slots import SlotTicket
 
-#: The Gradio concurrency id of every event that generates with the local model.
+#: The Gradio concurrency id of the Local tab's model loads.
 LOCAL_QUEUE_ID = "local-model"
+
+#: How many events of each tab's generation lane Gradio runs at once; more wait in Gradio's queue
+#: (MAX_QUEUE_SIZE) with their rank. One lane per tab, so a slow or hanging request in one tab never
+#: takes another tab's turn, whichever backend it uses. A lane is not the local model's limit: local
+#: generations wait in the app's own line (``runtime.local_slots``: LOCAL_CONCURRENCY at once for every
+#: tab and /v1 together), where a Chat or Local-tab request shows "N ahead of you" and holds no worker
+#: thread between two looks at its place. So a lane mostly bounds how many of a tab's requests may sit
+#: blocked on a hosted server at once, each holding one of Gradio's 40 worker threads: 16 for Chat (the
+#: level a whole class uses at the same time), 8 for the Local tab, 4 Compare runs (each asks every
+#: ticked backend, from threads of its own), 2 Lab runs (each a long series of requests). With the
+#: Hosted-API tab's 8 (ui/api.py) and the model loads (LOCAL_CONCURRENCY) that stays within the 40.
+LANE_LIMITS = {"chat": 16, "local-tab": 8, "compare": 4, "lab": 2}
+
+#: Seconds between two looks at a request's place in line (also how soon Stop takes it out of the line).
+WAIT_POLL_S = 0.25
+
+#: The title of the note a request shows while it waits for a local generation slot.
+LOCAL_WAIT_TITLE = "⏳ Waiting for the local model"
 
 
 @dataclass
@@ -39,12 +58,27 @@ def create_session_state() -> SessionState:
 
 
 def local_queue(runtime: AppRuntime) -> dict[str, Any]:
-    """Event keyword arguments that put an event in the local model's queue lane.
-
-    Gradio runs at most ``LOCAL_CONCURRENCY`` of these at once (all events sharing the id count
-    together) and shows everyone else their place in the queue.
-    """
+    """Event keyword arguments for the Local tab's model loads: ``LOCAL_CONCURRENCY`` at once."""
     return {"concurrency_id": LOCAL_QUEUE_ID, "concurrency_limit": runtime.settings.local_concurrency}
+
+
+def lane(tab: str) -> dict[str, Any]:
+    """Event keyword arguments that put a tab's generation events in its own Gradio lane (see
+    :data:`LANE_LIMITS`); whether they use the local model or a hosted one does not matter here."""
+    return {"concurrency_id": tab, "concurrency_limit": LANE_LIMITS[tab]}
+
+
+def local_wait_title(ahead: int) -> str:
+    """"⏳ Waiting for the local model — N ahead of you"."""
+    return f"{LOCAL_WAIT_TITLE} — {ahead} ahead of you"
+
+
+def local_wait_text(ahead: int, limit: int) -> str:
+    """What a request waiting for a local slot is told (``ahead`` requests are in line before it)."""
+    at_once = "one request at a time" if limit == 1 else f"{limit} requests at a time"
+    first = "You are next" if ahead == 0 else f"{ahead} request(s) are in line before yours"
+    return (f"{first}: the local model answers {at_once} on this server, and yours starts as soon as a "
+            "slot is free. Stop takes it out of the line.")
 
 
 def checked_slider(*args: Any, **kwargs: Any) -> gr.Slider:
@@ -140,17 +174,17 @@ def model_status_fields(status: Any) -> dict[str, Any]:
     }
 
 
-def model_loading_percent(runtime: AppRuntime) -> int | None:
+def model_loading_percent(runtime: AppRuntime, spec: str | None = None) -> int | None:
     """How far the local model's load is (0-100) while it loads, else None."""
-    f = model_status_fields(runtime.models.status())
+    f = model_status_fields(runtime.models.status(spec))
     if f["state"] != "loading":
         return None
     return round((f["fraction"] or 0.0) * 100)
 
 
-def model_loading_text(runtime: AppRuntime) -> str | None:
+def model_loading_text(runtime: AppRuntime, spec: str | None = None) -> str | None:
     """"The model is loading (NN%): …" while the local model loads, else None."""
-    f = model_status_fields(runtime.models.status())
+    f = model_status_fields(runtime.models.status(spec))
     if f["state"] != "loading":
         return None
     pct = f" ({f['fraction'] * 100:.0f}%)" if f["fraction"] is not None else ""
@@ -159,48 +193,101 @@ def model_loading_text(runtime: AppRuntime) -> str | None:
 
 
 class BackendOpener:
-    """Builds the backend for a picker id in a worker thread; poll :meth:`wait`, then :meth:`result`.
+    """Gets the backend for a picker id ready in a worker thread: poll :meth:`wait`, then :meth:`result`,
+    and call :meth:`close` when the request ends (normally, on an error, or on Stop).
 
-    For the local model this may mean waiting for it to load (tens of seconds on a CPU); for the app's
-    own endpoint the model is made ready first, so the HTTP request does not time out while it loads.
+    Ready means built and, for the local model, at the front of the line for a generation slot:
+
+    - building may mean waiting for the local model to load (tens of seconds on a CPU); for the app's
+      own endpoint the model is made ready first, so the HTTP request does not time out while it loads;
+    - then (local model, ``take_turn``) the opener takes a place in ``runtime.local_slots`` and builds
+      the backend with that :class:`~llm_levels.slots.SlotTicket`: while it waits,
+      :meth:`progress_title`/:meth:`progress_text` say how many requests are ahead ("⏳ Waiting for the
+      local model — 2 ahead of you"), and once :meth:`wait` is True the backend's stream starts at once
+      and frees the slot when its generation ends.
+
+    The wait is a phase of its own, before the stream, because a backend's stream yields only text
+    (``core.Chunk``): the caller polls between two screen updates instead of blocking in the stream,
+    which is also where Gradio's Stop can close its generator; :meth:`close` then takes the ticket out
+    of the line at once (a request stopped while it waits never starts). Hosted backends never queue
+    here. ``spec`` picks a local model other than ``LOCAL_MODEL`` (the Local tab's); ``take_turn=False``
+    only builds (for a backend used to render a prompt, not to generate).
     """
 
-    def __init__(self, runtime: AppRuntime, option_id: str, api_key: str | None = None) -> None:
+    def __init__(self, runtime: AppRuntime, option_id: str, api_key: str | None = None, *,
+                 spec: str | None = None, take_turn: bool = True) -> None:
         self.runtime = runtime
         self.option_id = option_id
+        self.spec = spec
+        self._take_turn = take_turn
         self._api_key = api_key
         self._backend: Backend | None = None
         self._error: BaseException | None = None
-        self._done = threading.Event()
+        self._built = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = False
+        #: This request's place in the local model's line (local model only, once it is loaded).
+        self.ticket: SlotTicket | None = None
         threading.Thread(target=self._run, name=f"open-{option_id}", daemon=True).start()
 
     def _run(self) -> None:
         try:
-            if self.option_id == APP_ENDPOINT:
-                self.runtime.models.get()  # the endpoint serves this model: have it loaded first
-            self._backend = self.runtime.backend(self.option_id, api_key=self._api_key)
+            if self.option_id == LOCAL:
+                self.runtime.models.get(self.spec)  # load first: the line is for generating, not loading
+                ticket = self.runtime.local_slots.join() if self._take_turn else None
+                with self._lock:
+                    if self._closed and ticket is not None:
+                        ticket.cancel()  # the request already ended: do not keep a place for it
+                    self.ticket = ticket
+                try:
+                    self._backend = self.runtime.local_backend(self.spec, slots=ticket)
+                except BaseException:
+                    if ticket is not None:
+                        ticket.cancel()
+                    raise
+            else:
+                if self.option_id == APP_ENDPOINT:
+                    self.runtime.models.get()  # the endpoint serves this model: have it loaded first
+                self._backend = self.runtime.backend(self.option_id, api_key=self._api_key)
         except BaseException as e:  # handed to the caller's thread by result()
             self._error = e
         finally:
-            self._done.set()
+            self._built.set()
 
     def wait(self, timeout: float) -> bool:
-        """True once the backend is built (or failed)."""
-        return self._done.wait(timeout)
+        """True once ready: built (or failed) and, with a ticket, its turn came (or it left the line)."""
+        t0 = time.monotonic()
+        if not self._built.wait(timeout):
+            return False
+        ticket = self.ticket
+        if ticket is None or self._error is not None:
+            return True
+        return ticket.wait(max(0.0, timeout - (time.monotonic() - t0)))
+
+    def ahead(self) -> int | None:
+        """How many requests are before this one in the local model's line; None when not in line."""
+        ticket = self.ticket
+        return ticket.ahead if ticket is not None else None
 
     def progress_title(self) -> str:
-        """A short title for a "please wait" note: the loading percentage when the model loads."""
-        pct = model_loading_percent(self.runtime) if uses_local_model(self.option_id) else None
+        """A short title for a "please wait" note: the place in line, or the loading percentage."""
+        ahead = self.ahead()
+        if ahead is not None:
+            return local_wait_title(ahead)
+        pct = model_loading_percent(self.runtime, self.spec) if uses_local_model(self.option_id) else None
         return f"⏳ The model is loading ({pct}%)" if pct is not None else "⏳ Please wait"
 
     def progress_text(self) -> str:
+        ahead = self.ahead()
+        if ahead is not None:
+            return local_wait_text(ahead, self.runtime.local_slots.limit)
         if uses_local_model(self.option_id):
-            return model_loading_text(self.runtime) or "Getting the local model ready…"
+            return model_loading_text(self.runtime, self.spec) or "Getting the local model ready…"
         return "Connecting…"
 
     def result(self) -> Backend:
         """The backend, or the BackendError that building it raised (other errors wrapped in one)."""
-        self._done.wait()
+        self._built.wait()
         if isinstance(self._error, BackendError):
             raise self._error
         if self._error is not None:
@@ -208,3 +295,12 @@ class BackendOpener:
                                kind="internal") from self._error
         assert self._backend is not None
         return self._backend
+
+    def close(self) -> None:
+        """The request is over: leave the line if still in it, or pass on a slot the stream never took.
+        (A slot the stream took is given back by the backend when its generation really ends.)"""
+        with self._lock:
+            self._closed = True
+            ticket = self.ticket
+        if ticket is not None:
+            ticket.cancel()

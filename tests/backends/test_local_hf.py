@@ -11,6 +11,7 @@ import torch
 from llm_levels.backends.local_hf import LocalBackend, _StopScanner, plain_prompt
 from llm_levels.core import BackendError, Chunk, GenParams, Message
 from llm_levels.models import load_model
+from llm_levels.slots import LocalSlots
 from tests.fixtures.models import build_tiny_causal, cpu_settings
 
 QUESTION = [Message("user", "What is the capital of France?")]
@@ -211,6 +212,41 @@ def test_slots_are_held_while_generating_and_released_after(tiny_causal):
     last = list(backend.stream(QUESTION, greedy(3)))[-1]
     assert last.finish_reason in ("length", "stop")
     assert slots.acquire(timeout=1)
+
+
+def test_the_apps_line_a_request_cancelled_while_waiting_leaves_it_and_never_starts(tiny_causal):
+    """With the app's LocalSlots (and with a ticket a page took itself, to show the wait)."""
+    slots = LocalSlots(1)
+    running = LocalBackend(tiny_causal, slots=slots).stream(QUESTION, greedy(200))
+    assert isinstance(next(running), Chunk) and slots.in_use == 1
+    for use_ticket in (False, True):
+        ticket = slots.join() if use_ticket else None
+        waiting = LocalBackend(tiny_causal, slots=ticket if use_ticket else slots)
+        cancel = threading.Event()
+        out: list[Chunk] = []
+        t = threading.Thread(target=lambda: out.extend(waiting.stream(QUESTION, greedy(5), cancel)))
+        t.start()
+        deadline = time.monotonic() + 5
+        while slots.waiting == 0:  # it stands in line behind the running generation
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.01)
+        if ticket is not None:
+            assert ticket.ahead == 0
+        cancel.set()
+        t.join(2)
+        assert not t.is_alive() and slots.waiting == 0, "a cancelled request must leave the line at once"
+        assert out[-1].finish_reason == "cancelled" and out[-1].usage.output_tokens == 0
+        assert waiting.last_thread is None  # never started
+    running.close()
+    deadline = time.monotonic() + 5
+    while slots.in_use:  # the generate thread frees its slot when it has really ended
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # A ticket whose turn has come: the backend starts at once and gives the slot back at the end.
+    ticket = slots.join()
+    assert ticket.granted
+    last = list(LocalBackend(tiny_causal, slots=ticket).stream(QUESTION, greedy(3)))[-1]
+    assert last.finish_reason in ("length", "stop") and not ticket.granted and slots.in_use == 0
 
 
 def test_old_turns_are_dropped_to_fit_the_context_window(tiny_causal):

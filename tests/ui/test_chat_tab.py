@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 
 import pytest
 from gradio_client.exceptions import AppError
-from gradio_client.utils import Status
 
 from llm_levels import history as H
 from tests.fixtures.app_server import DEAD, KATAN, LOCAL
@@ -139,37 +137,65 @@ def test_stop_keeps_the_partial_answer_and_frees_the_model(app_server):
     assert waited < 60, f"the stopped generation kept the model busy ({waited:.0f} s)"
 
 
+def places_seen(job) -> list[int]:
+    """The "N ahead of you" numbers of the waiting notes this chat job has streamed so far, in order."""
+    seen = []
+    for out in job.outputs():
+        chat = out[0]
+        if isinstance(chat, list) and chat and H.is_pending(chat[-1]):
+            m = re.search(r"(\d+) ahead of you", chat[-1]["metadata"]["title"])
+            if m and (not seen or seen[-1] != int(m.group(1))):
+                seen.append(int(m.group(1)))
+    return seen
+
+
+def streaming(job) -> bool:
+    outs = job.outputs()
+    return bool(outs and isinstance(outs[-1][0], list) and outs[-1][0]
+                and outs[-1][0][-1]["role"] == "assistant" and not H.is_note(outs[-1][0][-1]))
+
+
+def wait_for(cond, what: str, within_s: float = 120) -> None:
+    deadline = time.monotonic() + within_s
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def test_waiting_users_see_their_place_in_the_local_queue(app_server):
-    """Local generations share LOCAL_CONCURRENCY slots in Gradio's queue: one more user waits with a rank."""
+    """LOCAL_CONCURRENCY local generations at once (the app's line, for every tab and /v1): the next users
+    wait in the chat with a "⏳ Waiting for the local model — N ahead of you" note that moves as the line
+    does; Stop while waiting leaves the line at once (the one behind moves up with no slot freed), and a
+    waiting user gets its answer when a slot frees."""
     from tests.fixtures.app_server import LOCAL_CONCURRENCY
 
     busy = []
     for i in range(LOCAL_CONCURRENCY):
-        # Long answers, so they still hold every slot when the next user arrives (a fast path is fast).
-        busy.append(app_server.client().submit(f"Write a long story about robot number {i}.", LOCAL, 300,
+        # Long answers, so they still hold every slot while the others queue (a fast path is fast).
+        busy.append(app_server.client().submit(f"Write a long story about robot number {i}.", LOCAL, 600,
                                                api_name="/chat_send"))
-    deadline = time.monotonic() + 120
-    while any(j.status().code not in (Status.PROCESSING, Status.ITERATING) for j in busy):
-        assert time.monotonic() < deadline, "the first users never started"
-        time.sleep(0.05)
-    job2 = app_server.client().submit("Say hi.", LOCAL, 4, api_name="/chat_send")
-    ranks = []
+    wait_for(lambda: all(streaming(j) for j in busy), "the first users never started")
+    first = app_server.client().submit("Write a short poem about the sea.", LOCAL, 8, api_name="/chat_send")
+    wait_for(lambda: places_seen(first)[-1:] == [0], "the first waiter never saw '0 ahead of you'", 30)
+    second = app_server.client().submit("Say hi.", LOCAL, 4, api_name="/chat_send")
+    wait_for(lambda: places_seen(second)[-1:] == [1], "the second waiter never saw '1 ahead of you'", 30)
+    note = second.outputs()[-1][0][-1]
+    assert note["metadata"]["title"] == "⏳ Waiting for the local model — 1 ahead of you"
+    assert "at a time" in H.content_text(note["content"])
 
-    def watch():
-        while not job2.done():
-            st = job2.status()
-            if st.code == Status.IN_QUEUE and st.rank is not None:
-                ranks.append(st.rank)
-            time.sleep(0.05)
+    first.cancel()  # Stop while waiting: out of the line at once, though no slot has freed
+    wait_for(lambda: places_seen(second)[-1:] == [0], "Stop did not take the first waiter out of the line", 10)
+    assert not any(j.done() for j in busy), "a slot freed meanwhile: this did not test the line"
+    assert places_seen(second) == [1, 0]
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    for j in busy:
-        j.result(timeout=300)
-    chat2, _, _ = job2.result(timeout=300)
-    watcher.join(timeout=10)
-    assert ranks and min(ranks) == 0, ranks  # it waited in the queue, first in line
-    assert turns(chat2)[-1][0] == "assistant"
+    busy[0].cancel()  # a slot frees: the waiter gets it and its answer
+    chat2, _, metrics = second.result(timeout=300)
+    assert turns(chat2)[-1][0] == "assistant" and turns(chat2)[-1][1].strip()
+    assert not any(H.is_pending(m) for m in chat2) and "local" in metrics
+    busy[1].cancel()
+    # The stopped waiter never started: nothing was answered for it.
+    assert not any(isinstance(o[0], list) and o[0] and o[0][-1]["role"] == "assistant" and not H.is_note(o[0][-1])
+                   for o in first.outputs())
 
 
 def test_model_status_names_the_loaded_model(app_server):
