@@ -39,7 +39,6 @@ from .shared import checked_slider
 log = logging.getLogger(__name__)
 
 CUSTOM = "custom"
-UPDATE_EVERY_S = 0.05
 #: Concurrent hosted sends (they wait on the network, not on this machine's CPU).
 HOSTED_CONCURRENCY = 8
 EXAMPLE_MESSAGE = "Say hello in five words."
@@ -243,12 +242,13 @@ def build(runtime: AppRuntime, session: Any) -> None:
                 yield from _wait_for_local_model(runtime, hist)
             measured = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
             last = 0.0
-            for _ in measured:
-                now = time.perf_counter()
-                if now - last >= UPDATE_EVERY_S:
-                    last = now
-                    turn = hist + [H.assistant(measured.text)]
-                    yield turn, turn, skip, skip, skip, skip, skip, skip, skip
+            with runtime.pacer.streaming():
+                for _ in measured:
+                    now = time.perf_counter()
+                    if now - last >= runtime.pacer.interval():
+                        last = now
+                        turn = hist + [H.assistant(measured.text)]
+                        yield turn, turn, skip, skip, skip, skip, skip, skip, skip
             done = hist + [H.assistant(measured.text)] if measured.text else hist + [
                 H.note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
             mt = measured.metrics

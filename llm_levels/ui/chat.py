@@ -31,8 +31,6 @@ from .shared import WAIT_POLL_S, BackendOpener, SessionState, backend_choices, c
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two screen updates while text streams (the browser needs no more than ~20 a second).
-UPDATE_EVERY_S = 0.05
 
 EXAMPLES: list[dict[str, str]] = [
     {"text": "Explain what a large language model is in two sentences, for someone who has never used one."},
@@ -124,14 +122,15 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
             stream = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
             last = 0.0
             dropped = 0  # turns the local model left out to fit its context window (its last chunk says)
-            for chunk in stream:
-                if isinstance(chunk.raw, dict) and chunk.raw.get("truncated_turns"):
-                    dropped = int(chunk.raw["truncated_turns"])
-                now = time.perf_counter()
-                if now - last >= UPDATE_EVERY_S:
-                    last = now
-                    turn = hist + [H.assistant(stream.text)]
-                    yield turn, turn, gr.skip(), gr.skip()
+            with runtime.pacer.streaming():
+                for chunk in stream:
+                    if isinstance(chunk.raw, dict) and chunk.raw.get("truncated_turns"):
+                        dropped = int(chunk.raw["truncated_turns"])
+                    now = time.perf_counter()
+                    if now - last >= runtime.pacer.interval():
+                        last = now
+                        turn = hist + [H.assistant(stream.text)]
+                        yield turn, turn, gr.skip(), gr.skip()
             done = hist + [H.assistant(stream.text)] if stream.text else hist + [
                 H.note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
             if dropped:  # never cut silently: say that the model did not see the whole conversation

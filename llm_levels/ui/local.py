@@ -31,7 +31,6 @@ from .shared import WAIT_POLL_S, BackendOpener, checked_slider, lane, local_queu
 
 log = logging.getLogger(__name__)
 
-UPDATE_EVERY_S = 0.05
 
 ABOUT = """
 **Level 3 — the model on your own machine.** The weights are downloaded once and run here with
@@ -171,18 +170,19 @@ def build(runtime: AppRuntime, session: Any) -> None:
             measured = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
             last = 0.0
             panels = None
-            for _ in measured:
-                now = time.perf_counter()
-                if now - last >= UPDATE_EVERY_S:
-                    last = now
-                    turn = hist + [H.assistant(measured.text)]
-                    yield (turn, turn) + (skip,) * 9
-                if panels is None and measured.text:
-                    # Filled after the first token is on screen, so tokenizing and rendering them never
-                    # delays it (the model keeps decoding in its own thread meanwhile).
-                    panels = under_the_hood(backend, messages, params)
-                    text, pairs, summary, code = panels
-                    yield skip, skip, skip, skip, text, summary, pairs, code, skip, skip, info
+            with runtime.pacer.streaming():
+                for _ in measured:
+                    now = time.perf_counter()
+                    if now - last >= runtime.pacer.interval():
+                        last = now
+                        turn = hist + [H.assistant(measured.text)]
+                        yield (turn, turn) + (skip,) * 9
+                    if panels is None and measured.text:
+                        # Filled after the first token is on screen, so tokenizing and rendering them never
+                        # delays it (the model keeps decoding in its own thread meanwhile).
+                        panels = under_the_hood(backend, messages, params)
+                        text, pairs, summary, code = panels
+                        yield skip, skip, skip, skip, text, summary, pairs, code, skip, skip, info
             if panels is None:
                 text, pairs, summary, code = under_the_hood(backend, messages, params)
             done = hist + [H.assistant(measured.text)] if measured.text else hist + [
