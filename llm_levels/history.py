@@ -171,6 +171,26 @@ def failure(hist: list[dict[str, Any]], message: str, kind: str, partial: str = 
     return hist + [note(message, title=ERROR_TITLE, log=kind)]
 
 
+def with_partial(hist: list[dict[str, Any]], partial: str) -> list[dict[str, Any]]:
+    """``hist`` plus the partial answer of a turn that failed, when any text came."""
+    return hist + ([assistant(partial)] if partial.strip() else [])
+
+
+def app_failure(hist: list[dict[str, Any]], error: BaseException, partial: str = "") -> list[dict[str, Any]]:
+    """``hist`` after a bug inside the app (not a backend failure): the partial answer kept, then a
+    "⚠️ Not answered" note that names the error's type (the details are in the server log)."""
+    return with_partial(hist, partial) + [
+        note(f"Something went wrong inside the app ({type(error).__name__}). Try again; if it keeps happening, "
+             "check the server log.", title=ERROR_TITLE, log="internal")]
+
+
+def answered(hist: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """``hist`` after a turn that ended normally: the answer, or a note when the model returned no text."""
+    if text:
+        return hist + [assistant(text)]
+    return hist + [note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
+
+
 def from_messages(messages: Iterable[Message]) -> list[dict[str, Any]]:
     """A Chatbot history showing ``messages`` (system messages included, as Gradio can show them)."""
     return [{"role": m.role, "content": m.content} for m in messages]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -51,12 +52,13 @@ class StreamPacer:
         self._lock = threading.Lock()
 
     @contextmanager
-    def streaming(self) -> Iterator[None]:
-        """Count the calling handler as streaming for the duration of the block."""
+    def streaming(self) -> Iterator["PacedStream"]:
+        """Count the calling handler as streaming for the duration of the block; the block gets its
+        :class:`PacedStream`, which says when its next screen update is due."""
         with self._lock:
             self._streaming += 1
         try:
-            yield
+            yield PacedStream(self)
         finally:
             with self._lock:
                 self._streaming -= 1
@@ -69,6 +71,22 @@ class StreamPacer:
     def interval(self) -> float:
         """Seconds between two updates of one streaming answer, now."""
         return min(self.cap, self.base * max(1, self._streaming))
+
+
+class PacedStream:
+    """The screen-update clock of one streaming answer (from :meth:`StreamPacer.streaming`)."""
+
+    def __init__(self, pacer: StreamPacer) -> None:
+        self._pacer = pacer
+        self._last = 0.0  # the first update is always due
+
+    def due(self) -> bool:
+        """True when the answer may update the screen now (then the clock restarts)."""
+        now = time.perf_counter()
+        if now - self._last >= self._pacer.interval():
+            self._last = now
+            return True
+        return False
 
 
 class AppRuntime:

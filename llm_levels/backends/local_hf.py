@@ -31,7 +31,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Iterator, Sequence
 
 import torch
 from transformers import (
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: How often the consumer wakes up to check ``cancel`` and the worker while no text arrives.
 _POLL_S = 0.05
+#: What the reading loop gets once an answer's pieces are all read.
+_END = object()
 _thread_ids = itertools.count(1)
 
 
@@ -306,17 +308,87 @@ class LocalBackend(Backend):
         return True
 
 
-class _Run:
-    """One generation: the worker thread, its streamer and stopping criteria, and the consuming loop."""
+class _Generation:
+    """What both decode paths share: the request, its stop event, the reading loop and the last chunk.
+
+    A path supplies :meth:`_pieces` (its text as it arrives) and ``consume``; cancellation, the
+    silence timeout, stop strings and the finish reason then behave the same on both.
+    """
 
     def __init__(self, backend: LocalBackend, prompt: Prompt, params: GenParams,
                  cancel: threading.Event | None) -> None:
         self.backend = backend
-        self.loaded = backend.loaded
         self.prompt = prompt
         self.params = params
         self.cancel = cancel
+        #: Set to end this generation (cancel, a stop string, a timeout, the consumer gone).
         self.stop = threading.Event()
+
+    def _pieces(self, answer: "_AnswerText") -> Iterator[str | None]:
+        """The answer's text as it arrives: a piece for each token ("" for one that shows nothing yet),
+        ``None`` when nothing came within one poll; the end of the answer ends the iterator."""
+        raise NotImplementedError
+
+    def _read(self, answer: "_AnswerText") -> Generator[Chunk, None, bool]:
+        """Stream the answer's text chunks until it ends, a stop string completes or the caller cancels.
+
+        Checks ``cancel`` before every read; raises a timeout :class:`BackendError` when the model stays
+        silent longer than the backend's ``first_token_timeout_s``. Returns whether it was cancelled.
+        """
+        pieces = self._pieces(answer)
+        limit = self.backend.first_token_timeout_s
+        last = time.monotonic()
+        while True:
+            if self.cancel is not None and self.cancel.is_set():
+                self.stop.set()
+                return True
+            piece = next(pieces, _END)
+            if piece is _END:
+                break
+            if piece is None:
+                if time.monotonic() - last > limit:
+                    self.stop.set()
+                    raise BackendError(
+                        f"The local model produced nothing for {limit:.0f} s; it may be overloaded. "
+                        "Try again, with a shorter message or fewer new tokens.",
+                        kind="timeout", retryable=True, status=504, partial_text=answer.shown) from None
+                continue
+            last = time.monotonic()
+            if piece:
+                yield from answer.feed(piece)
+                if answer.stop_hit is not None:
+                    self.stop.set()
+                    return False
+        yield from answer.flush()
+        return False
+
+    def _last_chunk(self, ids: list[int], n_out: int, *, cancelled: bool, ended: bool, stop_hit: str | None,
+                    **raw: Any) -> Chunk:
+        """The closing chunk: usage and the finish reason -- "cancelled"; "stop" when the answer ``ended``
+        (an end token or a stop string); "length" at ``max_new_tokens``; else "stop" -- plus ``raw`` facts."""
+        if cancelled:
+            finish = "cancelled"
+        elif ended:
+            finish = "stop"
+        elif n_out >= self.params.max_new_tokens:
+            finish = "length"
+        else:
+            finish = "stop"
+        return Chunk(
+            usage=Usage(len(self.prompt.ids), n_out),
+            finish_reason=finish,
+            raw={"truncated_turns": self.prompt.truncated_turns, "stop_string": stop_hit, "generated_ids": ids,
+                 **raw},
+        )
+
+
+class _Run(_Generation):
+    """One generation: the worker thread, its streamer and stopping criteria, and the consuming loop."""
+
+    def __init__(self, backend: LocalBackend, prompt: Prompt, params: GenParams,
+                 cancel: threading.Event | None) -> None:
+        super().__init__(backend, prompt, params, cancel)
+        self.loaded = backend.loaded
         tok = self.loaded.tokenizer
         model = self.loaded.model
         # A new streamer per call: it holds this request's text queue. The short timeout only makes
@@ -370,73 +442,34 @@ class _Run:
             if self.backend.slots is not None:
                 self.backend.slots.release()
 
-    def consume(self) -> Iterator[Chunk]:
-        scanner = _StopScanner(self.params.stop)
-        emitted: list[str] = []
-        limit = self.backend.first_token_timeout_s
-        last = time.monotonic()
-        cancelled = False
-        stop_hit: str | None = None
+    def _pieces(self, answer: "_AnswerText") -> Iterator[str | None]:
         while True:
-            if self.cancel is not None and self.cancel.is_set():
-                cancelled = True
-                self.stop.set()
-                break
             try:
                 piece = next(self.streamer)
             except StopIteration:
-                break
+                return
             except queue.Empty:
                 if not self.thread.is_alive() and self.streamer.text_queue.empty():
-                    break  # the worker ended without signalling (should not happen): do not wait forever
-                if time.monotonic() - last > limit:
-                    self.stop.set()
-                    raise BackendError(
-                        f"The local model produced nothing for {limit:.0f} s; it may be overloaded. "
-                        "Try again, with a shorter message or fewer new tokens.",
-                        kind="timeout", retryable=True, status=504, partial_text="".join(emitted))
-                continue
-            last = time.monotonic()
-            text, stop_hit = scanner.feed(piece)
-            if text:
-                emitted.append(text)
-                yield Chunk(text=text)
-            if stop_hit is not None:
-                self.stop.set()
-                break
-        if stop_hit is None and not cancelled:
-            rest = scanner.flush()
-            if rest:
-                emitted.append(rest)
-                yield Chunk(text=rest)
+                    return  # the worker ended without signalling (should not happen): do not wait forever
+                piece = None
+            yield piece
 
+    def consume(self) -> Iterator[Chunk]:
+        answer = _AnswerText(self.params.stop)
+        cancelled = yield from self._read(answer)
         self.thread.join(self.backend.join_timeout_s)
         error = self.result.get("error")
         if error is not None:
-            raise _generate_error(error, "".join(emitted)) from error
+            raise _generate_error(error, answer.shown) from error
         ids: list[int] = self.result.get("ids", [])
         n_out = len(ids) if "ids" in self.result else self.watch.generated
-        if self.watch.fired_by_cancel:
-            cancelled = True
-        if cancelled:
-            finish = "cancelled"
-        elif stop_hit is not None or (self.stop_text is not None and self.stop_text.hit):
-            finish = "stop"
-        elif ids and ids[-1] in self.eos_ids:
-            finish = "stop"
-        elif n_out >= self.params.max_new_tokens:
-            finish = "length"
-        else:
-            finish = "stop"
-        yield Chunk(
-            usage=Usage(len(self.prompt.ids), n_out),
-            finish_reason=finish,
-            raw={"truncated_turns": self.prompt.truncated_turns, "stop_string": stop_hit,
-                 "generated_ids": ids},
-        )
+        ended = (answer.stop_hit is not None or bool(self.stop_text is not None and self.stop_text.hit)
+                 or bool(ids and ids[-1] in self.eos_ids))
+        yield self._last_chunk(ids, n_out, cancelled=cancelled or self.watch.fired_by_cancel, ended=ended,
+                               stop_hit=answer.stop_hit)
 
 
-class _FastRun:
+class _FastRun(_Generation):
     """One generation on the fast path: a ticket in the model's batch scheduler, read token by token.
 
     Text is decoded incrementally (each token's text as soon as it is complete; a token that ends in
@@ -446,20 +479,16 @@ class _FastRun:
 
     def __init__(self, backend: LocalBackend, prompt: Prompt, params: GenParams,
                  cancel: threading.Event | None) -> None:
-        self.backend = backend
-        self.prompt = prompt
-        self.params = params
-        self.cancel = cancel
-        self.stop = threading.Event()
+        super().__init__(backend, prompt, params, cancel)
         self.scheduler = backend.loaded.fast
         self.ticket: Any = None
+        self.ids: list[int] = []  # every token of the answer so far (end tokens included)
 
     def _should_stop(self) -> bool:
         return self.stop.is_set() or (self.cancel is not None and self.cancel.is_set())
 
     def consume(self) -> Iterator[Chunk]:
         p = self.params
-        tok = self.backend.tokenizer
         try:
             self.ticket = self.scheduler.submit(
                 self.prompt.ids, max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
@@ -468,69 +497,35 @@ class _FastRun:
         except ValueError as e:
             raise BackendError(f"The local model cannot take this request: {e}. Shorten the message or lower "
                                "max new tokens.", kind="bad_request", status=400) from e
-        eos = self.ticket.eos
         self.backend.last_thread = self.scheduler.worker
-        scanner = _StopScanner(p.stop)
-        ids: list[int] = []
-        emitted: list[str] = []
+        answer = _AnswerText(p.stop)
+        cancelled = yield from self._read(answer)
+        ids = self.ids
+        ended = answer.stop_hit is not None or bool(ids and ids[-1] in self.ticket.eos)
+        yield self._last_chunk(ids, len(ids), cancelled=cancelled, ended=ended, stop_hit=answer.stop_hit,
+                               path=self.scheduler.name)
+
+    def _pieces(self, answer: "_AnswerText") -> Iterator[str | None]:
+        tok = self.backend.tokenizer
+        eos = self.ticket.eos
+        ids = self.ids
         prefix, read = 0, 0  # incremental detokenization window (see _delta)
-        limit = self.backend.first_token_timeout_s
-        last = time.monotonic()
-        cancelled = False
-        stop_hit: str | None = None
         while True:
-            if self.cancel is not None and self.cancel.is_set():
-                cancelled = True
-                self.stop.set()
-                break
             try:
                 token = self.ticket.get(timeout=_POLL_S)
             except queue.Empty:
-                if time.monotonic() - last > limit:
-                    self.stop.set()
-                    raise BackendError(
-                        f"The local model produced nothing for {limit:.0f} s; it may be overloaded. "
-                        "Try again, with a shorter message or fewer new tokens.",
-                        kind="timeout", retryable=True, status=504, partial_text="".join(emitted)) from None
+                yield None
                 continue
             except Exception as e:  # noqa: BLE001 - the decode step failed: one clear message
-                raise _generate_error(e, "".join(emitted)) from e
+                raise _generate_error(e, answer.shown) from e
             if token is None:
-                break
-            last = time.monotonic()
+                return
             ids.append(token)
             if token in eos:
-                continue  # never shown (skip_special_tokens), but counted
-            piece, prefix, read = _delta(tok, ids, prefix, read)
-            if not piece:
+                yield ""  # never shown (skip_special_tokens), but counted
                 continue
-            text, stop_hit = scanner.feed(piece)
-            if text:
-                emitted.append(text)
-                yield Chunk(text=text)
-            if stop_hit is not None:
-                self.stop.set()
-                break
-        if stop_hit is None and not cancelled:
-            rest = scanner.flush()
-            if rest:
-                emitted.append(rest)
-                yield Chunk(text=rest)
-        n_out = len(ids)
-        if cancelled:
-            finish = "cancelled"
-        elif stop_hit is not None or (ids and ids[-1] in eos):
-            finish = "stop"
-        elif n_out >= p.max_new_tokens:
-            finish = "length"
-        else:
-            finish = "stop"
-        yield Chunk(
-            usage=Usage(len(self.prompt.ids), n_out),
-            finish_reason=finish,
-            raw={"truncated_turns": self.prompt.truncated_turns, "stop_string": stop_hit,
-                 "generated_ids": ids, "path": self.scheduler.name},
-        )
+            piece, prefix, read = _delta(tok, ids, prefix, read)
+            yield piece
 
 
 def _delta(tokenizer: Any, ids: list[int], prefix: int, read: int) -> tuple[str, int, int]:
@@ -631,6 +626,38 @@ class _DrawToken(LogitsProcessor):
         drawn = torch.multinomial(probs, num_samples=1, generator=self.generator)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, drawn, 0.0)
+
+
+class _AnswerText:
+    """The visible text of one answer: pieces cut at the first stop string, and all that was shown.
+
+    ``stop_hit`` is the stop string found (then the answer is over); :attr:`shown` is the text so far,
+    reported as ``partial_text`` when the generation fails.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._scanner = _StopScanner(stops)
+        self._parts: list[str] = []
+        self.stop_hit: str | None = None
+
+    @property
+    def shown(self) -> str:
+        return "".join(self._parts)
+
+    def feed(self, piece: str) -> list[Chunk]:
+        """The chunk to show for a new piece (none while it may be the start of a stop string)."""
+        text, self.stop_hit = self._scanner.feed(piece)
+        return self._emit(text)
+
+    def flush(self) -> list[Chunk]:
+        """The held-back tail, once the answer ended without a stop string."""
+        return self._emit(self._scanner.flush())
+
+    def _emit(self, text: str) -> list[Chunk]:
+        if not text:
+            return []
+        self._parts.append(text)
+        return [Chunk(text=text)]
 
 
 class _StopScanner:

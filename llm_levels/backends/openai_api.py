@@ -254,16 +254,25 @@ class OpenAIBackend(Backend):
                 time.sleep(delay)
 
     # ------------------------------------------------------------------------------ one attempt
-    def _stream_once(
-        self, client: Any, body: dict[str, Any], deadline: float, cancel: threading.Event | None, state: "_Attempt"
-    ) -> Iterator[Chunk]:
+    def _create(
+        self, client: Any, body: dict[str, Any], deadline: float, cancel: threading.Event | None
+    ) -> tuple[Any, float]:
+        """Send one attempt's request; the body's ``stream`` decides whether a stream or a completion
+        comes back. Returns it (``None`` when cancelled before the response arrived) and the attempt's
+        timeout; a failure to get it is raised as ``_Failed``."""
         timeout = self._attempt_timeout(deadline)
         kwargs, extra = _split_body(body)
         try:
-            stream = _open(lambda: client.chat.completions.create(**kwargs, extra_body=extra or None,
-                                                                  timeout=timeout), cancel)
+            response = _open(lambda: client.chat.completions.create(**kwargs, extra_body=extra or None,
+                                                                    timeout=timeout), cancel)
         except Exception as e:  # noqa: BLE001
             raise self._failure(e, partial="", timeout=timeout) from e
+        return response, timeout
+
+    def _stream_once(
+        self, client: Any, body: dict[str, Any], deadline: float, cancel: threading.Event | None, state: "_Attempt"
+    ) -> Iterator[Chunk]:
+        stream, timeout = self._create(client, body, deadline, cancel)
         if stream is None:  # cancelled while waiting for the response headers
             yield Chunk(finish_reason="cancelled")
             return
@@ -328,13 +337,7 @@ class OpenAIBackend(Backend):
     def _complete_once(
         self, client: Any, body: dict[str, Any], deadline: float, cancel: threading.Event | None
     ) -> Iterator[Chunk]:
-        timeout = self._attempt_timeout(deadline)
-        kwargs, extra = _split_body(body)
-        try:
-            completion = _open(lambda: client.chat.completions.create(**kwargs, extra_body=extra or None,
-                                                                      timeout=timeout), cancel)
-        except Exception as e:  # noqa: BLE001
-            raise self._failure(e, partial="", timeout=timeout) from e
+        completion, _ = self._create(client, body, deadline, cancel)
         if completion is None:
             yield Chunk(finish_reason="cancelled")
             return

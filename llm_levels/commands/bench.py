@@ -268,8 +268,7 @@ def concurrency(backend: Any, messages: list, tokens: int, users: int) -> dict[s
 
     params = GenParams(max_new_tokens=tokens, temperature=0)
 
-    def one(out: list, idx: int, start: threading.Event) -> None:
-        start.wait()
+    def one(out: list, idx: int) -> None:
         t0 = time.perf_counter()
         first = None
         n = 0
@@ -282,15 +281,7 @@ def concurrency(backend: Any, messages: list, tokens: int, users: int) -> dict[s
 
     def wave(k: int) -> dict[str, Any]:
         out: list = [None] * k
-        start = threading.Event()
-        threads = [threading.Thread(target=one, args=(out, i, start), daemon=True) for i in range(k)]
-        for t in threads:
-            t.start()
-        t0 = time.perf_counter()
-        start.set()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        wall = _run_together([lambda i=i: one(out, i) for i in range(k)])
         total = sum(o["tokens"] for o in out)
         speeds = [o["tokens_per_s"] for o in out if o["tokens_per_s"]]
         return {"users": k, "aggregate_tokens_per_s": total / wall, "wall_s": wall, "tokens": total,
@@ -308,6 +299,25 @@ def concurrency(backend: Any, messages: list, tokens: int, users: int) -> dict[s
 
 
 # ------------------------------------------------------------------------------------- app figures
+def _run_together(jobs: list[Callable[[], None]]) -> float:
+    """Run every job in its own thread, all released at the same instant; the seconds from that instant
+    until the last one ends (the wall time of a wave of concurrent users)."""
+    start = threading.Event()
+
+    def released(job: Callable[[], None]) -> None:
+        start.wait()
+        job()
+
+    threads = [threading.Thread(target=released, args=(job,), daemon=True) for job in jobs]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    start.set()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -539,23 +549,14 @@ def gradio_concurrency(url: str, args: argparse.Namespace) -> dict[str, Any]:
     def wave(k: int) -> dict[str, Any]:
         clients = [Client(url, verbose=False) for _ in range(k)]
         out: queue.Queue = queue.Queue()
-        start = threading.Event()
 
         def user(c: Any) -> None:
-            start.wait()
             try:
                 out.put(_local_send(c, args.prompt, args.tokens))
             except Exception as e:  # noqa: BLE001
                 out.put(e)
 
-        ths = [threading.Thread(target=user, args=(c,), daemon=True) for c in clients]
-        for t in ths:
-            t.start()
-        t0 = time.perf_counter()
-        start.set()
-        for t in ths:
-            t.join()
-        wall = time.perf_counter() - t0
+        wall = _run_together([lambda c=c: user(c) for c in clients])
         got = [out.get() for _ in range(k)]
         errors = [repr(g) for g in got if isinstance(g, Exception)]
         ok = [g for g in got if not isinstance(g, Exception)]

@@ -15,7 +15,7 @@ import queue
 import threading
 from typing import Any, Callable, Iterable
 
-from .decoder import FastDecoder, _as_ids
+from .decoder import FastDecoder
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,10 @@ class BatchScheduler:
         """
         from .sampling import Sampler
 
-        ids = [int(i) for i in input_ids]
-        self.decoder.check_prompt(len(ids), max_new_tokens)
+        ids = self.decoder.prompt_ids(input_ids, max_new_tokens)
         sampler = Sampler(ids, temperature=temperature, top_p=top_p, top_k=top_k,
                           repetition_penalty=repetition_penalty, seed=seed)
-        eos = set(self.decoder.default_eos if eos_token_ids is None else _as_ids(eos_token_ids))
+        eos = self.decoder.eos_ids(eos_token_ids)
         ticket = Ticket(ids, max_new_tokens, sampler, eos, should_stop)
         if max_new_tokens < 1:
             ticket._finish()

@@ -122,6 +122,16 @@ class FastDecoder:
                 f"context window of {self.max_positions} tokens"
             )
 
+    def prompt_ids(self, input_ids: Iterable[int], max_new_tokens: int) -> list[int]:
+        """A request's prompt as a list of ints, checked with :meth:`check_prompt` (``ValueError``)."""
+        ids = [int(i) for i in input_ids]
+        self.check_prompt(len(ids), max_new_tokens)
+        return ids
+
+    def eos_ids(self, eos_token_ids: Iterable[int] | int | None = None) -> set[int]:
+        """A request's end-of-sequence ids: ``eos_token_ids``, or the model's own when it is None."""
+        return set(self.default_eos if eos_token_ids is None else _as_ids(eos_token_ids))
+
     def generate(
         self,
         input_ids: Iterable[int],
@@ -144,11 +154,10 @@ class FastDecoder:
         """
         from .sampling import Sampler
 
-        ids = [int(i) for i in input_ids]
-        self.check_prompt(len(ids), max_new_tokens)
+        ids = self.prompt_ids(input_ids, max_new_tokens)
         if max_new_tokens < 1:
             return
-        eos = set(self.default_eos if eos_token_ids is None else _as_ids(eos_token_ids))
+        eos = self.eos_ids(eos_token_ids)
         sampler = Sampler(ids, temperature=temperature, top_p=top_p, top_k=top_k,
                           repetition_penalty=repetition_penalty, seed=seed)
         if should_stop():

@@ -194,6 +194,19 @@ def _norm_label(label: str) -> str:
     return " ".join(label.split()).lower()
 
 
+def _keep_row(examples: list[Example], problems: list[Problem], line: int, text: str, label: str,
+              source: str) -> None:
+    """Add a read (text, label) row to ``examples``, or to ``problems`` with the reason it is unusable.
+
+    The last step of every format's parser, so all formats check and normalise rows the same way.
+    """
+    why = _check(text, label)
+    if why:
+        problems.append(Problem(line, why))
+    else:
+        examples.append(Example(text.strip(), _norm_label(label), line, source))
+
+
 def _parse_phrasebank(content: str, source: str) -> tuple[list[Example], list[Problem]]:
     examples: list[Example] = []
     problems: list[Problem] = []
@@ -205,11 +218,7 @@ def _parse_phrasebank(content: str, source: str) -> tuple[list[Example], list[Pr
             continue
         # The label is after the *last* '@': sentences may contain '@' themselves.
         text, _, label = line.rpartition("@")
-        why = _check(text, label)
-        if why:
-            problems.append(Problem(no, why))
-            continue
-        examples.append(Example(text.strip(), _norm_label(label), no, source))
+        _keep_row(examples, problems, no, text, label, source)
     return examples, problems
 
 
@@ -231,6 +240,13 @@ def _pick_key(keys: Sequence[str], wanted: str | None, candidates: tuple[str, ..
     )
 
 
+def _pick_columns(keys: Sequence[str], text_column: str | None, label_column: str | None,
+                  source: str) -> tuple[str, str]:
+    """The (text, label) column or key names among ``keys``: the ones asked for, else recognised names."""
+    return (_pick_key(keys, text_column, TEXT_KEYS, "text", source),
+            _pick_key(keys, label_column, LABEL_KEYS, "label", source))
+
+
 def _parse_csv(content: str, source: str, text_column: str | None, label_column: str | None,
                *, tab: bool = False) -> tuple[list[Example], list[Problem]]:
     sample = content[:8192]
@@ -247,8 +263,7 @@ def _parse_csv(content: str, source: str, text_column: str | None, label_column:
     except (StopIteration, csv.Error) as e:
         raise data_error(f"{source}: could not read the CSV header ({e}).") from None
     header = [h.strip() for h in header]
-    t_key = _pick_key(header, text_column, TEXT_KEYS, "text", source)
-    l_key = _pick_key(header, label_column, LABEL_KEYS, "label", source)
+    t_key, l_key = _pick_columns(header, text_column, label_column, source)
     ti, li = header.index(t_key), header.index(l_key)
     examples: list[Example] = []
     problems: list[Problem] = []
@@ -271,11 +286,7 @@ def _parse_csv(content: str, source: str, text_column: str | None, label_column:
                                            f"(is a quote or a delimiter missing?)"))
             continue
         text, label = row[ti], row[li]
-        why = _check(text, label)
-        if why:
-            problems.append(Problem(start, why))
-            continue
-        examples.append(Example(text.strip(), _norm_label(label), start, source))
+        _keep_row(examples, problems, start, text, label, source)
     return examples, problems
 
 
@@ -301,8 +312,7 @@ def _parse_jsonl(content: str, source: str, text_column: str | None,
             problems.append(Problem(no, "not a JSON object"))
             continue
         if t_key is None:
-            t_key = _pick_key(list(obj), text_column, TEXT_KEYS, "text", source)
-            l_key = _pick_key(list(obj), label_column, LABEL_KEYS, "label", source)
+            t_key, l_key = _pick_columns(list(obj), text_column, label_column, source)
         if t_key not in obj or l_key not in obj:
             problems.append(Problem(no, f"missing {t_key!r} or {l_key!r}"))
             continue
@@ -311,11 +321,7 @@ def _parse_jsonl(content: str, source: str, text_column: str | None,
             problems.append(Problem(no, "the text must be a string and the label a string or number"))
             continue
         label = str(label)
-        why = _check(text, label)
-        if why:
-            problems.append(Problem(no, why))
-            continue
-        examples.append(Example(text.strip(), _norm_label(label), no, source))
+        _keep_row(examples, problems, no, text, label, source)
     return examples, problems
 
 

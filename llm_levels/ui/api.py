@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -30,11 +29,11 @@ from .. import history as H
 from .. import inspect as I
 from ..core import PARAM_SPECS, BackendError, GenParams, Message, Usage
 from ..metrics import measure
-from ..pricing import PRICING_NOTE, PriceTable, format_cost
+from ..pricing import PRICING_NOTE, format_cost
 from ..runtime import APP_ENDPOINT, HOSTED_PREFIX, SESSION_HOSTED, AppRuntime
 from ..server import LOCAL_MODEL_ID
 from ..snippets import openai_snippet
-from .shared import checked_slider
+from .shared import chat_panel, checked_slider, price_table
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
     """Build the Hosted API tab inside the current ``gr.Tab``."""
     settings = runtime.settings
     cap = settings.max_new_tokens_cap
-    prices = _price_table(runtime)
+    prices = price_table(runtime)
     endpoints = {HOSTED_PREFIX + ep.name: ep for ep in runtime.hosted_endpoints()}
 
     # The runtime's labels say "Hosted API · ..." for pickers that mix levels; here every option is hosted.
@@ -115,19 +114,9 @@ def build(runtime: AppRuntime, session: Any) -> None:
     rows = gr.State([])        # metric rows of this session's turns
     with gr.Row():
         with gr.Column(scale=5):
-            chatbot = gr.Chatbot(label="Conversation (sent through the API)", height=460,
-                                 buttons=["copy", "copy_all"], elem_id="api-chat",
-                                 placeholder="### Level 2: the API\nSame chat, but now you hold the knobs.")
-            with gr.Row(equal_height=True):
-                textbox = gr.Textbox(show_label=False, placeholder="Message… (Enter sends)", lines=1,
-                                     max_lines=8, scale=8, elem_id="api-input")
-                send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="api-send")
-                stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90)
-            with gr.Row():
-                retry_btn = gr.Button("↻ Retry", size="sm")
-                undo_btn = gr.Button("↶ Undo", size="sm")
-                clear_btn = gr.Button("🗑 Clear", size="sm")
-            metrics_md = gr.Markdown("", elem_classes="turn-metrics", elem_id="api-metrics")
+            chatbot, textbox, send_btn, stop_btn, retry_btn, undo_btn, clear_btn, metrics_md, _ = chat_panel(
+                "api", label="Conversation (sent through the API)",
+                placeholder="### Level 2: the API\nSame chat, but now you hold the knobs.")
             with gr.Accordion("Request settings", open=True):
                 with gr.Row():
                     endpoint = gr.Dropdown(choices=choices, value=default_option, label="Endpoint", scale=1)
@@ -241,16 +230,12 @@ def build(runtime: AppRuntime, session: Any) -> None:
             if tgt.app_endpoint and runtime.models.peek() is None:
                 yield from _wait_for_local_model(runtime, hist)
             measured = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
-            last = 0.0
-            with runtime.pacer.streaming():
+            with runtime.pacer.streaming() as pace:
                 for _ in measured:
-                    now = time.perf_counter()
-                    if now - last >= runtime.pacer.interval():
-                        last = now
+                    if pace.due():
                         turn = hist + [H.assistant(measured.text)]
                         yield turn, turn, skip, skip, skip, skip, skip, skip, skip
-            done = hist + [H.assistant(measured.text)] if measured.text else hist + [
-                H.note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
+            done = H.answered(hist, measured.text)
             mt = measured.metrics
             usage = measured.reply.usage
             cost = cost_label(backend, tgt, usage)
@@ -270,10 +255,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
             yield failed, failed, skip, f"**{name}** · not answered ({e.kind})", code, req_view, resp_view, skip, skip
         except Exception as e:  # a bug, not a backend failure: keep the conversation on screen
             log.exception("api turn failed")
-            partial = measured.text if measured is not None else ""
-            kept = hist + ([H.assistant(partial)] if partial.strip() else [])
-            failed = kept + [H.note(f"Something went wrong inside the app ({type(e).__name__}). Try again; if it "
-                                    "keeps happening, check the server log.", title=H.ERROR_TITLE, log="internal")]
+            failed = H.app_failure(hist, e, measured.text if measured is not None else "")
             yield failed, failed, skip, "", skip, skip, skip, skip, skip
         finally:
             cancel.set()  # Stop (Gradio closes this generator) lands here: the request is cut off
@@ -411,14 +393,6 @@ def _first_snippet(runtime: AppRuntime, tgt: Target, model_id: str, params: GenP
         log.warning("no example snippet for %s: %s", tgt.option_id, e)
         return ""
     return _snippet_for(tgt, request)
-
-
-def _price_table(runtime: AppRuntime) -> PriceTable:
-    try:
-        return PriceTable.load(runtime.settings.price_file)
-    except BackendError as e:
-        log.warning("prices: %s (using the built-in table)", e)
-        return PriceTable.load(None)
 
 
 def _wait_for_local_model(runtime: AppRuntime, hist: list) -> Iterator[tuple]:

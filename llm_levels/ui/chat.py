@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Iterator
 
 import gradio as gr
@@ -120,19 +119,15 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
             backend = opener.result()
             backend_label = backend.name
             stream = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
-            last = 0.0
             dropped = 0  # turns the local model left out to fit its context window (its last chunk says)
-            with runtime.pacer.streaming():
+            with runtime.pacer.streaming() as pace:
                 for chunk in stream:
                     if isinstance(chunk.raw, dict) and chunk.raw.get("truncated_turns"):
                         dropped = int(chunk.raw["truncated_turns"])
-                    now = time.perf_counter()
-                    if now - last >= runtime.pacer.interval():
-                        last = now
+                    if pace.due():
                         turn = hist + [H.assistant(stream.text)]
                         yield turn, turn, gr.skip(), gr.skip()
-            done = hist + [H.assistant(stream.text)] if stream.text else hist + [
-                H.note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
+            done = H.answered(hist, stream.text)
             if dropped:  # never cut silently: say that the model did not see the whole conversation
                 done = done + [H.note(
                     f"The {dropped} oldest message(s) did not fit in the model's context window and were left "
@@ -144,11 +139,7 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
             yield failed, failed, gr.skip(), f"**{backend_label}** · not answered ({e.kind})"
         except Exception as e:  # a bug, not a backend failure: still keep the conversation on screen
             log.exception("chat turn failed")
-            partial = stream.text if stream is not None else ""
-            kept = hist + ([H.assistant(partial)] if partial.strip() else [])
-            failed = kept + [H.note(f"Something went wrong inside the app ({type(e).__name__}). "
-                                    "Try again; if it keeps happening, check the server log.",
-                                    title=H.ERROR_TITLE, log="internal")]
+            failed = H.app_failure(hist, e, stream.text if stream is not None else "")
             yield failed, failed, gr.skip(), ""
         finally:
             # Stop (Gradio closes this generator) lands here too: the backend stops working.

@@ -30,7 +30,7 @@ from ..pricing import PriceTable, format_cost
 from ..runtime import APP_ENDPOINT, LOCAL, AppRuntime
 from ..slots import SlotTicket
 from .shared import (SessionState, backend_choices, is_usable, local_wait_title, model_loading_text,
-                     short_label, uses_local_model)
+                     price_table, short_label, uses_local_model)
 from .shared import lane as gradio_lane
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,6 @@ class Lane:
     error: str = ""
     metrics: TurnMetrics | None = None
     ticket: SlotTicket | None = None  # the local column's place in the local model's line
-
-
-def _price_table(runtime: AppRuntime) -> PriceTable:
-    """The price table: built-in prices plus PRICE_FILE (a broken file falls back to the built-ins)."""
-    try:
-        return PriceTable.load(runtime.settings.price_file)
-    except BackendError as e:
-        log.warning("prices: %s (using the built-in table)", e)
-        return PriceTable.load(None)
 
 
 def _cost_label(table: PriceTable, lane: Lane) -> str:
@@ -181,7 +172,7 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     ids = [i for _, i in choices]
     labels = dict((i, label) for label, i in choices)
     default = [i for i in ids if is_usable(runtime, i, None)]
-    prices = _price_table(runtime)
+    prices = price_table(runtime)
 
     with gr.Row(equal_height=True):
         prompt = gr.Textbox(label="Prompt", placeholder="One prompt for every backend…", lines=2, max_lines=8,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Iterator
 
 import gradio as gr
@@ -27,7 +26,8 @@ from .. import inspect as I
 from ..core import PARAM_SPECS, BackendError, GenParams
 from ..runtime import LOCAL, AppRuntime
 from ..snippets import transformers_snippet
-from .shared import WAIT_POLL_S, BackendOpener, checked_slider, lane, local_queue, model_status_fields
+from .shared import (WAIT_POLL_S, BackendOpener, chat_panel, checked_slider, lane, local_queue,
+                     model_status_fields)
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +57,11 @@ def build(runtime: AppRuntime, session: Any) -> None:
     spec_state = gr.State(settings.local_model)  # the model this session talks to
     with gr.Row():
         with gr.Column(scale=5):
-            chatbot = gr.Chatbot(label="Conversation (the model runs in this app)", height=460,
-                                 buttons=["copy", "copy_all"], elem_id="local-chat",
-                                 placeholder="### Level 3: your own model\nEverything runs here, in the open.")
-            with gr.Row(equal_height=True):
-                textbox = gr.Textbox(show_label=False, placeholder="Message… (Enter sends)", lines=1,
-                                     max_lines=8, scale=8, elem_id="local-input")
-                send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="local-send")
-                stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90)
-            with gr.Row():
-                retry_btn = gr.Button("↻ Retry", size="sm")
-                undo_btn = gr.Button("↶ Undo", size="sm")
-                clear_btn = gr.Button("🗑 Clear", size="sm")
-                render_btn = gr.Button("Show the prompt", size="sm")
-            metrics_md = gr.Markdown("", elem_classes="turn-metrics", elem_id="local-metrics")
+            chatbot, textbox, send_btn, stop_btn, retry_btn, undo_btn, clear_btn, metrics_md, extra = chat_panel(
+                "local", label="Conversation (the model runs in this app)",
+                placeholder="### Level 3: your own model\nEverything runs here, in the open.",
+                extra_buttons=["Show the prompt"])
+            render_btn = extra[0]
             with gr.Accordion("Model", open=True):
                 with gr.Row(equal_height=True):
                     model_box = gr.Textbox(
@@ -168,13 +159,10 @@ def build(runtime: AppRuntime, session: Any) -> None:
             from ..metrics import measure
 
             measured = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
-            last = 0.0
             panels = None
-            with runtime.pacer.streaming():
+            with runtime.pacer.streaming() as pace:
                 for _ in measured:
-                    now = time.perf_counter()
-                    if now - last >= runtime.pacer.interval():
-                        last = now
+                    if pace.due():
                         turn = hist + [H.assistant(measured.text)]
                         yield (turn, turn) + (skip,) * 9
                     if panels is None and measured.text:
@@ -185,8 +173,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
                         yield skip, skip, skip, skip, text, summary, pairs, code, skip, skip, info
             if panels is None:
                 text, pairs, summary, code = under_the_hood(backend, messages, params)
-            done = hist + [H.assistant(measured.text)] if measured.text else hist + [
-                H.note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
+            done = H.answered(hist, measured.text)
             mt = measured.metrics
             mem = I.memory_snapshot(backend.loaded.device)
             new_rows = list(table_rows or []) + [I.local_metrics_row(len(table_rows or []) + 1, mt, mem)]
@@ -196,15 +183,11 @@ def build(runtime: AppRuntime, session: Any) -> None:
                    pd.DataFrame(new_rows, columns=I.LOCAL_METRIC_COLUMNS), new_rows, info)
         except BackendError as e:
             partial = (measured.text if measured is not None else "") or e.partial_text
-            kept = hist + ([H.assistant(partial)] if partial.strip() else [])
-            failed = kept + [H.note(str(e), title=H.ERROR_TITLE, log=e.kind)]
+            failed = H.with_partial(hist, partial) + [H.note(str(e), title=H.ERROR_TITLE, log=e.kind)]
             yield (failed, failed, skip, f"not answered ({e.kind})") + (skip,) * 7
         except Exception as e:  # a bug, not a backend failure: keep the conversation on screen
             log.exception("local turn failed")
-            partial = measured.text if measured is not None else ""
-            kept = hist + ([H.assistant(partial)] if partial.strip() else [])
-            failed = kept + [H.note(f"Something went wrong inside the app ({type(e).__name__}). Try again; if it "
-                                    "keeps happening, check the server log.", title=H.ERROR_TITLE, log="internal")]
+            failed = H.app_failure(hist, e, measured.text if measured is not None else "")
             yield (failed, failed, skip, "") + (skip,) * 7
         finally:
             cancel.set()  # Stop (Gradio closes this generator) lands here: the generate thread ends

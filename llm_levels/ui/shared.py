@@ -2,23 +2,29 @@
 
 - :class:`SessionState`: the Gradio ``State`` components several tabs read (the session's API key).
 - :func:`lane`: the Gradio queue lane (concurrency id and limit) of each tab's generation events.
+- :func:`chat_panel`: the conversation controls of the Hosted API and Local tabs.
+- :func:`price_table`: the price table of the tabs that estimate costs (Hosted API, Compare).
 - :class:`BackendOpener`: gets a backend ready in a worker thread so a tab can show "the model is
   loading (NN%)" and "waiting for the local model, N ahead of you" instead of freezing.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 import gradio as gr
 
 from ..core import Backend, BackendError
+from ..pricing import PriceTable
 from ..runtime import APP_ENDPOINT, LOCAL, SESSION_HOSTED, AppRuntime
 from ..slots import SlotTicket
+
+log = logging.getLogger(__name__)
 
 #: The Gradio concurrency id of the Local tab's model loads.
 LOCAL_QUEUE_ID = "local-model"
@@ -81,6 +87,43 @@ def local_wait_text(ahead: int, limit: int) -> str:
             "slot is free. Stop takes it out of the line.")
 
 
+class ChatPanel(NamedTuple):
+    """The conversation controls of a level tab, from :func:`chat_panel` (unpack it or read fields)."""
+
+    chatbot: gr.Chatbot
+    textbox: gr.Textbox
+    send_btn: gr.Button
+    stop_btn: gr.Button
+    retry_btn: gr.Button
+    undo_btn: gr.Button
+    clear_btn: gr.Button
+    metrics_md: gr.Markdown
+    extra_buttons: list[gr.Button]
+
+
+def chat_panel(prefix: str, *, label: str, placeholder: str, extra_buttons: Sequence[str] = ()) -> ChatPanel:
+    """Build the conversation controls of the Hosted API and Local tabs in the current column.
+
+    The Chatbot (``label``, ``placeholder`` shown while empty), the message box with Send and Stop, a row
+    of Retry, Undo, Clear and one small button per label in ``extra_buttons``, and the one-line turn
+    metrics. Elem ids: ``{prefix}-chat``, ``{prefix}-input``, ``{prefix}-send``, ``{prefix}-metrics``.
+    """
+    chatbot = gr.Chatbot(label=label, height=460, buttons=["copy", "copy_all"], elem_id=f"{prefix}-chat",
+                         placeholder=placeholder)
+    with gr.Row(equal_height=True):
+        textbox = gr.Textbox(show_label=False, placeholder="Message… (Enter sends)", lines=1,
+                             max_lines=8, scale=8, elem_id=f"{prefix}-input")
+        send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id=f"{prefix}-send")
+        stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90)
+    with gr.Row():
+        retry_btn = gr.Button("↻ Retry", size="sm")
+        undo_btn = gr.Button("↶ Undo", size="sm")
+        clear_btn = gr.Button("🗑 Clear", size="sm")
+        extra = [gr.Button(text, size="sm") for text in extra_buttons]
+    metrics_md = gr.Markdown("", elem_classes="turn-metrics", elem_id=f"{prefix}-metrics")
+    return ChatPanel(chatbot, textbox, send_btn, stop_btn, retry_btn, undo_btn, clear_btn, metrics_md, extra)
+
+
 def checked_slider(*args: Any, **kwargs: Any) -> gr.Slider:
     """A ``gr.Slider`` whose value, when it comes through the API rather than the slider, is checked
     with a one-line message that names the setting and its range.
@@ -115,6 +158,18 @@ def checked_slider(*args: Any, **kwargs: Any) -> gr.Slider:
 
 # --------------------------------------------------------------------------------- backend choices
 SESSION_LABEL = "Hosted API · OpenAI (with the key you enter in the Hosted API tab)"
+
+
+def price_table(runtime: AppRuntime) -> PriceTable:
+    """The price table for cost estimates: built-in prices plus PRICE_FILE.
+
+    A broken PRICE_FILE is logged and the built-in table used instead, so the tab still opens.
+    """
+    try:
+        return PriceTable.load(runtime.settings.price_file)
+    except BackendError as e:
+        log.warning("prices: %s (using the built-in table)", e)
+        return PriceTable.load(None)
 
 
 def backend_choices(runtime: AppRuntime) -> list[tuple[str, str]]:
