@@ -74,6 +74,7 @@ class SessionResult:
     latencies_s: list[float] = field(default_factory=list)
     ttfts_s: list[float] = field(default_factory=list)
     max_rank: int | None = None
+    clients: int = 0  # Gradio sessions this simulated user opened (more than 1 with --new-session-every)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -141,10 +142,14 @@ def _submit_and_watch(client, args_: tuple, res: SessionResult, t_limit: float) 
 
 
 def run_session(i: int, url: str, backend_id: str, kind: str, seconds: float, max_new: int,
-                clear_every: int, request_timeout_s: float, start_barrier: threading.Barrier) -> SessionResult:
+                clear_every: int, request_timeout_s: float, start_barrier: threading.Barrier,
+                new_session_every: int = 0) -> SessionResult:
+    """One simulated user; with ``new_session_every`` N it closes its Client and opens a new one (a new
+    Gradio session, like a visitor leaving and another arriving) after every N requests."""
     res = SessionResult(session=i)
     try:
         client = _client(url)
+        res.clients += 1
     except Exception as e:  # noqa: BLE001 - report, do not crash the other sessions
         res.errors.append(f"connect: {type(e).__name__}: {e}")
         start_barrier.abort()
@@ -157,7 +162,17 @@ def run_session(i: int, url: str, backend_id: str, kind: str, seconds: float, ma
     sent: list[str] = []  # this session's prompts since the last clear
     turn = 0
     while time.perf_counter() < deadline:
-        if clear_every and turn and turn % clear_every == 0:
+        if new_session_every and turn and turn % new_session_every == 0:
+            client.close()  # stops its heartbeat: the server sees the session end, as when a tab closes
+            try:
+                client = _client(url)
+            except Exception as e:  # noqa: BLE001
+                res.errors.append(f"reconnect: {type(e).__name__}: {e}")
+                time.sleep(1.0)
+                continue
+            res.clients += 1
+            sent = []
+        elif clear_every and turn and turn % clear_every == 0:
             client.predict(api_name=CLEAR_API)
             sent = []
         turn += 1
@@ -212,6 +227,7 @@ def run_session(i: int, url: str, backend_id: str, kind: str, seconds: float, ma
         res.latencies_s.append(total)
         if ttft is not None:
             res.ttfts_s.append(ttft)
+    client.close()
     return res
 
 
@@ -256,6 +272,10 @@ class RssSampler(threading.Thread):
             return {"pid": self.pid, "samples": 0}
         vals = [v for _, v in self.samples]
         n = max(1, len(vals) // 4)
+        # Mean RSS of each minute of the run: a bounded app levels off; a leak keeps climbing.
+        minutes: dict[int, list[int]] = {}
+        for t, v in self.samples:
+            minutes.setdefault(int(t // 60), []).append(v)
         return {
             "pid": self.pid, "samples": len(vals),
             "start_mb": round(vals[0] / 2**20, 1), "end_mb": round(vals[-1] / 2**20, 1),
@@ -263,6 +283,8 @@ class RssSampler(threading.Thread):
             # bounded memory: the last quarter of the run should not sit far above the second quarter
             "q2_mean_mb": round(statistics.mean(vals[n:2 * n]) / 2**20, 1) if len(vals) >= 4 else None,
             "q4_mean_mb": round(statistics.mean(vals[-n:]) / 2**20, 1),
+            "per_minute_mean_mb": [round(statistics.mean(minutes[m]) / 2**20, 1) for m in sorted(minutes)],
+            "per_minute_max_mb": [round(max(minutes[m]) / 2**20, 1) for m in sorted(minutes)],
         }
 
 
@@ -390,7 +412,7 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, l
 class Started:
     """An llm-katan echo server and the app, started for the test and stopped afterwards."""
 
-    def __init__(self, extra_env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, extra_env: dict[str, str], log_dir: Path, probe_args: list[str] | None = None) -> None:
         self.katan_port, self.app_port = _free_port(), _free_port()
         log_dir.mkdir(parents=True, exist_ok=True)
         self.katan_log = log_dir / "katan.log"
@@ -406,7 +428,9 @@ class Started:
                "GRADIO_SERVER_PORT": str(self.app_port),
                "OPENAI_BASE_URL": f"http://127.0.0.1:{self.katan_port}/v1",
                "OPENAI_API_KEY": TEST_KEY, "OPENAI_MODEL": "echo-model", **extra_env}
-        self.app = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=str(ROOT), env=env,
+        # With probe_args the app runs under bench/mem_probe.py (the same app, plus a memory recorder).
+        cmd = [str(ROOT / "app.py")] if probe_args is None else [str(ROOT / "bench" / "mem_probe.py"), *probe_args]
+        self.app = subprocess.Popen([sys.executable, *cmd], cwd=str(ROOT), env=env,
                                     stdout=self.app_log.open("w"), stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.app_port}"
 
@@ -440,14 +464,15 @@ def warm_local(url: str, timeout_s: float = 300) -> float:
 
 # ============================================================================================= main
 def run(url: str, sessions: int, seconds: float, kind: str, backend_id: str, max_new: int, clear_every: int,
-        pid: int | None, request_timeout_s: float) -> dict[str, Any]:
+        pid: int | None, request_timeout_s: float, new_session_every: int = 0) -> dict[str, Any]:
     sampler = RssSampler(pid)
     sampler.start()
     barrier = threading.Barrier(sessions)
     results: list[SessionResult | None] = [None] * sessions
 
     def worker(i: int) -> None:
-        results[i] = run_session(i, url, backend_id, kind, seconds, max_new, clear_every, request_timeout_s, barrier)
+        results[i] = run_session(i, url, backend_id, kind, seconds, max_new, clear_every, request_timeout_s, barrier,
+                                 new_session_every)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(sessions)]
     t0 = time.perf_counter()
@@ -463,8 +488,8 @@ def run(url: str, sessions: int, seconds: float, kind: str, backend_id: str, max
     ranks = [r.max_rank for r in done if r.max_rank is not None]
     return {
         "kind": kind, "backend_id": backend_id, "url": url, "sessions": sessions, "seconds": seconds,
-        "max_new_tokens": max_new, "wall_s": round(wall, 1),
-        "sessions_finished": len(done),
+        "max_new_tokens": max_new, "wall_s": round(wall, 1), "new_session_every": new_session_every,
+        "sessions_finished": len(done), "gradio_sessions_opened": sum(r.clients for r in done),
         "requests": sum(r.requests for r in done), "ok": sum(r.ok for r in done),
         "lost": sum(r.lost for r in done) + (sessions - len(done)),
         "mixed": sum(r.mixed for r in done), "rate_limited": sum(r.rate_limited for r in done),
@@ -489,6 +514,7 @@ def print_table(report: dict[str, Any]) -> None:
     rows = [
         ("backend", f"{report['kind']} ({report['backend_id']})"),
         ("sessions x seconds", f"{report['sessions']} x {report['seconds']:g} (wall {report['wall_s']} s)"),
+        ("Gradio sessions opened", report.get("gradio_sessions_opened")),
         ("requests / ok", f"{report['requests']} / {report['ok']}"),
         ("lost / mixed", f"{report['lost']} / {report['mixed']}"),
         ("rate-limited", report["rate_limited"]),
@@ -503,6 +529,7 @@ def print_table(report: dict[str, Any]) -> None:
     if m.get("samples"):
         rows.append(("app RSS start / peak / end", f"{m['start_mb']} / {m['peak_mb']} / {m['end_mb']} MB"))
         rows.append(("app RSS mean q2 / q4", f"{m['q2_mean_mb']} / {m['q4_mean_mb']} MB"))
+        rows.append(("app RSS mean per minute", " ".join(f"{x:g}" for x in m["per_minute_mean_mb"]) + " MB"))
     for k in ("stop_test", "secret_in_log"):
         if k in report:
             rows.append((k.replace("_", " "), json.dumps(report[k])))
@@ -527,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend-id", help="the Chat backend picker id (default: the first hosted one, or 'local')")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default 64 (hosted) / 16 (local)")
     ap.add_argument("--clear-every", type=int, default=8, help="clear the chat every N turns (0 = never)")
+    ap.add_argument("--new-session-every", type=int, default=0, metavar="N",
+                    help="each user closes its Client and opens a new Gradio session every N requests "
+                         "(0 = one session per user for the whole run)")
     ap.add_argument("--request-timeout", type=float, default=300)
     ap.add_argument("--app-pid", type=int, help="pid of the app, for memory (default: found by its port)")
     ap.add_argument("--stop-test", action="store_true", help="also measure how fast Stop frees the local model")
@@ -534,13 +564,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--secret", help="a key that must not appear in --app-log (checked at the end)")
     ap.add_argument("--app-log", type=Path, help="the app's log file, searched for --secret")
     ap.add_argument("--json", type=Path, help="write the report here")
+    ap.add_argument("--probe", type=Path, metavar="JSONL",
+                    help="with --start: run the app under bench/mem_probe.py, recording its memory stores here")
+    ap.add_argument("--probe-every", type=float, default=30.0, help="seconds between two probe records")
+    ap.add_argument("--probe-tracemalloc", action="store_true", help="the probe also traces Python allocations")
+    ap.add_argument("--probe-malloc-trim", action="store_true",
+                    help="the probe calls malloc_trim(0) after each record and records the RSS after it")
     args = ap.parse_args(argv)
 
     started = None
     try:
         if args.start:
             extra = dict(kv.split("=", 1) for kv in args.app_env)
-            started = Started(extra, Path(tempfile.mkdtemp(prefix="llm-levels-load-")))
+            probe = None
+            if args.probe:
+                probe = ["--out", str(args.probe.resolve()), "--every", str(args.probe_every)]
+                probe += ["--tracemalloc"] if args.probe_tracemalloc else []
+                probe += ["--malloc-trim"] if args.probe_malloc_trim else []
+            started = Started(extra, Path(tempfile.mkdtemp(prefix="llm-levels-load-")), probe)
             started.wait()
             url, pid = started.url, started.app.pid
             args.secret = args.secret or TEST_KEY
@@ -561,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         # ready app rather than one busy loading (on a 2-core machine that halves everything else).
         warm_s = warm_local(url) if args.start or args.backend == "local" or args.stop_test else None
         report = run(url, args.sessions, args.seconds, args.backend, backend_id, max_new, args.clear_every,
-                     pid, args.request_timeout)
+                     pid, args.request_timeout, args.new_session_every)
         report["warmup_s"] = None if warm_s is None else round(warm_s, 1)
         if args.stop_test:
             report["stop_test"] = stop_test(url, max_new_long=256, repeats=args.stop_repeats)

@@ -78,6 +78,12 @@ class Settings:
     max_new_tokens_cap: int = 1024
     max_prompt_chars: int = 20_000
     requests_per_minute: int = 30
+    # Per-session memory (sessions.py): most sessions kept, and how long an idle / closed one is kept.
+    max_sessions: int = 1000
+    session_idle_ttl_s: float = 7200.0
+    session_closed_ttl_s: float = 3600.0
+    # glibc malloc arenas of the server (allocator.py); 0 = glibc's default (8 per core).
+    malloc_arena_max: int = 2
     price_file: Path | None = None
     preload_model: bool = True
     public: bool = False
@@ -126,6 +132,13 @@ class Settings:
             max_new_tokens_cap=int(_number(env, "MAX_NEW_TOKENS_CAP", 1024, 1, 32_768, integer=True)),
             max_prompt_chars=int(_number(env, "MAX_PROMPT_CHARS", 20_000, 100, 10_000_000, integer=True)),
             requests_per_minute=int(_number(env, "REQUESTS_PER_MINUTE", 30, 1, 100_000, integer=True)),
+            # Gradio keeps each session's state (conversation, typed key, a copy of every component's
+            # config: several hundred KB) in memory; these bound how many and for how long.
+            max_sessions=int(_number(env, "MAX_SESSIONS", 1000, 10, 1_000_000, integer=True)),
+            session_idle_ttl_s=_number(env, "SESSION_IDLE_TTL_S", 7200.0, 60.0, 30 * 86400.0),
+            session_closed_ttl_s=_number(env, "SESSION_CLOSED_TTL_S", 3600.0, 10.0, 30 * 86400.0),
+            # glibc reads this variable itself at start-up too; serve() applies it (or the default 2).
+            malloc_arena_max=int(_number(env, "MALLOC_ARENA_MAX", 2, 0, 1024, integer=True)),
             price_file=Path(env["PRICE_FILE"]) if env.get("PRICE_FILE", "").strip() else None,
             preload_model=_bool(env, "PRELOAD_MODEL", True),
             public=public,

@@ -23,7 +23,9 @@ def test_a_space_is_public_listens_everywhere_and_turns_risky_switches_off():
 
 
 @pytest.mark.parametrize("name, value", [("REQUEST_TIMEOUT_S", "soon"), ("MAX_NEW_TOKENS_CAP", "0"),
-                                         ("HOSTED_ENDPOINTS", "[{oops"), ("LOCAL_FAST_PATH", "maybe")])
+                                         ("HOSTED_ENDPOINTS", "[{oops"), ("LOCAL_FAST_PATH", "maybe"),
+                                         ("MAX_SESSIONS", "0"), ("SESSION_IDLE_TTL_S", "forever"),
+                                         ("SESSION_CLOSED_TTL_S", "-5")])
 def test_bad_values_are_refused_with_the_variable_named(name, value):
     with pytest.raises(BackendError) as e:
         Settings.from_env({name: value})
@@ -35,3 +37,10 @@ def test_local_concurrency_follows_the_inference_path():
     assert Settings.from_env({}).local_concurrency == 4
     assert Settings.from_env({"LOCAL_FAST_PATH": "false"}).local_concurrency == 1
     assert Settings.from_env({"LOCAL_FAST_PATH": "false", "LOCAL_CONCURRENCY": "3"}).local_concurrency == 3
+
+
+def test_session_memory_limits_have_safe_defaults_and_can_be_set():
+    s = Settings.from_env({})
+    assert (s.max_sessions, s.session_idle_ttl_s, s.session_closed_ttl_s) == (1000, 7200.0, 3600.0)
+    s = Settings.from_env({"MAX_SESSIONS": "200", "SESSION_IDLE_TTL_S": "1800", "SESSION_CLOSED_TTL_S": "60"})
+    assert (s.max_sessions, s.session_idle_ttl_s, s.session_closed_ttl_s) == (200, 1800.0, 60.0)
