@@ -4,9 +4,9 @@ glibc gives threads that allocate at the same time separate heaps ("arenas"), up
 Memory freed in an arena stays with that arena for reuse and is rarely handed back to the system, so
 a server with many threads (Gradio's worker threads, the HTTP client's, the local model's) slowly
 gathers free-but-kept memory in every arena. Measured on this app (bench/LOAD.md, "Memory over
-time"; 2 cores, 20 chat sessions for 10 minutes): with glibc's default 16 arenas the RSS was still
-climbing after 10 minutes, 1,010 → 1,288 MB; with 2 arenas it was ~350 MB lower and flat after ~4
-minutes. Live data was the same in both runs; only the allocator's kept memory differed.
+time"; 2 cores, 20 chat sessions for 10 minutes, same code): with glibc's default 16 arenas the RSS
+went 804 → 982 MB and was still rising ~12 MB a minute at the end; with 2 arenas it went 767 → 857 MB
+and was flat for the last 6 minutes. Code and load were the same; only the arena setting differed.
 
 :func:`limit_malloc_arenas` applies the cap with ``mallopt(M_ARENA_MAX, n)``. It must run before the
 server starts its threads (``webapp.serve`` calls it first); arenas that already exist are kept.

@@ -183,7 +183,7 @@ def test_an_idle_open_session_is_forgotten_after_the_idle_ttl_and_starts_fresh()
             c.close()
 
 
-def test_a_session_with_an_event_in_flight_is_never_forgotten(tmp_path):
+def test_a_session_with_an_event_in_flight_is_never_forgotten():
     clock = Clock()
     with tiny_app(clock, idle_ttl_s=60) as (url, demo, janitor):
         c = client(url)
