@@ -140,9 +140,7 @@ def test_chat_with_the_local_model_says_when_old_turns_no_longer_fit(app_server)
     # note stands in its place, and notes are not part of the conversation).
     users = [m.content for m in H.to_messages(chat) if m.role == "user"]
     assert users == [block + " first", block + " second"]
-    first_reply = chat[1]
-    assert first_reply["role"] == "assistant" and (H.content_text(first_reply["content"]).strip()
-                                                    or first_reply["metadata"]["title"]), first_reply
+    assert chat[1]["role"] == "assistant", chat[1]  # the first turn's answer (or its "empty" note) stays
 
 
 # --------------------------------------------------------------------------------------- parameters
