@@ -239,10 +239,11 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
 
         torch_dtype = getattr(torch, dtype)
         if resolved.gguf_file:
-            model, tokenizer, from_cache, weights_key = _load_gguf(resolved, settings, torch_dtype, report)
+            model, tokenizer, from_cache, weights_key, prefetched = _load_gguf(
+                resolved, settings, torch_dtype, report, prefetch_fast=device == "cpu")
         else:
             model, tokenizer = _load_pretrained(resolved, settings, torch_dtype, report)
-            from_cache, weights_key = False, ""
+            from_cache, weights_key, prefetched = False, "", None
         report(0.9, f"Moving the model to {device}")
         model.to(device=device, dtype=torch_dtype)
         model.eval()
@@ -270,13 +271,13 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
     )
     if settings.local_fast_path:
         report(0.93, "Preparing the fast int8 path")
-        loaded = apply_fast_path(loaded, settings)
+        loaded = apply_fast_path(loaded, settings, prefetched=prefetched)
     loaded.load_s = time.perf_counter() - t0
     report(1.0, f"Ready: {loaded.display_name} on {device} ({loaded.fast_path}), loaded in {loaded.load_s:.1f} s")
     return loaded
 
 
-def apply_fast_path(loaded: LoadedModel, settings: Settings) -> LoadedModel:
+def apply_fast_path(loaded: LoadedModel, settings: Settings, *, prefetched: Any = None) -> LoadedModel:
     """Attach the fast CPU decode path (:mod:`llm_levels.fastpath`) to ``loaded`` when it can run it.
 
     Only a float32 ``LlamaForCausalLM`` on the CPU qualifies (the embedded SmolLM2 does). The model
@@ -285,6 +286,8 @@ def apply_fast_path(loaded: LoadedModel, settings: Settings) -> LoadedModel:
     backend then uses for generation, and ``loaded.fast_path`` names the active path. Anything that
     goes wrong here (unsupported model, a kernel missing from this torch build, a failed self-check)
     leaves the plain path in place with the reason in ``loaded.fast_path``; it never fails the load.
+    ``prefetched`` is a :class:`~llm_levels.fastpath.store.Prefetch` of the stored int8 matrices started
+    while the model loaded (used when it is for the store file this model and machine would read).
     """
     if loaded.is_seq2seq or loaded.device != "cpu":
         return loaded
@@ -300,7 +303,7 @@ def apply_fast_path(loaded: LoadedModel, settings: Settings) -> LoadedModel:
         if quantize is None:
             loaded.fast_path = f"{loaded.dtype} (plain: no int8 kernels in this torch build)"
             return loaded
-        decoder = _fast_decoder(loaded, settings, quantize)
+        decoder = _fast_decoder(loaded, settings, quantize, prefetched)
         loaded.fast = BatchScheduler(decoder, max_batch=max(1, settings.local_concurrency))
         # Its decode thread is a daemon: stop it before the interpreter tears torch down, or a short-lived
         # process (the CLI) can abort at exit ("terminate called without an active exception").
@@ -315,7 +318,7 @@ def apply_fast_path(loaded: LoadedModel, settings: Settings) -> LoadedModel:
     return loaded
 
 
-def _fast_decoder(loaded: LoadedModel, settings: Settings, quantize: str) -> Any:
+def _fast_decoder(loaded: LoadedModel, settings: Settings, quantize: str, prefetched: Any = None) -> Any:
     """The checked fast decoder: from int8 matrices stored by an earlier start when there are some (they
     passed the self-check when they were written, with this torch on this kind of CPU), else built,
     checked, and stored for the next start (see :mod:`llm_levels.fastpath.store`)."""
@@ -325,7 +328,11 @@ def _fast_decoder(loaded: LoadedModel, settings: Settings, quantize: str) -> Any
     path = None
     if loaded.weights_key and quantize == "int8":
         path = store.store_path(settings.cache_dir, loaded.weights_key, quantize)
-        stored = store.load(path, len(loaded.model.model.layers))
+        n_layers = len(loaded.model.model.layers)
+        if prefetched is not None and prefetched.path == path and prefetched.n_layers == n_layers:
+            stored = prefetched.result()
+        else:
+            stored = store.load(path, n_layers)
         if stored is not None:
             try:
                 return FastDecoder(loaded.model, quantize=quantize, stored=stored)
@@ -434,24 +441,28 @@ def _safe_progress(progress: Progress | None) -> Progress:
 
 # ------------------------------------------------------------------------ GGUF and its disk cache
 def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.dtype",
-               report: Progress) -> tuple[Any, Any, bool, str]:
+               report: Progress, *, prefetch_fast: bool = False) -> tuple[Any, Any, bool, str, Any]:
     """Load a GGUF model: from the converted copy on disk when valid, else convert (and save the copy).
 
-    Returns the model, its tokenizer, whether they came from the converted copy, and the file's sha256.
+    Returns the model, its tokenizer, whether they came from the converted copy, the file's sha256, and
+    the fast path's stored int8 matrices being read in the background (a ``Prefetch``, or None).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = Path(resolved.location) / str(resolved.gguf_file)
     report(0.02, f"Checking {gguf.name}")
     sha = file_sha256(gguf, settings.cache_dir)
     cached = converted_dir(settings.cache_dir, sha)
+    prefetched = None
     if cache_is_complete(cached):
+        # Started before transformers is even imported: the int8 read overlaps all of the loading below.
+        prefetched = _prefetch_fast_store(settings, sha, cached) if prefetch_fast else None
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         try:
             report(0.1, "Loading the tokenizer (converted copy)")
             tokenizer = AutoTokenizer.from_pretrained(cached, trust_remote_code=False)
             report(0.3, "Loading the weights (converted copy)")
             model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype, trust_remote_code=False)
-            return model, tokenizer, True, sha
+            return model, tokenizer, True, sha, prefetched
         except Exception as e:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
             log.warning("The converted copy in %s is unreadable (%s: %s); converting again.",
                         cached, type(e).__name__, e)
@@ -459,6 +470,8 @@ def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.
     elif cached.exists():
         log.warning("The converted copy in %s is incomplete; converting again.", cached)
         _remove_dir(cached)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     report(0.05, "Converting the tokenizer from GGUF (first start only)")
     tokenizer = AutoTokenizer.from_pretrained(resolved.location, gguf_file=resolved.gguf_file,
@@ -479,7 +492,25 @@ def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.
                     cached, type(e).__name__, e)
     if torch_dtype != model.dtype:
         model = model.to(dtype=torch_dtype)
-    return model, tokenizer, False, sha
+    return model, tokenizer, False, sha, prefetched
+
+
+def _prefetch_fast_store(settings: Settings, sha: str, converted: Path) -> Any:
+    """Start reading the fast path's stored int8 matrices for this model (see ``fastpath.store.Prefetch``)
+    when the fast path is on, the model loads in float32 and an earlier start stored them; else None."""
+    if not settings.local_fast_path or pick_dtype(settings.local_dtype, "cpu") != "float32":
+        return None
+    try:
+        from .fastpath import store
+
+        n_layers = json.loads((converted / "config.json").read_text()).get("num_hidden_layers")
+        path = store.store_path(settings.cache_dir, sha, "int8")
+        if not isinstance(n_layers, int) or not path.is_file():
+            return None
+        return store.Prefetch(path, n_layers)
+    except Exception as e:  # noqa: BLE001 - only an optimisation: the fast path reads the store itself
+        log.warning("Could not start reading the fast weights early (%s: %s)", type(e).__name__, e)
+        return None
 
 
 def converted_dir(cache_dir: Path, sha: str) -> Path:

@@ -87,3 +87,59 @@ def test_models_without_a_weights_key_are_not_stored(tiny, tmp_path):
     finally:
         loaded.fast.close()
     assert not (tmp_path / "fast").exists()
+
+
+def test_a_prefetch_reads_what_load_reads_and_the_warm_load_takes_it(tiny, tmp_path, monkeypatch):
+    settings = cpu_settings(cache_dir=tmp_path, local_fast_path=True)
+    key = "34" * 32
+    first = apply_fast_path(replace(tiny, fast=None, weights_key=key), settings)
+    first.fast.close()
+    path = store.store_path(tmp_path, key, "int8")
+    n_layers = len(tiny.model.model.layers)
+
+    assert store.Prefetch(tmp_path / "missing.safetensors", n_layers).result() is None
+    prefetched = store.Prefetch(path, n_layers)
+    layers = prefetched.result()
+    assert layers is not None and set(layers) == set(store.load(path, n_layers))
+
+    # The warm load uses the prefetched layers: it does not read the file again, nor check them.
+    def no_read(*a, **k):
+        raise AssertionError("read the store again")
+
+    monkeypatch.setattr(store, "load", no_read)
+    monkeypatch.setattr(FastDecoder, "self_check", no_read)
+    second = apply_fast_path(replace(tiny, fast=None, weights_key=key), settings, prefetched=prefetched)
+    try:
+        assert second.fast is not None and second.fast.decoder.from_store
+        assert torch.equal(decode_two(second.fast.decoder.impl), decode_two(first.fast.decoder.impl))
+    finally:
+        second.fast.close()
+
+
+def test_a_prefetch_for_another_file_is_ignored(tiny, tmp_path):
+    settings = cpu_settings(cache_dir=tmp_path, local_fast_path=True)
+    other = store.Prefetch(tmp_path / "other.safetensors", len(tiny.model.model.layers))
+    loaded = apply_fast_path(replace(tiny, fast=None, weights_key="56" * 32), settings, prefetched=other)
+    try:
+        # Not the store file of this model: built and checked as without a prefetch (and stored).
+        assert loaded.fast is not None and not loaded.fast.decoder.from_store
+    finally:
+        loaded.fast.close()
+    assert store.store_path(tmp_path, "56" * 32, "int8").is_file()
+
+
+def test_the_loader_prefetches_only_a_stored_file_it_will_use(tiny, tmp_path):
+    from llm_levels.models import _prefetch_fast_store
+
+    key = "78" * 32
+    converted = tmp_path / "converted" / key
+    converted.mkdir(parents=True)
+    (converted / "config.json").write_text(f'{{"num_hidden_layers": {len(tiny.model.model.layers)}}}')
+    on = cpu_settings(cache_dir=tmp_path, local_fast_path=True)
+    assert _prefetch_fast_store(on, key, converted) is None  # nothing stored yet
+    apply_fast_path(replace(tiny, fast=None, weights_key=key), on).fast.close()
+    prefetched = _prefetch_fast_store(on, key, converted)
+    assert prefetched is not None and prefetched.path == store.store_path(tmp_path, key, "int8")
+    assert prefetched.result() is not None
+    assert _prefetch_fast_store(replace(on, local_fast_path=False), key, converted) is None
+    assert _prefetch_fast_store(replace(on, local_dtype="bfloat16"), key, converted) is None
