@@ -28,6 +28,12 @@ over time"), two things in it grow without a useful bound:
   never "close"); sessions with an event queued or running are kept. It also removes, from every
   session, component copies filed under ids that are not components of the app.
 
+:func:`use_lean_session_state` removes a third cost: Gradio builds, for every new session, a copy of the
+config of all ~200 components (13 ms of the server's event loop and ~320 KB per session, measured), and
+refreshes parts of it at every streamed update (about half of Gradio's ~5 ms per update of the Local tab).
+That copy exists only for Gradio's "deep links" (``/gradio_api/deep_link`` saves it to share a session's
+component values), which this app does not offer; a :class:`LeanSessionState` keeps everything else.
+
 A forgotten session that comes back simply starts fresh (an empty chat), as after a page reload.
 (Gradio marks a session closed when its page's heartbeat connection ends and never unmarks it, even if
 the page reconnects after a network blip; hence the closed TTL defaults to Gradio's own hour.)
@@ -42,6 +48,8 @@ import datetime
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from gradio.state_holder import SessionState, StateHolder
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +197,64 @@ class SessionJanitor:
             if result.sessions_dropped or result.copies_dropped:
                 log.info("session sweep: forgot %d session(s), dropped %d stale component copies; %d left",
                          result.sessions_dropped, result.copies_dropped, result.sessions_left)
+
+
+# ------------------------------------------------------------------------------ lean session state
+class LeanSessionState(SessionState):
+    """Gradio's ``SessionState`` without ``config_values``, its per-session copy of every component's config.
+
+    Gradio reads that copy only to save a deep link (``SessionState.components``); it builds it for every
+    new session and recomputes entries whenever an event sets a value or updates a property. Here it stays
+    empty, so a deep link of this app saves no component values (nor a key typed into a password box).
+    Everything the session serves from is Gradio's own code: the ``gr.State`` values (``state_data``,
+    with their time-to-live) and the session's components (``blocks_config``).
+    """
+
+    def __init__(self, blocks: Any) -> None:
+        # Gradio's own __init__ sets every attribute; given no component ids to copy, it copies none.
+        super().__init__(_WithoutComponentIds(blocks))
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        # SessionState.__setitem__ without its last step (recomputing the component's config copy).
+        from gradio.components import State
+
+        block = self.blocks_config.blocks.get(key)
+        if isinstance(block, State):
+            self._state_ttl[key] = (block.time_to_live, datetime.datetime.now())
+            self.state_data[key] = value
+        else:
+            self.blocks_config.blocks[key] = value
+
+    def _update_config(self, key: int) -> None:
+        """No config copy to refresh."""
+
+    def _update_value_in_config(self, key: int, value: Any) -> None:
+        """No config copy to record a value in."""
+
+
+class _WithoutComponentIds:
+    """What ``SessionState.__init__`` reads from a Blocks, with no component ids to copy configs for."""
+
+    def __init__(self, blocks: Any) -> None:
+        self.default_config = blocks.default_config
+        self.blocks: dict[int, Any] = {}
+
+
+class _LeanStateHolder(StateHolder):
+    """Gradio's ``StateHolder`` that starts new sessions as :class:`LeanSessionState`."""
+
+    def __getitem__(self, session_id: str) -> SessionState:
+        if session_id not in self.session_data:
+            self.session_data[session_id] = LeanSessionState(self.blocks)
+        return super().__getitem__(session_id)
+
+
+def use_lean_session_state(blocks: Any) -> None:
+    """Make the mounted ``blocks`` start every new session as a :class:`LeanSessionState`.
+
+    Call it after ``gr.mount_gradio_app``: mounting gives the Blocks a new ``StateHolder`` (sessions
+    started before keep Gradio's own state)."""
+    holder = blocks.state_holder
+    if type(holder) is not StateHolder and not isinstance(holder, _LeanStateHolder):
+        raise TypeError(f"unexpected Gradio state holder {type(holder).__name__}")
+    holder.__class__ = _LeanStateHolder

@@ -24,7 +24,7 @@ def create_app(settings: Settings):
     from .runtime import AppRuntime
     from .safety import install_log_redaction
     from .server import create_router
-    from .sessions import SWEEP_EVERY_S, SessionJanitor
+    from .sessions import SWEEP_EVERY_S, SessionJanitor, use_lean_session_state
     from .ui.app import build_ui, CSS, THEME
 
     runtime = AppRuntime(settings)
@@ -53,6 +53,7 @@ def create_app(settings: Settings):
         app, demo, path="", server_name=settings.server_name, server_port=settings.server_port,
         footer_links=["api"], theme=THEME, css=CSS, ssr_mode=False,
     )
+    use_lean_session_state(demo)  # no per-session copy of every component's config (sessions.py)
     return app, runtime
 
 

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from gradio_client import Client
 
 from llm_levels.config import Settings
-from llm_levels.sessions import SessionJanitor
+from llm_levels.sessions import LeanSessionState, SessionJanitor, use_lean_session_state
 from tests.fixtures.katan import free_port
 
 HOUR = datetime.timedelta(hours=1)
@@ -114,12 +114,14 @@ def tiny_blocks() -> gr.Blocks:
 
 
 @contextmanager
-def tiny_app(clock: Clock, **limits: Any) -> Iterator[tuple[str, gr.Blocks, SessionJanitor]]:
+def tiny_app(clock: Clock, *, lean: bool = False, **limits: Any) -> Iterator[tuple[str, gr.Blocks, SessionJanitor]]:
     demo = tiny_blocks()
     janitor = SessionJanitor(demo, clock=clock, **{"max_sessions": 100, "idle_ttl_s": 7200,
                                                    "closed_ttl_s": 600, **limits})
     janitor.configure()
     app = gr.mount_gradio_app(FastAPI(), demo, path="")
+    if lean:
+        use_lean_session_state(demo)
     with serve(app) as url:
         yield url, demo, janitor
 
@@ -222,6 +224,55 @@ def test_max_sessions_caps_how_many_sessions_gradio_keeps():
                 c.close()
 
 
+def deep_link_of(url: str, session_hash: str) -> str:
+    """What Gradio's deep-link route saves for a session: the JSON of its component values, as the
+    content hash the route answers with (see gradio/routes.py ``deep_link``)."""
+    import httpx
+
+    r = httpx.get(url + "/gradio_api/deep_link", params={"session_hash": session_hash}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_lean_sessions_serve_like_gradios_own_without_the_config_copy():
+    from gradio.route_utils import create_url_safe_hash
+
+    clock = Clock()
+    for lean in (False, True):
+        with tiny_app(clock, lean=lean) as (url, demo, janitor):
+            c = client(url)
+            try:
+                outs = [c.predict(f"m{i}", api_name="/send") for i in range(3)]
+                # The gr.State counts the session's sends either way.
+                assert [o[1] for o in outs] == ["sent 1: m0", "sent 2: m1", "sent 3: m2"]
+                state = demo.state_holder.session_data[c.session_hash]
+                assert isinstance(state, LeanSessionState) is lean
+                assert state._state_ttl  # the State's time-to-live is recorded (Gradio empties it later)
+                # Gradio's own session keeps a copy of every component's config, values included, and a
+                # deep link saves it; the lean one keeps none, so a deep link saves nothing.
+                link = deep_link_of(url, c.session_hash)
+                if lean:
+                    assert state.config_values == {} and link == create_url_safe_hash(b"[]")
+                else:
+                    assert len(state.config_values) >= 5 and link != create_url_safe_hash(b"[]")
+                # Stale copies happen and are swept the same way.
+                assert len(stale_ids(demo, c.session_hash)) >= 3
+                assert janitor.sweep().copies_dropped >= 3
+                assert c.predict("again", api_name="/send")[1] == "sent 4: again"
+            finally:
+                c.close()
+
+
+def test_a_lean_session_has_every_attribute_of_gradios_own():
+    demo = tiny_blocks()
+    gr.mount_gradio_app(FastAPI(), demo, path="")
+    from gradio.state_holder import SessionState
+
+    own, lean = SessionState(demo), LeanSessionState(demo)
+    assert set(vars(lean)) == set(vars(own))
+    assert lean.blocks_config.blocks == own.blocks_config.blocks and lean.config_values == {}
+
+
 # ============================================================================== the real app, served
 @pytest.fixture(scope="module")
 def real_app(katan_echo, fast_heartbeat):
@@ -238,13 +289,18 @@ def real_app(katan_echo, fast_heartbeat):
             yield url, app
 
 
-def test_the_real_chat_tab_leaves_no_stale_copies_and_keeps_the_conversation(real_app, fast_heartbeat):
+def test_the_real_chat_tab_leaves_no_stale_copies_and_keeps_the_conversation(real_app, katan_echo, fast_heartbeat):
     url, app = real_app
     janitor: SessionJanitor = app.state.sessions
     demo = janitor.blocks
     assert demo.state_holder.capacity == Settings.from_env({}).max_sessions  # the cap reached Gradio
     c = client(url)
     try:
+        c.predict(katan_echo.api_key, api_name="/api_set_key")  # a key typed into the page
+        assert isinstance(demo.state_holder.session_data[c.session_hash], LeanSessionState)
+        from gradio.route_utils import create_url_safe_hash
+
+        assert deep_link_of(url, c.session_hash) == create_url_safe_hash(b"[]")  # nothing saved, no key
         for i in range(4):
             chat, *_ = c.predict(f"turn {i}: say nonce-{i}", "hosted:OpenAI-compatible", 16, api_name="/chat_send")
         assert "nonce-3" in str(chat[-1])

@@ -325,9 +325,10 @@ def _free_port() -> int:
 
 
 class AppProcess:
-    """``app.py`` in a subprocess on a free port, with its own cache dir; timings of its start."""
+    """``app.py`` (or ``command``) in a subprocess on a free port, with its own cache dir; timings of its start."""
 
-    def __init__(self, cache_dir: Path, users: int, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, cache_dir: Path, users: int, extra_env: dict[str, str] | None = None, *,
+                 command: list[str] | None = None, cwd: Path | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
@@ -336,7 +337,7 @@ class AppProcess:
         root = Path(__file__).resolve().parents[2]
         self.log = tempfile.NamedTemporaryFile("w+", prefix="llm-levels-bench-", suffix=".log", delete=False)
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, str(root / "app.py")], cwd=root, env=env,
+        self.proc = subprocess.Popen(command or [sys.executable, str(root / "app.py")], cwd=cwd or root, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_page(self, timeout: float) -> float:
@@ -422,28 +423,92 @@ def app_sections(args: argparse.Namespace, settings: Any, results: dict[str, Any
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def _local_send(client: Any, prompt: str, tokens: int) -> dict[str, Any]:
-    """One Local-tab turn through the Gradio API: what the client sees, and what the app measured."""
+def client_turn(client: Any, api_name: str, values: list, has_text: Callable[[Any], bool]
+                ) -> tuple[float, float | None, float, Any]:
+    """One call through ``gradio_client``: (start, first output with text, end, final outputs)."""
     t0 = time.perf_counter()
-    # text, system prompt, sample (off: greedy), temperature (unused when greedy), top-k, top-p, repetition
-    # penalty, max new tokens, seed
-    job = client.submit(prompt, "", False, 0.7, 0, 1.0, 1.0, tokens, "", api_name="/local_send")
+    job = client.submit(*values, api_name=api_name)
     first = None
     last_out = None
     for out in job:
         now = time.perf_counter()
         last_out = out
-        hist = out[0] if isinstance(out, (list, tuple)) else None
-        if first is None and hist and _assistant_text(hist):
+        if first is None and has_text(out):
             first = now
     end = time.perf_counter()
-    final = job.outputs()[-1] if job.outputs() else last_out
+    return t0, first, end, (job.outputs()[-1] if job.outputs() else last_out)
+
+
+def sse_turn(url: str, api_name: str, values: list, has_text: Callable[[Any], bool]
+             ) -> tuple[float, float | None, float, Any]:
+    """One call the way the page itself streams it: join Gradio's queue over HTTP and read the server-sent
+    events as they arrive (``gradio_client`` instead polls its inbox every 50 ms, see gradio_floor.py).
+    ``values`` are the event's inputs without its ``gr.State`` ones (the server keeps those)."""
+    import uuid
+
+    import httpx
+    from gradio_client.utils import apply_diff
+
+    root = url.rstrip("/")
+    cfg = httpx.get(root + "/config", timeout=10).json()
+    dep = next(d for d in cfg["dependencies"] if d.get("api_name") == api_name)
+    fn_index = dep.get("id", cfg["dependencies"].index(dep))
+    kinds = {c["id"]: c["type"] for c in cfg["components"]}
+    given = iter(values)
+    data = [None if kinds[i] == "state" else next(given) for i in dep["inputs"]]
+    session = uuid.uuid4().hex[:12]
+    first = None
+    outputs: list | None = None
+    final: Any = None
+    with httpx.Client(timeout=120) as client:
+        t0 = time.perf_counter()
+        client.post(root + "/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
+                                                          "session_hash": session}).raise_for_status()
+        with client.stream("GET", root + "/gradio_api/queue/data", params={"session_hash": session}) as events:
+            for line in events.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_generating":
+                    diffs = msg["output"]["data"]
+                    outputs = list(diffs) if outputs is None else [apply_diff(v, d) for v, d in zip(outputs, diffs)]
+                    if first is None and has_text(outputs):
+                        first = time.perf_counter()
+                elif msg.get("msg") == "process_completed":
+                    final = msg.get("output", {}).get("data") or []
+                    break
+    return t0, first, time.perf_counter(), final
+
+
+# The Local tab's send inputs (its gr.State ones left out): the text, system prompt, sample (off: greedy),
+# temperature (unused when greedy), top-k, top-p, repetition penalty, max new tokens, seed.
+def _local_values(prompt: str, tokens: int) -> list:
+    return [prompt, "", False, 0.7, 0, 1.0, 1.0, tokens, ""]
+
+
+def _answer_on_screen(outputs: Any) -> bool:
+    hist = outputs[0] if isinstance(outputs, (list, tuple)) and outputs else None
+    return bool(_assistant_text(hist))
+
+
+def _turn_figures(turn: tuple[float, float | None, float, Any]) -> dict[str, Any]:
+    """What the client saw and what the app measured for one Local-tab turn."""
+    t0, first, end, final = turn
     row = _metrics_row(final)
     n = int(row["Out tokens"]) if row else 0
-    seen = _figures("", n, t0, first, end)
-    return {"client": seen, "app": {"ttft_s": row.get("TTFT (s)") if row else None,
-                                    "tokens_per_s": row.get("Tokens/s") if row else None,
-                                    "tokens": n}}
+    return {"client": _figures("", n, t0, first, end),
+            "app": {"ttft_s": row.get("TTFT (s)") if row else None,
+                    "tokens_per_s": row.get("Tokens/s") if row else None, "tokens": n}}
+
+
+def _local_send(client: Any, prompt: str, tokens: int) -> dict[str, Any]:
+    """One Local-tab turn through the Gradio API: what the client sees, and what the app measured."""
+    return _turn_figures(client_turn(client, "/local_send", _local_values(prompt, tokens), _answer_on_screen))
+
+
+def _sse_send(url: str, prompt: str, tokens: int) -> dict[str, Any]:
+    """One Local-tab turn read as server-sent events, as the page reads it."""
+    return _turn_figures(sse_turn(url, "local_send", _local_values(prompt, tokens), _answer_on_screen))
 
 
 def _assistant_text(hist: Any) -> str:
@@ -468,78 +533,51 @@ def _metrics_row(final: Any) -> dict[str, Any] | None:
     return None
 
 
-def _sse_send(url: str, prompt: str, tokens: int) -> dict[str, Any]:
-    """One Local-tab turn the way the page itself streams it: join Gradio's queue over HTTP and read the
-    server-sent events as they arrive (gradio_client instead polls its inbox every 50 ms, see below)."""
-    import uuid
-
-    import httpx
-    from gradio_client.utils import apply_diff
-
-    root = url.rstrip("/")
-    cfg = httpx.get(root + "/config", timeout=10).json()
-    dep = next(d for d in cfg["dependencies"] if d.get("api_name") == "local_send")
-    fn_index = dep.get("id", cfg["dependencies"].index(dep))
-    kinds = {c["id"]: c["type"] for c in cfg["components"]}
-    # The Local tab's send inputs, in order: text, state, system prompt, sample, temperature, top-k, top-p,
-    # repetition penalty, max new tokens, seed, then states (None: the server keeps the real ones).
-    values = iter([prompt, "", False, 0.7, 0, 1.0, 1.0, tokens, ""])
-    data = [None if kinds[i] == "state" else next(values) for i in dep["inputs"]]
-    session = uuid.uuid4().hex[:12]
-    first = None
-    value: Any = None
-    with httpx.Client(timeout=120) as client:
-        t0 = time.perf_counter()
-        client.post(root + "/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
-                                                          "session_hash": session}).raise_for_status()
-        with client.stream("GET", root + "/gradio_api/queue/data", params={"session_hash": session}) as events:
-            for line in events.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                msg = json.loads(line[5:])
-                if msg.get("msg") == "process_generating":
-                    out = msg["output"]["data"][0]
-                    value = out if value is None else apply_diff(value, out)
-                    if first is None and _assistant_text(value):
-                        first = time.perf_counter()
-                elif msg.get("msg") == "process_completed":
-                    final = msg.get("output", {}).get("data") or []
-                    break
-    end = time.perf_counter()
-    row = _metrics_row(final)
-    n = int(row["Out tokens"]) if row else 0
-    return {"client": _figures("", n, t0, first, end),
-            "app": {"ttft_s": row.get("TTFT (s)") if row else None,
-                    "tokens_per_s": row.get("Tokens/s") if row else None, "tokens": n}}
+#: Extra short turns (16 tokens) per consumer for the TTFT figures: a first token seen through
+#: gradio_client lands anywhere in its reader's 50 ms sleep, so a median needs more than 3 turns.
+TTFT_TURNS = 10
 
 
 def gradio_streaming(url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Streaming overhead through the app, seen by two consumers of the Local tab's ``local_send``:
+    ``gradio_client`` (a new client, i.e. a new session and an empty conversation, per turn) and a plain
+    HTTP consumer of the queue's server-sent events, as the page itself streams them.
 
-    - ``gradio_client`` (a new client, i.e. a new session and an empty conversation, per turn). Its
-      reader thread sleeps 50 ms whenever its inbox is empty (gradio_client/utils.py,
-      ``get_pred_from_sse_v1plus``), so its time to first token includes up to 50 ms of its own.
-    - a plain HTTP consumer of the queue's server-sent events, as the page itself streams them.
+    Tokens/s: ``--runs`` turns of ``--tokens``. TTFT: those turns plus :data:`TTFT_TURNS` short ones. Then
+    the same consumers on a do-nothing Gradio app (:mod:`.gradio_floor`): the part of the extra TTFT
+    that any Gradio app costs them.
     """
     from gradio_client import Client
 
+    from . import gradio_floor
+
     _local_send(Client(url, verbose=False), args.prompt, 8)  # warm-up
     out: dict[str, Any] = {}
-    for name, send in (("gradio_client", lambda: _local_send(Client(url, verbose=False), args.prompt, args.tokens)),
-                       ("http", lambda: _sse_send(url, args.prompt, args.tokens))):
-        runs = [send() for _ in range(args.runs)]
+    for name, send in (("gradio_client", lambda n: _local_send(Client(url, verbose=False), args.prompt, n)),
+                       ("http", lambda n: _sse_send(url, args.prompt, n))):
+        runs = [send(args.tokens) for _ in range(args.runs)]
+        short = [send(16) for _ in range(TTFT_TURNS)]
         c_tps = statistics.median([r["client"]["tokens_per_s"] or 0 for r in runs])
         a_tps = statistics.median([float(r["app"]["tokens_per_s"] or 0) for r in runs])
-        c_ttft = statistics.median([r["client"]["ttft_s"] or 0 for r in runs])
-        a_ttft = statistics.median([float(r["app"]["ttft_s"] or 0) for r in runs])
+        every = runs + short
+        c_ttft = statistics.median([r["client"]["ttft_s"] or 0 for r in every])
+        a_ttft = statistics.median([float(r["app"]["ttft_s"] or 0) for r in every])
+        extra = statistics.median([((r["client"]["ttft_s"] or 0) - float(r["app"]["ttft_s"] or 0)) * 1000
+                                   for r in every])
         out[name] = {"client_tokens_per_s": c_tps, "app_tokens_per_s": a_tps,
                      "ratio": c_tps / a_tps if a_tps else None, "client_ttft_s": c_ttft, "app_ttft_s": a_ttft,
-                     "extra_ttft_ms": (c_ttft - a_ttft) * 1000, "runs": runs}
+                     "extra_ttft_ms": extra, "ttft_turns": len(every), "runs": runs}
         print(f"  streaming via {name}: {c_tps:.1f} tok/s seen vs {a_tps:.1f} measured in the app "
-              f"({_fmt(out[name]['ratio'], 2)}x); TTFT {c_ttft * 1000:.0f} ms vs {a_ttft * 1000:.0f} ms", flush=True)
+              f"({_fmt(out[name]['ratio'], 2)}x); TTFT extra {extra:.0f} ms (median of {len(every)} turns)",
+              flush=True)
+    floor = gradio_floor.measure(runs=2 * TTFT_TURNS)
+    for name in ("gradio_client", "http"):
+        print(f"  do-nothing Gradio app via {name}: TTFT extra {floor[name]['extra_ttft_ms']:.0f} ms "
+              f"(min {floor[name]['min_ms']:.0f}, max {floor[name]['max_ms']:.0f}, {floor['runs']} turns)", flush=True)
     # Top-level keys: the gradio_client figures (the issue's consumer), as in earlier result files.
     res = {k: v for k, v in out["gradio_client"].items()}
     res["http"] = {k: v for k, v in out["http"].items()}
+    res["floor"] = floor
     return res
 
 
@@ -601,12 +639,15 @@ def table(results: dict[str, Any]) -> str:
     if st:
         lines.append(f"| gradio_client tok/s vs app's own | {st['client_tokens_per_s']:.1f} vs "
                      f"{st['app_tokens_per_s']:.1f} ({_fmt(st['ratio'], 2)}×) |")
-        lines.append(f"| gradio_client TTFT extra, ms | {st['extra_ttft_ms']:.0f} |")
+        fl = st.get("floor") or {}
+        floor_of = lambda name: (f" (do-nothing Gradio app: {fl[name]['extra_ttft_ms']:.0f})"  # noqa: E731
+                                 if name in fl else "")
+        lines.append(f"| gradio_client TTFT extra, ms | {st['extra_ttft_ms']:.0f}{floor_of('gradio_client')} |")
         h = st.get("http")
         if h:
             lines.append(f"| HTTP event-stream consumer (as the page) tok/s vs app's own | "
                          f"{h['client_tokens_per_s']:.1f} vs {h['app_tokens_per_s']:.1f} ({_fmt(h['ratio'], 2)}×) |")
-            lines.append(f"| HTTP event-stream consumer TTFT extra, ms | {h['extra_ttft_ms']:.0f} |")
+            lines.append(f"| HTTP event-stream consumer TTFT extra, ms | {h['extra_ttft_ms']:.0f}{floor_of('http')} |")
     ac = results.get("app_concurrency")
     if ac:
         lines.append(f"| app (gradio_client): 1 → {ac['many']['users']} users, aggregate tok/s | "

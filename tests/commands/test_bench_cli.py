@@ -35,3 +35,16 @@ def test_bench_rejects_bad_numbers():
     proc = subprocess.run([sys.executable, "-m", "llm_levels", "bench", "--tokens", "1", "--no-app"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--tokens" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_gradio_floor_is_measured_with_both_consumers():
+    """The do-nothing Gradio app is served, both consumers see its first word, and the figures are read
+    from its own report (no timing is asserted beyond their order)."""
+    from llm_levels.commands import gradio_floor
+
+    floor = gradio_floor.measure(runs=2)
+    assert floor["runs"] == 2
+    for name in ("gradio_client", "http"):
+        f = floor[name]
+        assert f["min_ms"] <= f["extra_ttft_ms"] <= f["max_ms"]
