@@ -13,13 +13,15 @@ nothing in the app is changed):
 Then ``inbox - app`` is the time spent before the answer's first text reached the client beyond the
 app's own TTFT (request set-up, Gradio's queue, the network), and ``seen - inbox`` is the client's reader.
 
-    .venv/bin/python bench/gradio_client_timeline.py --turns 12
+    .venv/bin/python bench/gradio_client_timeline.py --turns 12           # the app
+    .venv/bin/python bench/gradio_client_timeline.py --turns 12 --floor   # a do-nothing Gradio app
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import statistics
 import sys
 import time
@@ -29,15 +31,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _floor_has_text(outputs) -> bool:
+    chat = outputs[0] if outputs else None
+    return bool(isinstance(chat, list) and chat and isinstance(chat[-1], dict) and chat[-1].get("role") == "assistant")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--turns", type=int, default=12)
+    p.add_argument("--floor", action="store_true", help="time the do-nothing Gradio app instead of the app")
     args = p.parse_args(argv)
 
     import gradio_client.client as gc
     from gradio_client.utils import apply_diff
 
-    from llm_levels.commands import bench
+    from llm_levels.commands import bench, gradio_floor
     from llm_levels.config import Settings
 
     marks: dict[str, float] = {}
@@ -59,25 +67,34 @@ def main(argv: list[str] | None = None) -> int:
                 diffs = list((msg.get("output") or {}).get("data") or [])
                 self.outputs = diffs if self.outputs is None else [
                     apply_diff(v, d) for v, d in zip(self.outputs, diffs)]
-                if bench._answer_on_screen(self.outputs):
+                if bench._answer_on_screen(self.outputs) or (args.floor and _floor_has_text(self.outputs)):
                     marks["inbox"] = time.perf_counter()
             super().append(msg)
 
     gc.Client.send_data = send_data
     gc.deque = Inbox
-    app = bench.AppProcess(Path(Settings.from_env().cache_dir), 4)
+    if args.floor:  # the do-nothing Gradio app of llm_levels/commands/gradio_floor.py
+        app = bench.AppProcess(Path(os.devnull), 1, command=[sys.executable, "-m", "llm_levels.commands.gradio_floor"])
+
+        def one_turn(client):
+            t0, first, end, final = bench.client_turn(client, "/" + gradio_floor.API_NAME, ["Hi"], _floor_has_text)
+            return t0, (first - t0) * 1000, float(final[1]) * 1000
+    else:
+        app = bench.AppProcess(Path(Settings.from_env().cache_dir), 4)
+
+        def one_turn(client):
+            t0 = time.perf_counter()
+            turn = bench._local_send(client, bench.DEFAULT_PROMPT, 16)
+            return t0, turn["client"]["ttft_s"] * 1000, float(turn["app"]["ttft_s"]) * 1000
     rows = []
     try:
         app.wait_page(120)
-        app.wait_ready(300)
-        bench._local_send(gc.Client(app.url, verbose=False), bench.DEFAULT_PROMPT, 8)  # warm-up
+        if not args.floor:
+            app.wait_ready(300)
+        one_turn(gc.Client(app.url, verbose=False))  # warm-up
         for _ in range(args.turns):
             marks.clear()
-            client = gc.Client(app.url, verbose=False)
-            t0 = time.perf_counter()
-            turn = bench._local_send(client, bench.DEFAULT_PROMPT, 16)
-            seen = turn["client"]["ttft_s"] * 1000
-            own = float(turn["app"]["ttft_s"]) * 1000
+            t0, seen, own = one_turn(gc.Client(app.url, verbose=False))
             row = {"post": (marks["post"] - t0) * 1000, "inbox": (marks["inbox"] - t0) * 1000, "seen": seen, "app": own}
             rows.append(row)
             print("  post {post:4.0f}  inbox {inbox:4.0f}  seen {seen:4.0f}  app {app:4.0f} ms  |  "
