@@ -12,8 +12,9 @@ Sections (each prints its rows as it finishes; ``--json OUT`` writes everything 
 - **app** (skipped with ``--no-app``/``--quick``) — ``app.py`` started as a subprocess: first start
   with an empty cache (GGUF conversion), then 3 warm starts (median): seconds to the page (HTTP 200 on ``/``)
   and to a ready model (first answered ``/v1/chat/completions``); then streaming through the Gradio
-  API (``gradio_client`` on ``/local_send``): tokens/s and TTFT the client sees vs the app's own
-  measurement of the same turn; then ``--users`` Gradio clients at once; the server's peak memory
+  API (``gradio_client`` on ``/local_send``, and a plain consumer of the event stream): tokens/s and TTFT
+  the client sees vs the app's own measurement of the same turn, and the same consumers on a do-nothing
+  Gradio app (:mod:`.gradio_floor`); then ``--users`` Gradio clients at once; the server's peak memory
   (VmHWM) at the end.
 
 Timings are wall-clock on whatever else the machine is doing: compare ratios within one run.
