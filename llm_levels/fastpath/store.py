@@ -4,9 +4,10 @@ Building the int8 copies reads every float32 projection (540 MB for SmolLM2-135M
 runs the float32 model a few times: 1-2 s on an idle 2-core machine, 5-10 s on a busy one (the float
 pages are read from disk). The result depends only on the weights, the quantization kind, the torch
 build and the CPU's int8 features, so it is saved once, next to the converted model, and loaded on
-later starts (137 MB of int8, packed again for fbgemm: ~0.2 s idle, 0.8 s as the app starts). The file is written only after the
-self-check passed, and its name carries everything it depends on, so a file that exists was checked
-with this torch on this kind of CPU.
+later starts (137 MB of int8, packed again for fbgemm: ~0.2 s idle, 0.8 s as the app starts, read in
+the background while the model loads: :class:`Prefetch`). The file is written only after the self-check
+passed, and its name carries everything it depends on, so a file that exists was checked with this
+torch on this kind of CPU.
 
 Format: one ``safetensors`` file. ``layers.<i>.<matrix>.q`` (int8 ``[out, in]``) and ``.scale`` (float32
 ``[out]``) for ``qkv``, ``o``, ``gate_up`` and ``down`` of every layer, ``lm_head.q``/``lm_head.scale``;
@@ -91,7 +92,6 @@ def load(path: Path, n_layers: int) -> dict[str, DynamicInt8Linear] | None:
     except Exception as e:  # noqa: BLE001 - a damaged file is rebuilt, never fatal
         log.warning("Ignoring unreadable fast weights in %s (%s: %s)", path, type(e).__name__, e)
         return None
-
 
 
 class Prefetch:
