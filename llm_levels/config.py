@@ -61,13 +61,20 @@ class Settings:
     local_model: str = EMBEDDED
     local_device: str = "auto"
     local_dtype: str = "auto"
-    local_fast_path: bool = True
+    #: The engine of the local level: ``llama.cpp`` (default) or ``transformers``; see llm_levels/engine.
+    local_engine: str = "llama.cpp"
+    #: Tokens one local request may use (prompt + answer) on llama.cpp; its attention cache holds this many
+    #: for each of the LOCAL_CONCURRENCY slots, allocated at start.
+    local_context: int = 1536
+    #: llama.cpp's threads; 0 = one per core.
+    local_threads: int = 0
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "llm-levels")
     request_timeout_s: float = 60.0
     max_retries: int = 2
     server_name: str = "127.0.0.1"
     server_port: int = 7860
     local_concurrency: int = 4
+    transformers_concurrency: int = 1
     max_queue_size: int = 64
     local_api_key_set: bool = False
     allow_custom_base_url: bool = True
@@ -112,16 +119,18 @@ class Settings:
             local_model=env.get("LOCAL_MODEL", "").strip() or EMBEDDED,
             local_device=_choice(env, "LOCAL_DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
             local_dtype=_choice(env, "LOCAL_DTYPE", "auto", ("auto", "float32", "bfloat16", "float16")),
-            local_fast_path=_bool(env, "LOCAL_FAST_PATH", True),
+            local_engine=_choice(env, "LOCAL_ENGINE", "llama.cpp", ("llama.cpp", "transformers")),
+            local_context=int(_number(env, "LOCAL_CONTEXT", 1536, 256, 131_072, integer=True)),
+            local_threads=int(_number(env, "LOCAL_THREADS", 0, 0, 256, integer=True)),
             cache_dir=Path(env.get("LLM_LEVELS_CACHE_DIR", "").strip() or Path.home() / ".cache" / "llm-levels"),
             request_timeout_s=_number(env, "REQUEST_TIMEOUT_S", 60.0, 1.0, 600.0),
             max_retries=int(_number(env, "MAX_RETRIES", 2, 0, 10, integer=True)),
             server_name=server_name,
             server_port=int(_number(env, "GRADIO_SERVER_PORT", 7860, 1, 65535, integer=True)),
-            # The fast path decodes concurrent requests together; plain generate calls would only fight
-            # over the cores, so it runs one at a time unless told otherwise.
-            local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 4 if _bool(env, "LOCAL_FAST_PATH", True) else 1,
-                                          1, 64, integer=True)),
+            # llama.cpp decodes this many requests together (its slots); see also TRANSFORMERS_CONCURRENCY.
+            local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 4, 1, 64, integer=True)),
+            # Plain generate calls only fight over the cores on a CPU: one at a time unless told otherwise.
+            transformers_concurrency=int(_number(env, "TRANSFORMERS_CONCURRENCY", 1, 1, 64, integer=True)),
             max_queue_size=int(_number(env, "MAX_QUEUE_SIZE", 64, 1, 10_000, integer=True)),
             local_api_key_set=bool(env.get("LOCAL_API_KEY", "").strip()),
             allow_custom_base_url=_bool(env, "ALLOW_CUSTOM_BASE_URL", not public),

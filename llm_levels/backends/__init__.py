@@ -1,10 +1,12 @@
 """Backends: one adapter interface (``llm_levels.core.Backend``), one small module per provider.
 
 - ``openai_api.OpenAIBackend``: any OpenAI-compatible server through the official ``openai`` client.
+- ``llama_cpp.LlamaCppBackend``: a GGUF model running in llama.cpp in this process (the default engine).
 - ``local_hf.LocalBackend``: a Hugging Face ``transformers`` model running in this process.
 
-The factories below are the one way the rest of the app builds a backend from settings; the heavy
-modules are imported only when a backend is built.
+Local backends are built by ``AppRuntime.local_backend`` (on a model the model manager loaded);
+:func:`make_hosted` is the one way to build a hosted one from settings. Heavy modules are imported only
+when a backend is built.
 """
 
 from __future__ import annotations
@@ -13,20 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import HostedEndpoint, Settings
-    from .local_hf import LocalBackend
     from .openai_api import OpenAIBackend
-
-
-def make_local(
-    settings: "Settings",
-    model_spec: str | None = None,
-    progress: Callable[[float, str], None] | None = None,
-) -> "LocalBackend":
-    """The local backend for ``model_spec`` (default: ``settings.local_model``), loading it if needed."""
-    from ..models import load_model
-    from .local_hf import LocalBackend
-
-    return LocalBackend(load_model(model_spec or settings.local_model, settings, progress=progress))
 
 
 def make_hosted(

@@ -46,7 +46,9 @@ from transformers import (
 )
 
 from ..core import Backend, BackendError, Chunk, GenParams, Message, Usage, check_conversation
+from ..engine import TRANSFORMERS
 from ..slots import LocalSlots, SlotTicket
+from .prompt import Prompt, fit_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import LoadedModel
@@ -58,16 +60,6 @@ _POLL_S = 0.05
 #: What the reading loop gets once an answer's pieces are all read.
 _END = object()
 _thread_ids = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A prompt ready for the model: the text, its token ids, and how many old turns were dropped."""
-
-    text: str
-    ids: list[int]
-    truncated_turns: int
-    add_special_tokens: bool
 
 
 def plain_prompt(messages: Sequence[Message]) -> str:
@@ -83,10 +75,6 @@ def plain_prompt(messages: Sequence[Message]) -> str:
 class LocalBackend(Backend):
     """A :class:`~llm_levels.core.Backend` on a model loaded in this process (see :mod:`llm_levels.models`).
 
-    When the loaded model has a fast path (``loaded.fast``, see :func:`llm_levels.models.apply_fast_path`),
-    requests are decoded there (int8, batched with concurrent requests) unless ``fast=False``; the
-    contract is the same either way.
-
     ``slots``, when given, is held for the duration of each generation (the app uses it to limit how
     many local generations run at once): a plain semaphore, the app's FIFO line
     (:class:`~llm_levels.slots.LocalSlots`), or one :class:`~llm_levels.slots.SlotTicket` -- a place in
@@ -98,6 +86,7 @@ class LocalBackend(Backend):
     """
 
     kind = "local"
+    engine = TRANSFORMERS
 
     def __init__(
         self,
@@ -106,12 +95,9 @@ class LocalBackend(Backend):
         slots: threading.Semaphore | LocalSlots | SlotTicket | None = None,
         first_token_timeout_s: float = 120.0,
         join_timeout_s: float = 10.0,
-        fast: bool | None = None,
     ) -> None:
         self.loaded = loaded
         self.slots = slots
-        # None: the fast path whenever the loaded model has one; False: always the plain path.
-        self.use_fast = fast is not False and getattr(loaded, "fast", None) is not None
         self.first_token_timeout_s = first_token_timeout_s
         self.join_timeout_s = join_timeout_s
         self.last_thread: threading.Thread | None = None
@@ -133,12 +119,12 @@ class LocalBackend(Backend):
         lm = self.loaded
         return {
             "backend": self.kind,
+            "engine": TRANSFORMERS,
             "model": self.model,
             "display_name": lm.display_name,
             "source": lm.source,
             "device": lm.device,
             "dtype": lm.dtype,
-            "fast_path": lm.fast_path if self.use_fast or lm.fast is None else f"{lm.dtype} (plain)",
             "seq2seq": lm.is_seq2seq,
             "context_window": lm.context_window,
             "parameters": lm.n_params,
@@ -170,36 +156,8 @@ class LocalBackend(Backend):
         messages = list(messages)
         if self.loaded.is_seq2seq:
             return self._prepare_seq2seq(messages)
-        window = self.loaded.context_window
-        budget = None if (window is None or max_new_tokens is None) else window - max_new_tokens
-        prompt = self._encode(messages, 0)
-        if budget is None or len(prompt.ids) <= budget:
-            return prompt
-        # Drop the oldest non-system turns, keeping the last message; never start the kept history
-        # with an assistant turn.
-        kept = list(messages)
-        dropped = 0
-        while len(prompt.ids) > budget:
-            idx = next((i for i, m in enumerate(kept[:-1]) if m.role != "system"), None)
-            if idx is None:
-                break
-            del kept[idx]
-            dropped += 1
-            while True:
-                nxt = next((i for i, m in enumerate(kept[:-1]) if m.role != "system"), None)
-                if nxt is None or kept[nxt].role != "assistant":
-                    break
-                del kept[nxt]
-                dropped += 1
-            prompt = self._encode(kept, dropped)
-        if len(prompt.ids) > budget:
-            raise BackendError(
-                f"The message is too long for {self.model}: the prompt is {len(prompt.ids):,} tokens and up to "
-                f"{max_new_tokens:,} new tokens are asked for, but the model reads at most {window:,} tokens. "
-                "Shorten the message or the system prompt, or lower max new tokens.",
-                kind="bad_request", status=400,
-            )
-        return prompt
+        return fit_prompt(messages, self._encode, window=self.loaded.context_window,
+                          max_new_tokens=max_new_tokens, model=self.model)
 
     def _encode(self, messages: list[Message], dropped: int) -> Prompt:
         tok = self.tokenizer
@@ -211,7 +169,7 @@ class LocalBackend(Backend):
             text = plain_prompt(messages)
             add_special = True
         ids = tok(text, add_special_tokens=add_special)["input_ids"]
-        return Prompt(text, list(ids), dropped, add_special)
+        return Prompt(text, list(ids), dropped, add_special, tuple(messages))
 
     def _apply_template(self, messages: list[Message]) -> str:
         dicts = [m.to_dict() for m in messages]
@@ -244,7 +202,7 @@ class LocalBackend(Backend):
                 f"The message is too long for {self.model}: {len(ids):,} tokens, but it reads at most {window:,}. "
                 "Shorten the message or the system prompt.", kind="bad_request", status=400)
         dropped = sum(1 for m in messages[:-1] if m.role != "system")
-        return Prompt(text, ids, dropped, True)
+        return Prompt(text, ids, dropped, True, tuple(messages))
 
     # ------------------------------------------------------------------ generation
     def stream(
@@ -258,18 +216,6 @@ class LocalBackend(Backend):
         if not self._acquire_slot(cancel):
             yield Chunk(usage=Usage(len(prompt.ids), 0), finish_reason="cancelled",
                         raw={"truncated_turns": prompt.truncated_turns})
-            return
-        if self.use_fast:
-            fast_run = _FastRun(self, prompt, params, cancel)
-            try:
-                yield from fast_run.consume()
-            finally:
-                # Normal end, error, or the consumer closed the generator: drop the request from the
-                # decode batch (no step runs for it after this) and free the slot.
-                if fast_run.ticket is not None:
-                    fast_run.ticket.cancel()
-                if self.slots is not None:
-                    self.slots.release()
             return
         run: _Run | None = None
         started = False
@@ -467,78 +413,6 @@ class _Run(_Generation):
                  or bool(ids and ids[-1] in self.eos_ids))
         yield self._last_chunk(ids, n_out, cancelled=cancelled or self.watch.fired_by_cancel, ended=ended,
                                stop_hit=answer.stop_hit)
-
-
-class _FastRun(_Generation):
-    """One generation on the fast path: a ticket in the model's batch scheduler, read token by token.
-
-    Text is decoded incrementally (each token's text as soon as it is complete; a token that ends in
-    the middle of a multi-byte character waits for the next), stop strings are cut out as on the plain
-    path, and the request leaves the batch as soon as the caller cancels or stops reading.
-    """
-
-    def __init__(self, backend: LocalBackend, prompt: Prompt, params: GenParams,
-                 cancel: threading.Event | None) -> None:
-        super().__init__(backend, prompt, params, cancel)
-        self.scheduler = backend.loaded.fast
-        self.ticket: Any = None
-        self.ids: list[int] = []  # every token of the answer so far (end tokens included)
-
-    def _should_stop(self) -> bool:
-        return self.stop.is_set() or (self.cancel is not None and self.cancel.is_set())
-
-    def consume(self) -> Iterator[Chunk]:
-        p = self.params
-        try:
-            self.ticket = self.scheduler.submit(
-                self.prompt.ids, max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
-                top_k=p.top_k, repetition_penalty=p.repetition_penalty, seed=p.seed,
-                should_stop=self._should_stop)
-        except ValueError as e:
-            raise BackendError(f"The local model cannot take this request: {e}. Shorten the message or lower "
-                               "max new tokens.", kind="bad_request", status=400) from e
-        self.backend.last_thread = self.scheduler.worker
-        answer = _AnswerText(p.stop)
-        cancelled = yield from self._read(answer)
-        ids = self.ids
-        ended = answer.stop_hit is not None or bool(ids and ids[-1] in self.ticket.eos)
-        yield self._last_chunk(ids, len(ids), cancelled=cancelled, ended=ended, stop_hit=answer.stop_hit,
-                               path=self.scheduler.name)
-
-    def _pieces(self, answer: "_AnswerText") -> Iterator[str | None]:
-        tok = self.backend.tokenizer
-        eos = self.ticket.eos
-        ids = self.ids
-        prefix, read = 0, 0  # incremental detokenization window (see _delta)
-        while True:
-            try:
-                token = self.ticket.get(timeout=_POLL_S)
-            except queue.Empty:
-                yield None
-                continue
-            except Exception as e:  # noqa: BLE001 - the decode step failed: one clear message
-                raise _generate_error(e, answer.shown) from e
-            if token is None:
-                return
-            ids.append(token)
-            if token in eos:
-                yield ""  # never shown (skip_special_tokens), but counted
-                continue
-            piece, prefix, read = _delta(tok, ids, prefix, read)
-            yield piece
-
-
-def _delta(tokenizer: Any, ids: list[int], prefix: int, read: int) -> tuple[str, int, int]:
-    """The new text after ``ids[read:]`` joined the answer, decoding only a short window.
-
-    ``ids[prefix:read]`` is context already shown: decoding it with the new tokens lets the tokenizer
-    place spaces correctly. Text ending in U+FFFD (half a multi-byte character) is held back.
-    """
-    before = tokenizer.decode(ids[prefix:read], skip_special_tokens=True)
-    after = tokenizer.decode(ids[prefix:], skip_special_tokens=True)
-    if len(after) > len(before) and not after.endswith("\ufffd"):
-        return after[len(before):], read, len(ids)
-    return "", prefix, read
 
 
 def _generate_error(error: BaseException, partial: str) -> BackendError:

@@ -1,10 +1,15 @@
 """``python -m llm_levels chat``: send one prompt to a backend and stream the answer.
 
+``--backend local`` runs the model in this process on the default local engine (``LOCAL_ENGINE``:
+llama.cpp unless set otherwise); ``--engine transformers`` (or ``llama.cpp``) picks the engine.
+
 Without ``--json`` the answer's text goes to stdout as it arrives. With ``--json`` one JSON object is
 printed at the end::
 
-    {"text", "backend", "model", "usage": {"input_tokens", "output_tokens"} | null,
+    {"text", "backend", "engine", "model", "usage": {"input_tokens", "output_tokens"} | null,
      "ttft_s", "total_s", "tokens_per_s", "finish_reason"}
+
+(``engine`` is ``llama.cpp`` or ``transformers`` for ``--backend local``, null for ``openai``.)
 
 Exit status: 0 on success, 1 when the request fails (one ``error: ...`` line on stderr; text already
 printed stays), 2 for a usage error, 130 when interrupted with Ctrl-C. Settings come from the
@@ -24,6 +29,7 @@ import traceback
 from typing import Any, Callable, TextIO
 
 from ..core import Backend, BackendError, GenParams, Message, ReplyBuilder, check_conversation
+from ..engine import ENGINES, LLAMA_CPP, TRANSFORMERS
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -34,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("local", "openai"), required=True,
                    help="local: the model in this process; openai: an OpenAI-compatible server "
                         "(OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL).")
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="local: the engine that runs the model (default: LOCAL_ENGINE, else llama.cpp). "
+                        "llama.cpp reads GGUF files; transformers also reads model folders and Hub ids.")
     p.add_argument("--prompt", required=True, help="The user message ('-' reads it from stdin).")
     p.add_argument("--system", default=None, help="An optional system prompt.")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
@@ -43,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None, metavar="P", help="Nucleus sampling (default 1.0).")
     p.add_argument("--seed", type=int, default=None, help="Fix the random choices (where supported).")
     p.add_argument("--model", default=None,
-                   help="Model id (openai) or local model: 'embedded', a folder, or a Hub id "
+                   help="Model id (openai) or local model: 'embedded', a .gguf file, a folder, or a Hub id "
                         "(default: OPENAI_MODEL / LOCAL_MODEL).")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: OPENAI_BASE_URL).")
     p.add_argument("--no-stream", action="store_true",
@@ -63,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     except BackendError as e:
         _error(err, e.message)
         return EXIT_USAGE
+    backend: Backend | None = None
     try:
         backend = _backend(args, err)
         return _generate(backend, messages, params, as_json=args.json, out=sys.stdout, err=err)
@@ -77,6 +87,26 @@ def run(args: argparse.Namespace) -> int:
             traceback.print_exc(file=err)
         _error(err, f"unexpected failure ({type(e).__name__}): {e}. Run again with --verbose for details.")
         return EXIT_FAILED
+    finally:
+        _close(backend)
+
+
+def _close(backend: Backend | None) -> None:
+    """Stop the in-process engine before the interpreter exits (llama.cpp's server threads, its memory).
+
+    The answer is complete (or cancelled, or failed) by now; stopping the engine here, while every
+    module is still in place, is a clean and quick end for a short-lived process.
+    """
+    loaded = getattr(backend, "loaded", None)
+    close = getattr(loaded, "close", None)
+    worker = getattr(backend, "last_thread", None)
+    if worker is not None and worker.is_alive():
+        return  # the engine has not let go of the request yet: never pull the model out from under it
+    if callable(close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - the answer is out; a failing shutdown must not change the exit status
+            pass
 
 
 def _params(args: argparse.Namespace) -> GenParams:
@@ -103,12 +133,21 @@ def _backend(args: argparse.Namespace, err: TextIO) -> Backend:
         if args.base_url:
             settings = dataclasses.replace(settings, openai_base_url=args.base_url)
         return make_hosted(settings, model=args.model, stream=not args.no_stream)
-    from ..backends import make_local
+    from ..models import load_local_model
 
+    engine = args.engine or settings.local_engine
     show = args.verbose or _isatty(err)
-    if not show:
+    if not show and engine == TRANSFORMERS:
         _quiet_transformers()
-    return make_local(settings, model_spec=args.model, progress=_progress_printer(err) if show else None)
+    loaded = load_local_model(args.model or settings.local_model, engine, settings,
+                              progress=_progress_printer(err) if show else None)
+    if engine == LLAMA_CPP:
+        from ..backends.llama_cpp import LlamaCppBackend
+
+        return LlamaCppBackend(loaded)
+    from ..backends.local_hf import LocalBackend
+
+    return LocalBackend(loaded)
 
 
 def _quiet_transformers() -> None:
@@ -133,7 +172,7 @@ def _generate(backend: Backend, messages: list[Message], params: GenParams, *, a
                 out.write(chunk.text)
                 out.flush()
     except KeyboardInterrupt:
-        # Stop the backend's work (the HTTP stream, the generate thread), keep what was printed.
+        # Stop the backend's work (the HTTP stream, the engine's request), keep what was printed.
         cancel.set()
         gen.close()
         _end_line(out, printed)
@@ -156,6 +195,7 @@ def _generate(backend: Backend, messages: list[Message], params: GenParams, *, a
         out.write(json.dumps({
             "text": reply.text,
             "backend": backend.kind,
+            "engine": getattr(backend, "engine", None) if backend.kind == "local" else None,
             "model": backend.model,
             "usage": reply.usage.to_dict() if reply.usage else None,
             "ttft_s": _round(reply.ttft_s),

@@ -1,16 +1,21 @@
 """``python -m llm_levels icl``: zero-/one-/few-shot classification of a labelled file, scored.
 
     python -m llm_levels icl [--data FILE] [--format auto|csv|jsonl|phrasebank] [--pool FILE]
-        [--shots 0,1,3] [--backend local|openai] [--method generate|score] [--template NAME]
-        [--limit N] [--seed S] [--calibrate batch|content-free|none] [--json OUT] [--csv OUT]
+        [--shots 0,1,3] [--backend local|openai] [--method generate|score] [--engine llama.cpp|transformers]
+        [--template NAME] [--limit N] [--seed S] [--calibrate batch|content-free|none] [--json OUT] [--csv OUT]
 
 Without ``--data`` the demo set shipped with the project is used (150 rows + a separate example pool). A
 results table goes to stdout, progress to stderr. ``--json OUT`` writes
 ``{"runs": [{"shots", "method", "template", "n", "accuracy", "macro_f1", "weighted_f1", "invalid_rate",
 "per_class": {...}, "confusion": [[...]], ...}], ...}`` (``-`` = stdout, then the table goes to stderr).
 
+``--method score`` reads the model's probability of each label, so it always runs on the transformers
+engine; ``--method generate`` with ``--backend local`` writes its answers on the default local engine
+(``LOCAL_ENGINE``, llama.cpp unless set otherwise), or the one ``--engine`` names.
+
 Exit status: 0 when every run finished, 1 when it failed, 2 for a usage error (bad file, unknown template,
-score with a hosted backend), 130 when interrupted (the rows done so far are still reported and saved).
+score with a hosted backend or on llama.cpp), 130 when interrupted (the rows done so far are still reported
+and saved).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import traceback
 from typing import TextIO
 
 from ..core import BackendError
+from ..engine import ENGINES, LLAMA_CPP, TRANSFORMERS
 from ..icl.data import FORMATS, load_demo, load_labelled
 from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
 from ..icl.runner import (CALIBRATIONS, METHODS, TABLE_HEADERS, LabConfig, Progress, parse_shots, prepare_data, results_dict,
@@ -59,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrate", choices=CALIBRATIONS, default="batch",
                    help="score: remove the model's bias to one label: batch (subtract each label's mean score over "
                         "the rows; default), content-free (subtract the scores for 'N/A'), none.")
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="local generate: the engine that writes the answers (default: LOCAL_ENGINE, else llama.cpp). "
+                        "score always runs on transformers (it reads the model's probabilities).")
     p.add_argument("--json", default=None, metavar="OUT", help="Write the results as JSON ('-' = stdout).")
     p.add_argument("--csv", default=None, metavar="OUT", help="Write the per-row predictions as CSV.")
     p.add_argument("--quiet", action="store_true", help="No progress on stderr.")
@@ -72,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         if method == "score" and args.backend != "local":
             raise BackendError("--method score needs --backend local: it reads the model's probabilities of each "
                                "label, which hosted APIs do not return. Use --method generate.", kind="bad_request")
+        if method == "score" and args.engine not in (None, TRANSFORMERS):
+            raise BackendError(f"--method score runs on the transformers engine (it reads the model's probability "
+                               f"of each label), not {args.engine}: leave out --engine or use --method generate.",
+                               kind="bad_request")
         config = LabConfig(shots=parse_shots(args.shots), method=method, template=args.template,
                            limit=args.limit, seed=args.seed, max_new_tokens=args.max_new_tokens,
                            batch_size=args.batch_size, calibrate=args.calibrate)
@@ -136,22 +149,29 @@ def _open(args: argparse.Namespace, method: str, err: TextIO):
 
         b = make_hosted(settings, model=args.model)
         return b, None, b.name
-    from ..models import load_model
+    from ..models import load_local_model
 
-    if not args.verbose:
+    # score reads probabilities through transformers; generate runs on the default engine (or --engine).
+    engine = TRANSFORMERS if method == "score" else (args.engine or settings.local_engine)
+    if engine == TRANSFORMERS and not args.verbose:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    loaded = load_model(args.model or settings.local_model, settings)
+    loaded = load_local_model(args.model or settings.local_model, engine, settings)
     if method == "score":
         from ..icl.scoring import LabelScorer
 
-        return None, LabelScorer(loaded, batch_size=args.batch_size), f"local · {loaded.display_name}"
-    from ..backends.local_hf import LocalBackend
+        return None, LabelScorer(loaded, batch_size=args.batch_size), f"local · {loaded.display_name} · {TRANSFORMERS}"
+    if engine == LLAMA_CPP:
+        from ..backends.llama_cpp import LlamaCppBackend
 
-    b = LocalBackend(loaded)
-    return b, None, b.name
+        b = LlamaCppBackend(loaded)
+    else:
+        from ..backends.local_hf import LocalBackend
+
+        b = LocalBackend(loaded)
+    return b, None, f"{b.name} · {engine}"
 
 
 def _bar(err: TextIO, p: Progress) -> None:

@@ -37,6 +37,8 @@ footer { opacity: 0.6; }
 
 #: Seconds between two polls of the model status while it loads.
 POLL_EVERY_S = 0.75
+#: ... and once it is ready (another engine may be loaded on first use later).
+POLL_READY_S = 10.0
 
 
 def _planned_name(runtime: AppRuntime) -> str:
@@ -59,15 +61,14 @@ def status_view(runtime: AppRuntime, planned: str = "") -> tuple[str, dict[str, 
     display = f["display"] or planned or runtime.settings.local_model
     if state == "ready":
         loaded = runtime.models.peek()
-        if loaded is not None:  # e.g. "SmolLM2-135M-Instruct (embedded GGUF) · cpu · float32"
-            display = f"{loaded.display_name} · {loaded.device} · {loaded.dtype}"
+        if loaded is not None:  # e.g. "SmolLM2-135M-Instruct (embedded GGUF)"
+            display = loaded.display_name
         f["display"] = display
     name = html.escape(display)
+    engines = engines_text(runtime)
+    f["engines"] = engines
     if state == "ready":
-        loaded = runtime.models.peek()
-        # The weights' dtype is what was loaded; the inference path says how it runs (e.g. int8 fast path).
-        path = f" · runs on {html.escape(loaded.fast_path)}" if loaded is not None and loaded.fast_path else ""
-        body = f'<div class="status-ready">✅ Local model ready: <b>{name}</b>{path}</div>'
+        body = f'<div class="status-ready">✅ Local model ready: <b>{name}</b> · {html.escape(engines)}</div>'
         keep = False
     elif state == "error":
         err = html.escape(f["error"] or f["message"] or "unknown error")
@@ -86,8 +87,17 @@ def status_view(runtime: AppRuntime, planned: str = "") -> tuple[str, dict[str, 
                 "(a chat with the local backend starts it).</div>")
         keep = True
     data = {"state": state, "fraction": f["fraction"], "message": f["message"], "error": f["error"],
-            "model": display}
+            "model": display, "engines": engines}
     return body, data, keep
+
+
+def engines_text(runtime: AppRuntime) -> str:
+    """The engines loaded now, each with how it runs: ``engines loaded: llama.cpp · Q4_1 · 2 threads``."""
+    default = runtime.settings.local_engine
+    loaded = sorted(runtime.models.loaded(), key=lambda m: m.engine != default)  # the default engine first
+    if not loaded:
+        return "no engine loaded yet"
+    return "engines loaded: " + "; ".join(m.label for m in loaded)
 
 
 def build_ui(runtime: AppRuntime) -> gr.Blocks:
@@ -103,8 +113,8 @@ def build_ui(runtime: AppRuntime) -> gr.Blocks:
 
         def poll() -> tuple[str, dict[str, Any], Any]:
             """The local model's status: (bar HTML, {state, fraction, message, error, model}, timer)."""
-            body, data, keep = status_view(runtime, planned)
-            return body, data, gr.Timer(active=keep)
+            body, data, loading = status_view(runtime, planned)
+            return body, data, gr.Timer(POLL_EVERY_S if loading else POLL_READY_S, active=True)
 
         # Cheap and never queued behind a generation: every open page polls it while the model loads.
         timer.tick(poll, None, [status_html, status_json, timer], api_name="model_status",

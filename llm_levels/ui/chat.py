@@ -17,16 +17,16 @@ local model's turn; a local request waits in the app's line for the model and sh
 from __future__ import annotations
 
 import logging
-import threading
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import gradio as gr
 
 from .. import history as H
-from ..core import BackendError, GenParams
-from ..metrics import measure
+from ..core import BackendError
 from ..runtime import AppRuntime
-from .shared import WAIT_POLL_S, BackendOpener, SessionState, backend_choices, checked_slider, lane
+from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from .shared import SessionState, backend_choices, checked_slider, lane, wait_text, wait_title
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,97 @@ the request. With a hosted backend your text goes to whoever runs the model and 
 the local model it stays on this machine but the answers are slower and simpler.
 """
 
-Outputs = tuple[Any, Any, Any, Any]  # chatbot, state, textbox, metrics line
+Updates = dict[Any, Any]
+
+
+@dataclass
+class ChatTab:
+    """The Chat tab's components and its event handlers (each returns ``{component: value}`` updates)."""
+
+    runtime: AppRuntime
+    chatbot: gr.Chatbot
+    state: gr.State
+    textbox: gr.Textbox
+    metrics_md: gr.Markdown
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [self.chatbot, self.state, self.textbox, self.metrics_md]
+
+    def _show(self, shown: list, kept: list | None = None, more: Updates | None = None) -> Updates:
+        """The chat showing ``shown``, the session's exact history ``kept`` (default: the same), and ``more``."""
+        return {self.chatbot: shown, self.state: shown if kept is None else kept, **(more or {})}
+
+    def answer(self, hist: list[dict[str, Any]], max_new: float, backend_id: str, api_key: str | None,
+               request: gr.Request | None, *, clear_input: bool) -> Iterator[Updates]:
+        """Stream the answer to the conversation ``hist`` (ending with the user's message)."""
+        try:  # checked once, before anything on screen changes: a bad request loses nothing
+            events = run_turn(self.runtime, TurnRequest(
+                backend_id, H.to_messages(hist), {"max_new_tokens": int(max_new)},
+                session_id=request.session_hash if request else None, api_key=api_key))
+        except BackendError as e:
+            raise gr.Error(str(e)) from e
+        wait = H.note("…", title=H.WAIT_TITLE, pending=True)
+        yield self._show(hist + [wait], hist, {self.textbox: "" if clear_input else gr.skip(),
+                                               self.metrics_md: ""})
+        name, text = backend_id, ""
+        with self.runtime.pacer.streaming() as pace:
+            for event in events:
+                if isinstance(event, (Loading, Waiting)):
+                    note = H.note(wait_text(event), title=wait_title(event), pending=True)
+                    yield {self.chatbot: hist + [note]}
+                elif isinstance(event, Started):
+                    name = event.name
+                elif isinstance(event, Delta):
+                    text += event.text
+                    if pace.due():
+                        yield self._show(hist + [H.assistant(text)])
+                elif isinstance(event, Done):
+                    yield self._show(self._finished(hist, event), None, {
+                        self.metrics_md: f"**{name}** · {event.metrics.summary()}"})
+                elif isinstance(event, Failed):
+                    failed = H.failure(hist, str(event.error), event.error.kind, event.partial)
+                    yield self._show(failed, None, {self.metrics_md: f"**{name}** · not answered ({event.error.kind})"})
+
+    @staticmethod
+    def _finished(hist: list[dict[str, Any]], done: Done) -> list[dict[str, Any]]:
+        out = H.answered(hist, done.text)
+        if done.truncated_turns:  # never cut silently: say that the model did not see the whole conversation
+            out = out + [H.note(
+                f"The {done.truncated_turns} oldest message(s) did not fit in the model's context window and were "
+                "left out of this answer. Clear the chat to start fresh.", title=H.TRUNCATED_TITLE)]
+        return out
+
+    def send(self, text: str, backend_id: str, max_new: float, hist: list, api_key: str | None,
+             request: gr.Request) -> Iterator[Updates]:
+        """Send a message and stream the answer. Returns (chat, textbox, metrics line)."""
+        if H.is_blank(text):
+            raise gr.Error("Type a message first.")
+        turn = H.without_pending(hist or []) + [H.user(text)]
+        yield from self.answer(turn, max_new, backend_id, api_key, request, clear_input=True)
+
+    def retry(self, backend_id: str, max_new: float, hist: list, api_key: str | None,
+              request: gr.Request) -> Iterator[Updates]:
+        """Answer the last message again (its previous answer and notes are removed)."""
+        base = H.for_retry(H.without_pending(hist or []))
+        if not base:
+            raise gr.Error("Nothing to retry yet: send a message first.")
+        yield from self.answer(base, max_new, backend_id, api_key, request, clear_input=False)
+
+    def undo(self, hist: list) -> Updates:
+        """Remove the last message and its answer; the message goes back into the text box."""
+        rest, text = H.undo(H.without_pending(hist or []))
+        return self._show(rest, None, {self.textbox: text, self.metrics_md: ""})
+
+    def clear(self) -> Updates:
+        """Start a new conversation."""
+        return self._show([], None, {self.textbox: "", self.metrics_md: ""})
+
+
+def pick_example(evt: gr.SelectData) -> str:
+    """The text of the example the user clicked."""
+    value = evt.value if isinstance(evt.value, dict) else {}
+    return str(value.get("text", "") or "")
 
 
 def build(runtime: AppRuntime, session: SessionState) -> None:
@@ -87,116 +177,27 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
                  "in the Hosted API tab.",
         )
         max_tokens = checked_slider(1, cap, value=min(512, cap), step=1, label="Longest answer (tokens)",
-                               info="About three quarters of a word per token.")
+                                    info="About three quarters of a word per token.")
     with gr.Accordion("About this level", open=False):
         gr.Markdown(ABOUT)
 
-    # ------------------------------------------------------------------ handlers
-    def checked(hist: list[dict[str, Any]], max_new: float, request: gr.Request | None) -> GenParams:
-        """The request's settings, after the app's caps and rate limit (gr.Error before anything changes)."""
-        try:
-            return runtime.check_request(request.session_hash if request else None, H.to_messages(hist),
-                                         {"max_new_tokens": int(max_new)})
-        except BackendError as e:
-            raise gr.Error(str(e)) from e
-
-    def answer(hist: list[dict[str, Any]], params: GenParams, backend_id: str, api_key: str | None,
-               *, clear_input: bool) -> Iterator[Outputs]:
-        """Stream the answer to the conversation ``hist`` (ending with the user's message)."""
-        wait = H.note("…", title=H.WAIT_TITLE, pending=True)
-        yield hist + [wait], hist, ("" if clear_input else gr.skip()), ""
-        backend_label = backend_id
-        stream = None
-        opener = None
-        cancel = threading.Event()
-        try:
-            messages = H.to_messages(hist)
-            # Loads the model if needed, then (local model) waits for its turn in the model's line.
-            opener = BackendOpener(runtime, backend_id, api_key)
-            while not opener.wait(WAIT_POLL_S):  # each yield is also a point where Stop can end this
-                shown = hist + [H.note(opener.progress_text(), title=opener.progress_title(), pending=True)]
-                yield shown, hist, gr.skip(), gr.skip()
-            backend = opener.result()
-            backend_label = backend.name
-            stream = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
-            dropped = 0  # turns the local model left out to fit its context window (its last chunk says)
-            with runtime.pacer.streaming() as pace:
-                for chunk in stream:
-                    if isinstance(chunk.raw, dict) and chunk.raw.get("truncated_turns"):
-                        dropped = int(chunk.raw["truncated_turns"])
-                    if pace.due():
-                        turn = hist + [H.assistant(stream.text)]
-                        yield turn, turn, gr.skip(), gr.skip()
-            done = H.answered(hist, stream.text)
-            if dropped:  # never cut silently: say that the model did not see the whole conversation
-                done = done + [H.note(
-                    f"The {dropped} oldest message(s) did not fit in the model's context window and were left "
-                    "out of this answer. Clear the chat to start fresh.", title=H.TRUNCATED_TITLE)]
-            yield done, done, gr.skip(), f"**{backend.name}** · {stream.metrics.summary()}"
-        except BackendError as e:
-            partial = (stream.text if stream is not None else "") or e.partial_text
-            failed = H.failure(hist, str(e), e.kind, partial)
-            yield failed, failed, gr.skip(), f"**{backend_label}** · not answered ({e.kind})"
-        except Exception as e:  # a bug, not a backend failure: still keep the conversation on screen
-            log.exception("chat turn failed")
-            failed = H.app_failure(hist, e, stream.text if stream is not None else "")
-            yield failed, failed, gr.skip(), ""
-        finally:
-            # Stop (Gradio closes this generator) lands here too: the backend stops working.
-            cancel.set()
-            if stream is not None:
-                stream.close()
-            if opener is not None:
-                opener.close()  # out of the line if it was still waiting (a stopped request never starts)
-
-    def send(text: str, backend_id: str, max_new: float, hist: list, api_key: str | None,
-             request: gr.Request) -> Iterator[Outputs]:
-        """Send a message and stream the answer. Returns (chat, textbox, metrics line)."""
-        if H.is_blank(text):
-            raise gr.Error("Type a message first.")
-        turn = H.without_pending(hist or []) + [H.user(text)]
-        params = checked(turn, max_new, request)
-        yield from answer(turn, params, backend_id, api_key, clear_input=True)
-
-    def retry(backend_id: str, max_new: float, hist: list, api_key: str | None,
-              request: gr.Request) -> Iterator[Outputs]:
-        """Answer the last message again (its previous answer and notes are removed)."""
-        base = H.for_retry(H.without_pending(hist or []))
-        if not base:
-            raise gr.Error("Nothing to retry yet: send a message first.")
-        params = checked(base, max_new, request)
-        yield from answer(base, params, backend_id, api_key, clear_input=False)
-
-    def undo(hist: list) -> tuple[Any, Any, Any, Any]:
-        """Remove the last message and its answer; the message goes back into the text box."""
-        rest, text = H.undo(H.without_pending(hist or []))
-        return rest, rest, text, ""
-
-    def clear() -> tuple[Any, Any, Any, Any]:
-        """Start a new conversation."""
-        return [], [], "", ""
-
-    def pick_example(evt: gr.SelectData) -> str:
-        value = evt.value if isinstance(evt.value, dict) else {}
-        return str(value.get("text", "") or "")
-
-    # ------------------------------------------------------------------ wiring
+    tab = ChatTab(runtime, chatbot, state, textbox, metrics_md)
     gen_inputs = [backend, max_tokens, state, session.api_key]
-    outputs = [chatbot, state, textbox, metrics_md]
+    outputs = tab.outputs
     # Chat's own lane: a hosted chat never holds the local model's turn; local requests wait for the
-    # model in the app's line (runtime.local_slots) and see their place in the chat.
+    # model in its engine's line and see their place in the chat.
     chat_lane = lane("chat")
-    send_ev = gr.on([textbox.submit, send_btn.click], send, inputs=[textbox, *gen_inputs], outputs=outputs,
+    send_ev = gr.on([textbox.submit, send_btn.click], tab.send, inputs=[textbox, *gen_inputs], outputs=outputs,
                     api_name="chat_send", show_progress="minimal", **chat_lane)
-    retry_ev = gr.on([retry_btn.click, chatbot.retry], retry, inputs=gen_inputs, outputs=outputs,
+    retry_ev = gr.on([retry_btn.click, chatbot.retry], tab.retry, inputs=gen_inputs, outputs=outputs,
                      api_name="chat_retry", show_progress="minimal", **chat_lane)
     example_ev = chatbot.example_select(pick_example, None, textbox, api_name="chat_example",
                                         queue=False, show_progress="hidden")
-    example_send = example_ev.then(send, inputs=[textbox, *gen_inputs], outputs=outputs,
+    example_send = example_ev.then(tab.send, inputs=[textbox, *gen_inputs], outputs=outputs,
                                    api_visibility="private", show_progress="minimal", **chat_lane)
     running = [send_ev, retry_ev, example_send]
     stop_btn.click(None, None, None, cancels=running, api_visibility="private", queue=False)
-    gr.on([undo_btn.click, chatbot.undo], undo, inputs=[state], outputs=outputs, api_name="chat_undo",
+    gr.on([undo_btn.click, chatbot.undo], tab.undo, inputs=[state], outputs=outputs, api_name="chat_undo",
           cancels=running, concurrency_limit=None, show_progress="hidden")
-    gr.on([clear_btn.click, chatbot.clear], clear, inputs=None, outputs=outputs, api_name="chat_clear",
+    gr.on([clear_btn.click, chatbot.clear], tab.clear, inputs=None, outputs=outputs, api_name="chat_clear",
           cancels=running, concurrency_limit=None, show_progress="hidden")

@@ -24,13 +24,13 @@ import gradio as gr
 import pandas as pd
 
 from .. import history as H
-from ..core import BackendError, GenParams, Usage
-from ..metrics import TurnMetrics, measure
+from ..core import BackendError, Usage
+from ..metrics import TurnMetrics
 from ..pricing import PriceTable, format_cost
-from ..runtime import APP_ENDPOINT, LOCAL, AppRuntime
-from ..slots import SlotTicket
-from .shared import (SessionState, backend_choices, is_usable, local_wait_title, model_loading_text,
-                     price_table, short_label, uses_local_model)
+from ..runtime import LOCAL_PREFIX, AppRuntime
+from ..turns import Delta, Done, Event, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from .shared import (SessionState, backend_choices, is_usable, local_wait_title, price_table, short_label,
+                     uses_local_model, wait_text)
 from .shared import lane as gradio_lane
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,10 @@ ABOUT = """
 **Compare** sends the same prompt to every backend you tick, at the same time, and measures each:
 time to the first token (how long you wait before anything appears), total time, decode speed, tokens
 in and out, and the estimated cost. Hosted models are bigger and usually better but cost money and see
-your text; the local model is free and private but small and slow on a CPU. The two local entries
-share one model, so one of them waits for the other (that wait is part of its time to first token).
+your text; the local model is free and private but small and slow on a CPU. Tick both local engines
+to see the same weights run by llama.cpp and by plain transformers: same model, different kernels,
+different speed. The app's own endpoint uses the local model too, so local columns may wait for
+each other (that wait is part of their time to first token).
 """
 
 
@@ -61,7 +63,24 @@ class Lane:
     model: str = ""
     error: str = ""
     metrics: TurnMetrics | None = None
-    ticket: SlotTicket | None = None  # the local column's place in the local model's line
+    #: What the column waits for before its first token (loading, its place in the engine's line).
+    progress: Loading | Waiting | None = None
+
+    def take(self, event: Event) -> None:
+        """Update the column with one event of its turn."""
+        if isinstance(event, (Loading, Waiting)):
+            self.progress = event
+        elif isinstance(event, Started):
+            self.model = event.model
+        elif isinstance(event, Delta):
+            self.phase = "streaming"
+            self.text += event.text
+        elif isinstance(event, Done):
+            self.phase, self.metrics = "done", event.metrics
+        elif isinstance(event, Failed):
+            self.phase, self.error, self.metrics = "error", str(event.error), event.metrics
+            if event.partial and not self.text:
+                self.text = event.partial
 
 
 def _cost_label(table: PriceTable, lane: Lane) -> str:
@@ -112,11 +131,10 @@ def _plots(lanes: list[Lane]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _column_text(lane: Lane, runtime: AppRuntime) -> str:
     if lane.phase == "waiting":
-        if lane.ticket is not None:  # loaded; in the local model's line, then its turn came
-            ahead = lane.ticket.ahead
-            return local_wait_title(ahead) if ahead is not None else "⏳ Waiting for the first token…"
-        if uses_local_model(lane.option_id):
-            return "⏳ " + (model_loading_text(runtime) or "Waiting for the local model…")
+        if isinstance(lane.progress, Waiting):
+            return local_wait_title(lane.progress.ahead)
+        if isinstance(lane.progress, Loading) and lane.progress.fraction is not None:
+            return "⏳ " + wait_text(lane.progress)
         return "⏳ Waiting for the first token…"
     if lane.phase == "streaming":
         return lane.text + " ▌"
@@ -126,43 +144,13 @@ def _column_text(lane: Lane, runtime: AppRuntime) -> str:
     return lane.text or "*(empty answer)*"
 
 
-def _worker(runtime: AppRuntime, idx: int, option_id: str, messages, params: GenParams, api_key: str | None,
-            cancel: threading.Event, events: "queue.Queue[tuple]") -> None:
-    """Run one backend; report everything on ``events`` as (kind, idx, value)."""
-    stream = None
-    ticket = None
+def _worker(idx: int, turn: Iterator[Event], events: "queue.Queue[tuple[int, Event]]") -> None:
+    """Run one backend's turn; pass each of its events on as (column, event)."""
     try:
-        if option_id == LOCAL:
-            runtime.models.get()
-            # A place in the local model's line, so the column can show how many are ahead; the backend
-            # waits for it (and leaves the line at once if cancel is set meanwhile).
-            ticket = runtime.local_slots.join()
-            events.put(("ticket", idx, ticket))
-            backend = runtime.local_backend(slots=ticket)
-        else:
-            if option_id == APP_ENDPOINT:
-                runtime.models.get()  # the endpoint serves this model: load it before the HTTP request
-            backend = runtime.backend(option_id, api_key=api_key)
-        events.put(("model", idx, backend.model))
-        if cancel.is_set():
-            return
-        stream = measure(backend.stream(messages, params, cancel), backend=backend.name, model=backend.model)
-        for chunk in stream:
-            if cancel.is_set():
-                break
-            if chunk.text:
-                events.put(("text", idx, chunk.text))
-        events.put(("done", idx, stream.metrics))
-    except BackendError as e:
-        events.put(("error", idx, (str(e), e.partial_text, stream.metrics if stream else None)))
-    except Exception as e:  # a bug in a backend must not take the other columns down
-        log.exception("compare: backend %s failed", option_id)
-        events.put(("error", idx, (f"Unexpected error ({type(e).__name__}); see the server log.", "", None)))
+        for event in turn:
+            events.put((idx, event))
     finally:
-        if stream is not None:
-            stream.close()
-        if ticket is not None:
-            ticket.cancel()  # still in line (the run ended first) or a slot never taken: pass it on
+        turn.close()  # Stop or the end: the backend stops, a turn still in line leaves it
 
 
 def build(runtime: AppRuntime, session: SessionState) -> None:
@@ -171,7 +159,8 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     choices = backend_choices(runtime)
     ids = [i for _, i in choices]
     labels = dict((i, label) for label, i in choices)
-    default = [i for i in ids if is_usable(runtime, i, None)]
+    # The other local engine is offered, not ticked: it loads on first use (the same weights, other kernels).
+    default = [i for i in ids if is_usable(runtime, i, None) and not i.startswith(LOCAL_PREFIX)]
     prices = price_table(runtime)
 
     with gr.Row(equal_height=True):
@@ -229,21 +218,22 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         if not picked:
             raise gr.Error("Tick at least one backend.")
         messages = H.to_messages([H.user(text)], system=system_prompt)
-        try:
-            params = runtime.check_request(request.session_hash if request else None, messages,
-                                           {"max_new_tokens": int(max_new), "temperature": float(temp)})
-            for _ in picked[1:]:  # one request per backend counts against the session's limit
-                runtime.check_request(request.session_hash if request else None, messages, params)
-        except BackendError as e:
+        cancel = threading.Event()
+        try:  # each turn is checked as it is made (one request per backend counts against the session's limit)
+            turns = [run_turn(runtime, TurnRequest(i, messages, {"max_new_tokens": int(max_new),
+                                                                 "temperature": float(temp)},
+                                                   session_id=request.session_hash if request else None,
+                                                   api_key=api_key), cancel=cancel, poll_s=UPDATE_EVERY_S)
+                     for i in picked]
+        except (BackendError, TypeError, ValueError) as e:
             raise gr.Error(str(e)) from e
 
         lanes = [Lane(i, labels[i]) for i in picked]
         pos = {i: k for k, i in enumerate(picked)}
-        cancel = threading.Event()
-        events: queue.Queue[tuple] = queue.Queue()
-        for k, lane in enumerate(lanes):
+        events: queue.Queue[tuple[int, Event]] = queue.Queue()
+        for k, (lane, turn) in enumerate(zip(lanes, turns)):
             threading.Thread(target=_worker, name=f"compare-{lane.option_id}", daemon=True,
-                             args=(runtime, k, lane.option_id, messages, params, api_key, cancel, events)).start()
+                             args=(k, turn, events)).start()
         t0 = time.perf_counter()
 
         def frame(final: bool = False) -> tuple:
@@ -264,22 +254,8 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
                 except queue.Empty:
                     item = None
                 while item is not None:
-                    kind, k, value = item
-                    lane = lanes[k]
-                    if kind == "model":
-                        lane.model = value
-                    elif kind == "ticket":
-                        lane.ticket = value
-                    elif kind == "text":
-                        lane.phase = "streaming"
-                        lane.text += value
-                    elif kind == "done":
-                        lane.phase, lane.metrics = "done", value
-                    elif kind == "error":
-                        message, partial, metrics = value
-                        lane.phase, lane.error, lane.metrics = "error", message, metrics
-                        if partial and not lane.text:
-                            lane.text = partial
+                    k, event = item
+                    lanes[k].take(event)
                     try:
                         item = events.get_nowait()
                     except queue.Empty:

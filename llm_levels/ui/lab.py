@@ -29,6 +29,7 @@ from ..icl.metrics import INVALID
 from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
 from ..icl.runner import (CALIBRATIONS, METHODS, TABLE_HEADERS, LabConfig, Progress, RunResult, parse_shots, prepare_data,
                           results_table, run_lab, save_results)
+from ..engine import TRANSFORMERS
 from ..runtime import LOCAL, AppRuntime
 from .shared import backend_choices, lane
 
@@ -116,7 +117,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
             config = LabConfig(shots=parse_shots(shots_v or ""), method=method_v, template=template_v,
                                limit=int(limit_v) if limit_v else None, seed=int(seed_v or 0),
                                max_new_tokens=int(max_new_v or 10), calibrate=calibrate_v or "batch")
-            if method_v == "score" and backend_id != LOCAL:
+            if method_v == "score" and runtime.engine_of(backend_id) is None:
                 raise BackendError("The score method reads the local model's probabilities: pick the local model, "
                                    "or use generate for a hosted backend.", kind="bad_request")
             if upload:
@@ -135,9 +136,12 @@ def build(runtime: AppRuntime, session: Any) -> None:
             if method_v == "score":
                 from ..icl.scoring import LabelScorer
 
-                loaded = runtime.models.get()
-                scorer = LabelScorer(loaded, slots=runtime.local_slots)
-                state.backend = f"local · {loaded.display_name}"
+                # Scoring reads the model's logits: always the transformers engine (loaded on first use,
+                # with its progress shown here).
+                loaded = runtime.models.get(engine=TRANSFORMERS, progress=lambda f, m: progress(
+                    f, desc=f"Loading the transformers engine: {m}"))
+                scorer = LabelScorer(loaded, slots=runtime.line(TRANSFORMERS))
+                state.backend = f"local · {loaded.display_name} · {TRANSFORMERS}"
             else:
                 be = runtime.backend(backend_id, api_key=api_key)
                 state.backend = be.name

@@ -21,8 +21,9 @@ import gradio as gr
 
 from ..core import Backend, BackendError
 from ..pricing import PriceTable
-from ..runtime import APP_ENDPOINT, LOCAL, SESSION_HOSTED, AppRuntime
+from ..runtime import APP_ENDPOINT, LOCAL, LOCAL_PREFIX, SESSION_HOSTED, AppRuntime
 from ..slots import SlotTicket
+from ..turns.events import Loading, Waiting
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,8 @@ def backend_choices(runtime: AppRuntime) -> list[tuple[str, str]]:
 
 
 def uses_local_model(option_id: str) -> bool:
-    """Whether a picker id ends up generating with this app's local model."""
-    return option_id in (LOCAL, APP_ENDPOINT)
+    """Whether a picker id ends up generating with this app's local model (on either engine)."""
+    return option_id in (LOCAL, APP_ENDPOINT) or option_id.startswith(LOCAL_PREFIX)
 
 
 def is_usable(runtime: AppRuntime, option_id: str, api_key: str | None) -> bool:
@@ -204,6 +205,8 @@ def short_label(option_id: str) -> str:
     """A few words for a picker id, for table rows and chart bars."""
     if option_id == LOCAL:
         return "Local model"
+    if option_id.startswith(LOCAL_PREFIX):
+        return f"Local model · {option_id[len(LOCAL_PREFIX):]}"
     if option_id == APP_ENDPOINT:
         return "App endpoint (/v1)"
     if option_id == SESSION_HOSTED:
@@ -229,17 +232,17 @@ def model_status_fields(status: Any) -> dict[str, Any]:
     }
 
 
-def model_loading_percent(runtime: AppRuntime, spec: str | None = None) -> int | None:
+def model_loading_percent(runtime: AppRuntime, spec: str | None = None, engine: str | None = None) -> int | None:
     """How far the local model's load is (0-100) while it loads, else None."""
-    f = model_status_fields(runtime.models.status(spec))
+    f = model_status_fields(runtime.models.status(spec, engine=engine))
     if f["state"] != "loading":
         return None
     return round((f["fraction"] or 0.0) * 100)
 
 
-def model_loading_text(runtime: AppRuntime, spec: str | None = None) -> str | None:
+def model_loading_text(runtime: AppRuntime, spec: str | None = None, engine: str | None = None) -> str | None:
     """"The model is loading (NN%): …" while the local model loads, else None."""
-    f = model_status_fields(runtime.models.status(spec))
+    f = model_status_fields(runtime.models.status(spec, engine=engine))
     if f["state"] != "loading":
         return None
     pct = f" ({f['fraction'] * 100:.0f}%)" if f["fraction"] is not None else ""
@@ -247,115 +250,25 @@ def model_loading_text(runtime: AppRuntime, spec: str | None = None) -> str | No
     return f"The local model is loading{pct}{detail}. Your message will be answered as soon as it is ready."
 
 
-class BackendOpener:
-    """Gets the backend for a picker id ready in a worker thread: poll :meth:`wait`, then :meth:`result`,
-    and call :meth:`close` when the request ends (normally, on an error, or on Stop).
+def wait_title(event: Loading | Waiting) -> str:
+    """A short title for a "please wait" note: the place in line, or the loading percentage."""
+    if isinstance(event, Waiting):
+        return local_wait_title(event.ahead)
+    if event.fraction is not None:
+        return f"⏳ The model is loading ({event.fraction * 100:.0f}%)"
+    return "⏳ Please wait"
 
-    Ready means built and, for the local model, at the front of the line for a generation slot:
 
-    - building may mean waiting for the local model to load (tens of seconds on a CPU); for the app's
-      own endpoint the model is made ready first, so the HTTP request does not time out while it loads;
-    - then (local model, ``take_turn``) the opener takes a place in ``runtime.local_slots`` and builds
-      the backend with that :class:`~llm_levels.slots.SlotTicket`: while it waits,
-      :meth:`progress_title`/:meth:`progress_text` say how many requests are ahead ("⏳ Waiting for the
-      local model — 2 ahead of you"), and once :meth:`wait` is True the backend's stream starts at once
-      and frees the slot when its generation ends.
+def wait_text(event: Loading | Waiting) -> str:
+    """The sentence under :func:`wait_title`."""
+    if isinstance(event, Waiting):
+        return local_wait_text(event.ahead, event.limit)
+    if event.fraction is not None:
+        detail = f": {event.message}" if event.message else ""
+        return (f"The local model is loading ({event.fraction * 100:.0f}%){detail}. Your message will be answered "
+                "as soon as it is ready.")
+    return event.message or "Please wait…"
 
-    The wait is a phase of its own, before the stream, because a backend's stream yields only text
-    (``core.Chunk``): the caller polls between two screen updates instead of blocking in the stream,
-    which is also where Gradio's Stop can close its generator; :meth:`close` then takes the ticket out
-    of the line at once (a request stopped while it waits never starts). Hosted backends never queue
-    here. ``spec`` picks a local model other than ``LOCAL_MODEL`` (the Local tab's); ``take_turn=False``
-    only builds (for a backend used to render a prompt, not to generate).
-    """
 
-    def __init__(self, runtime: AppRuntime, option_id: str, api_key: str | None = None, *,
-                 spec: str | None = None, take_turn: bool = True) -> None:
-        self.runtime = runtime
-        self.option_id = option_id
-        self.spec = spec
-        self._take_turn = take_turn
-        self._api_key = api_key
-        self._backend: Backend | None = None
-        self._error: BaseException | None = None
-        self._built = threading.Event()
-        self._lock = threading.Lock()
-        self._closed = False
-        #: This request's place in the local model's line (local model only, once it is loaded).
-        self.ticket: SlotTicket | None = None
-        threading.Thread(target=self._run, name=f"open-{option_id}", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            if self.option_id == LOCAL:
-                self.runtime.models.get(self.spec)  # load first: the line is for generating, not loading
-                ticket = self.runtime.local_slots.join() if self._take_turn else None
-                with self._lock:
-                    if self._closed and ticket is not None:
-                        ticket.cancel()  # the request already ended: do not keep a place for it
-                    self.ticket = ticket
-                try:
-                    self._backend = self.runtime.local_backend(self.spec, slots=ticket)
-                except BaseException:
-                    if ticket is not None:
-                        ticket.cancel()
-                    raise
-            else:
-                if self.option_id == APP_ENDPOINT:
-                    self.runtime.models.get()  # the endpoint serves this model: have it loaded first
-                self._backend = self.runtime.backend(self.option_id, api_key=self._api_key)
-        except BaseException as e:  # handed to the caller's thread by result()
-            self._error = e
-        finally:
-            self._built.set()
-
-    def wait(self, timeout: float) -> bool:
-        """True once ready: built (or failed) and, with a ticket, its turn came (or it left the line)."""
-        t0 = time.monotonic()
-        if not self._built.wait(timeout):
-            return False
-        ticket = self.ticket
-        if ticket is None or self._error is not None:
-            return True
-        return ticket.wait(max(0.0, timeout - (time.monotonic() - t0)))
-
-    def ahead(self) -> int | None:
-        """How many requests are before this one in the local model's line; None when not in line."""
-        ticket = self.ticket
-        return ticket.ahead if ticket is not None else None
-
-    def progress_title(self) -> str:
-        """A short title for a "please wait" note: the place in line, or the loading percentage."""
-        ahead = self.ahead()
-        if ahead is not None:
-            return local_wait_title(ahead)
-        pct = model_loading_percent(self.runtime, self.spec) if uses_local_model(self.option_id) else None
-        return f"⏳ The model is loading ({pct}%)" if pct is not None else "⏳ Please wait"
-
-    def progress_text(self) -> str:
-        ahead = self.ahead()
-        if ahead is not None:
-            return local_wait_text(ahead, self.runtime.local_slots.limit)
-        if uses_local_model(self.option_id):
-            return model_loading_text(self.runtime, self.spec) or "Getting the local model ready…"
-        return "Connecting…"
-
-    def result(self) -> Backend:
-        """The backend, or the BackendError that building it raised (other errors wrapped in one)."""
-        self._built.wait()
-        if isinstance(self._error, BackendError):
-            raise self._error
-        if self._error is not None:
-            raise BackendError(f"Could not prepare this backend: {type(self._error).__name__}: {self._error}",
-                               kind="internal") from self._error
-        assert self._backend is not None
-        return self._backend
-
-    def close(self) -> None:
-        """The request is over: leave the line if still in it, or pass on a slot the stream never took.
-        (A slot the stream took is given back by the backend when its generation really ends.)"""
-        with self._lock:
-            self._closed = True
-            ticket = self.ticket
-        if ticket is not None:
-            ticket.cancel()
+# The opener moved to the turn service; tabs not yet on run_turn still import it from here.
+from ..turns.opener import BackendOpener  # noqa: E402,F401

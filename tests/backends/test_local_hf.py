@@ -1,4 +1,6 @@
-"""The local transformers backend, on the real embedded model (greedy, few tokens) and tiny random models."""
+"""The transformers engine's backend (LocalBackend), on the real embedded model (greedy, few tokens) and tiny
+random models. The llama.cpp engine has its own tests (test_llama_cpp.py); prompt fitting, shared by both,
+has unit tests in test_prompt.py."""
 
 from __future__ import annotations
 
@@ -39,21 +41,8 @@ def wait_dead(thread: threading.Thread, within_s: float) -> float:
 
 @pytest.fixture()
 def tiny_causal(tiny_causal_dir):
-    # The plain path: these tests reach into model.generate (the fast path has its own tests below).
-    return load_model(str(tiny_causal_dir), cpu_settings(local_fast_path=False))
-
-
-@pytest.fixture(scope="module")
-def local_backend(embedded_model):
-    """The plain path (model.generate), compared token for token with transformers below."""
-    return LocalBackend(embedded_model, fast=False)
-
-
-@pytest.fixture(scope="module")
-def fast_backend(embedded_model):
-    if embedded_model.fast is None:
-        pytest.skip(f"the fast path is off here: {embedded_model.fast_path}")
-    return LocalBackend(embedded_model)
+    # A fresh load per test: some tests replace model.generate.
+    return load_model(str(tiny_causal_dir), cpu_settings())
 
 
 # -------------------------------------------------------------------------------- the real model
@@ -157,10 +146,33 @@ def test_prompt_inspection(local_backend, embedded_model):
     assert "".join(piece for _, piece in tokens) == text
     assert local_backend.count_tokens("Paris") == len(embedded_model.tokenizer("Paris", add_special_tokens=False)["input_ids"])
     info = local_backend.describe()
-    assert {"device", "dtype", "fast_path", "source"} <= info.keys()
+    assert {"engine", "device", "dtype", "source", "context_window"} <= info.keys()
+    assert info["engine"] == "transformers" == local_backend.engine and "fast_path" not in info
     assert info["source"] == "embedded-gguf" and info["device"] == embedded_model.device
     assert local_backend.name == "local · SmolLM2-135M-Instruct (embedded GGUF)"
     assert local_backend.model == "SmolLM2-135M-Instruct" and local_backend.kind == "local"
+
+
+@pytest.mark.slow
+def test_concurrent_requests_wait_in_line_and_get_their_own_answers(embedded_model):
+    """On transformers, the app's line (TRANSFORMERS_CONCURRENCY=1) runs one generate call at a time:
+    each answer is exactly the one the same question gets alone."""
+    slots = LocalSlots(1)
+    backend = LocalBackend(embedded_model, slots=slots)
+    questions = [[Message("user", q)] for q in ("What is the capital of France?", "Name a large animal.",
+                                                 "Write a poem about the sea.")]
+    alone = [backend.complete(q, greedy(8)).text for q in questions]
+    out: list = [None] * 3
+    most = 0
+    ths = [threading.Thread(target=lambda i=i: out.__setitem__(i, backend.complete(questions[i], greedy(8)).text))
+           for i in range(3)]
+    for t in ths:
+        t.start()
+    while any(t.is_alive() for t in ths):
+        most = max(most, slots.in_use)
+        time.sleep(0.005)
+    assert most == 1 and slots.in_use == 0 and slots.waiting == 0
+    assert out == alone and "Paris" in out[0]
 
 
 # ---------------------------------------------------------------------------- tiny random models
@@ -322,103 +334,3 @@ def test_stop_scanner(pieces, stops, shown, hit):
     if not found:
         out.append(scanner.flush())
     assert "".join(out) == shown and found == hit
-
-
-# ------------------------------------------------------------------------- the fast path (same contract)
-@pytest.mark.slow
-def test_fast_path_streams_deltas_with_usage_last(fast_backend, embedded_model):
-    chunks = list(fast_backend.stream(STORY, greedy(8)))
-    last = chunks[-1]
-    assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
-    assert len([c for c in chunks if c.text]) >= 2 and last.finish_reason == "length"
-    text = "".join(c.text for c in chunks)
-    ids = last.raw["generated_ids"]
-    assert last.usage.output_tokens == len(ids) == 8
-    assert text == embedded_model.tokenizer.decode(ids, skip_special_tokens=True)
-    assert last.usage.input_tokens == len(fast_backend.prepare(STORY).ids)
-    # int8 may wander off the plain path after a few tokens; the first ones agree (see tests/fastpath).
-    plain = direct_generate(embedded_model, fast_backend.prepare(STORY).ids, max_new_tokens=8, do_sample=False)
-    assert ids[:4] == plain[:4]
-    assert fast_backend.describe()["fast_path"].startswith("fast: int8")
-    assert LocalBackend(embedded_model, fast=False).describe()["fast_path"] == "float32 (plain)"
-
-
-@pytest.mark.slow
-def test_fast_path_short_answer_and_stop_strings(fast_backend, embedded_model):
-    full = fast_backend.complete(QUESTION, greedy(48))
-    assert full.finish_reason == "stop" and "Paris" in full.text and "<|im_end|>" not in full.text
-    assert full.usage.output_tokens < 48  # ended by the model's end token (counted, not shown)
-    chunks = list(fast_backend.stream(QUESTION, greedy(48, stop=("Paris",))))
-    assert "".join(c.text for c in chunks) == full.text[: full.text.index("Paris")]
-    assert chunks[-1].finish_reason == "stop" and chunks[-1].raw["stop_string"] == "Paris"
-    assert chunks[-1].usage.output_tokens < full.usage.output_tokens
-
-
-@pytest.mark.slow
-def test_fast_path_seeded_sampling_reproduces(fast_backend):
-    params = GenParams(max_new_tokens=8, temperature=0.9, top_p=0.95, top_k=40, repetition_penalty=1.1, seed=1234)
-    a = fast_backend.complete(STORY, params)
-    assert a.text and a.text == fast_backend.complete(STORY, params).text
-    assert fast_backend.complete(STORY, params.with_(seed=99)).text != a.text
-
-
-def wait_idle(scheduler, within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while scheduler.active_count() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert scheduler.active_count() == 0, "the request is still being decoded"
-
-
-@pytest.mark.slow
-def test_fast_path_cancel_and_close_stop_the_work(fast_backend, embedded_model):
-    sched = embedded_model.fast
-    cancel = threading.Event()
-    gen = fast_backend.stream(STORY, greedy(400), cancel)
-    assert next(gen).text and next(gen).text
-    cancel.set()
-    last = list(gen)[-1]
-    assert last.finish_reason == "cancelled" and 2 <= last.usage.output_tokens < 400
-    wait_idle(sched, 1.0)
-
-    gen = fast_backend.stream(STORY, greedy(400))
-    next(gen), next(gen)
-    assert sched.active_count() == 1
-    gen.close()  # what Gradio does when the user presses Stop
-    wait_idle(sched, 1.0)
-
-
-@pytest.mark.slow
-def test_fast_path_errors_reach_the_caller_and_slots_are_released(fast_backend, embedded_model, monkeypatch):
-    decoder = embedded_model.fast.decoder
-
-    def broken(tokens, caches):
-        raise RuntimeError("kernel exploded")
-
-    monkeypatch.setattr(decoder.impl, "decode", broken)
-    slots = threading.BoundedSemaphore(1)
-    backend = LocalBackend(embedded_model, slots=slots)
-    with pytest.raises(BackendError) as e:
-        list(backend.stream(STORY, greedy(8)))
-    assert e.value.kind == "internal" and "kernel exploded" in str(e.value)
-    assert isinstance(e.value.__cause__, RuntimeError)
-    assert slots.acquire(timeout=1)
-    slots.release()
-
-
-@pytest.mark.slow
-def test_fast_path_concurrent_requests_get_their_own_answers(fast_backend):
-    questions = [[Message("user", q)] for q in ("What is the capital of France?", "Name a large animal.",
-                                                 "Write a poem about the sea.")]
-    alone = [fast_backend.complete(q, greedy(10)).text for q in questions]
-    out: list = [None] * 3
-    ths = [threading.Thread(target=lambda i=i: out.__setitem__(i, fast_backend.complete(questions[i], greedy(10)).text))
-           for i in range(3)]
-    for t in ths:
-        t.start()
-    for t in ths:
-        t.join(60)
-    # Each its own answer: it starts like the same question answered alone (decoded together, the int8 steps
-    # round a little differently from a request decoded alone, so later words may differ; see fastpath/qlinear.py).
-    for got, solo in zip(out, alone):
-        assert got.split()[:1] == solo.split()[:1], (got, solo)
-    assert "Paris" in out[0] and any(w in out[2].lower() for w in ("sea", "ocean", "wave")), out

@@ -1,5 +1,6 @@
-"""``python -m llm_levels icl`` end to end: the real embedded model (score), a real OpenAI-compatible server
-(generate), the JSON shape, bad input reported by line number, score refused for openai."""
+"""``python -m llm_levels icl`` end to end: the real embedded model (score, on transformers; generate, on the
+default engine llama.cpp), a real OpenAI-compatible server (generate), the JSON shape, bad input reported by
+line number, score refused for openai and for llama.cpp."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ def test_score_on_the_demo_set_writes_json_and_csv(tmp_path):
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["weighted_f1"] <= 1
     lines = rows_csv.read_text().splitlines()
     assert len(lines) == 1 + 12 and lines[0].startswith("shots,method,template,line,text,gold,pred")
+    assert "transformers" in doc["model"]  # score reads the probabilities through transformers
+
+
+def test_generate_locally_runs_on_llama_cpp_and_exits_cleanly(tmp_path):
+    out = tmp_path / "r.json"
+    env = {"LOCAL_ENGINE": "", "LOCAL_MODEL": ""}  # the defaults: the embedded GGUF on llama.cpp
+    p = icl("--method", "generate", "--shots", "0,1", "--limit", "4", "--json", str(out), env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "terminate called" not in p.stderr and "Traceback" not in p.stderr
+    assert "llama.cpp" in p.stderr  # the header names the engine
+    doc = json.loads(out.read_text())
+    assert "llama.cpp" in doc["model"]
+    assert [r["shots"] for r in doc["runs"]] == [0, 1]
+    for r in doc["runs"]:
+        # Greedy answers, parsed: only the shape is checked (a small model may answer off the label set).
+        assert RUN_KEYS <= set(r) and r["n"] == 4 and r["method"] == "generate"
+        assert 0 <= r["invalid_rate"] <= 1 and 0 <= r["accuracy"] <= 1
 
 
 def test_phrasebank_file_generate_via_openai_server_and_bad_lines(tmp_path, katan_echo):
@@ -59,6 +77,8 @@ def test_phrasebank_file_generate_via_openai_server_and_bad_lines(tmp_path, kata
 def test_usage_errors():
     p = icl("--backend", "openai", "--method", "score")
     assert p.returncode == 2 and "--method score needs --backend local" in p.stderr
+    p = icl("--method", "score", "--engine", "llama.cpp")
+    assert p.returncode == 2 and "transformers engine" in p.stderr and "Traceback" not in p.stderr
     p = icl("--shots", "0,x")
     assert p.returncode == 2 and "whole numbers" in p.stderr
     p = icl("--data", "/nonexistent.csv")

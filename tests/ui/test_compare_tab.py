@@ -10,11 +10,15 @@ from gradio_client.exceptions import AppError
 
 from tests.fixtures.app_server import APP_ENDPOINT, DEAD, KATAN, LOCAL
 
+#: The other local engine (the same weights in transformers), offered but not ticked by default.
+LOCAL_TRANSFORMERS = "local:transformers"
+
 pytestmark = pytest.mark.slow
 
 #: The app's backend options in picker order (the order of compare_run's answer outputs).
-OPTIONS = [LOCAL, KATAN, DEAD, APP_ENDPOINT]
-ROW_NAMES = {LOCAL: "Local model", KATAN: "OpenAI-compatible", DEAD: "dead", APP_ENDPOINT: "App endpoint (/v1)"}
+OPTIONS = [LOCAL, LOCAL_TRANSFORMERS, KATAN, DEAD, APP_ENDPOINT]
+ROW_NAMES = {LOCAL: "Local model", LOCAL_TRANSFORMERS: "Local model · transformers", KATAN: "OpenAI-compatible",
+             DEAD: "dead", APP_ENDPOINT: "App endpoint (/v1)"}
 
 
 def run(client, prompt, backends, *, max_tokens=8, temperature=0.0, system=""):
@@ -37,13 +41,16 @@ def test_every_column_and_the_table_fill_and_a_failure_stays_in_its_column(app_s
     assert answers[LOCAL].strip() and "▌" not in answers[LOCAL]
     # The same model behind two faces (in-process and the /v1 endpoint), greedy: the same first word. (Not
     # always every word: the two run at once, so some of their steps are decoded together, which rounds a
-    # little differently from a request decoded alone; see llm_levels/fastpath/qlinear.py.)
+    # little differently from a request decoded alone.)
     assert answers[APP_ENDPOINT].split()[:1] == answers[LOCAL].split()[:1]
+    # The same weights on the other engine (float32 transformers instead of llama.cpp's Q4_1 kernels): it
+    # answers too, in its own column and row.
+    assert answers[LOCAL_TRANSFORMERS].strip() and "Not answered" not in answers[LOCAL_TRANSFORMERS]
     assert "Not answered" in answers[DEAD] and "connect" in answers[DEAD].lower()
 
     rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
     assert set(rows) == set(ROW_NAMES.values())
-    for opt in (LOCAL, KATAN, APP_ENDPOINT):
+    for opt in (LOCAL, LOCAL_TRANSFORMERS, KATAN, APP_ENDPOINT):
         row = rows[ROW_NAMES[opt]]
         assert float(row["TTFT (s)"]) > 0 and float(row["Total (s)"]) >= float(row["TTFT (s)"])
         assert int(row["In tokens"]) > 0 and int(row["Out tokens"]) > 0
@@ -51,15 +58,16 @@ def test_every_column_and_the_table_fill_and_a_failure_stays_in_its_column(app_s
     assert rows["OpenAI-compatible"]["Cost"] == "unknown"  # katan-echo has no price
     assert rows["OpenAI-compatible"]["Model"] == app_server.katan.model
     assert rows["dead"]["Finish"] == "error"
-    assert {r[0] for r in ttft["data"]} == {ROW_NAMES[o] for o in (LOCAL, KATAN, APP_ENDPOINT)}
+    assert rows["Local model · transformers"]["Cost"] == "free (your hardware)"
+    assert {r[0] for r in ttft["data"]} == {ROW_NAMES[o] for o in (LOCAL, LOCAL_TRANSFORMERS, KATAN, APP_ENDPOINT)}
     assert all(v > 0 for _, v in tps["data"])
     assert status.startswith("Done")
     assert app_server.api_key not in json.dumps(job.outputs())
 
-    # Concurrent, not one after another: the hosted answer was complete while the local one (first in
-    # order) was still waiting or streaming.
+    # Concurrent, not one after another: the hosted answer was complete while the transformers column (it
+    # loads on first use, seconds) was still waiting or streaming.
     n = len(OPTIONS)
-    assert any(out[1].startswith("[echo]") and (out[0].startswith("⏳") or out[0].endswith("▌"))
+    assert any(out[2].startswith("[echo]") and (out[1].startswith("⏳") or out[1].endswith("▌"))
                for out in job.outputs()[:-1] if len(out) > n)
 
 

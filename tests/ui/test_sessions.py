@@ -59,9 +59,9 @@ def test_a_key_typed_in_one_session_is_used_only_there_and_never_shown(app_serve
     hist_b, _ = chat(b, "hello from B")
     assert H.content_text(hist_b[-1]["content"]).startswith("[echo]")
     compare_b = b.predict("hi", "", 8, 0.0, [KATAN], api_name="/compare_run")
-    assert "[echo]" in compare_b[1]
+    assert "[echo]" in compare_b[2]  # columns: local, local:transformers, the endpoint
     compare_a = a.predict("hi", "", 8, 0.0, [KATAN], api_name="/compare_run")
-    assert "Not answered" in compare_a[1]
+    assert "Not answered" in compare_a[2]
 
     # Forgetting the key in A brings back the configured one.
     a.predict(api_name="/api_clear_key")

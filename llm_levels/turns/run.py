@@ -1,0 +1,100 @@
+"""``run_turn``: any turn, for any face, as one stream of typed events (see :mod:`.events`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+from ..core import Backend, BackendError, GenParams, Message
+from ..metrics import Measured, measure
+from .events import Delta, Done, Event, Failed, Started
+from .opener import BackendOpener
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..runtime import AppRuntime
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at a waiting turn's place in line (also how soon Stop takes it out of the line).
+WAIT_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """What a face asks for: a backend (a picker id, or one it built itself), the conversation, the settings.
+
+    ``option_id`` is a picker id (``local``, ``local:<engine>``, ``hosted:<name>``, ``app-endpoint``);
+    ``spec`` and ``engine`` pick another local model or engine (the Local tab's); ``backend`` is a backend
+    the face built itself (the Hosted API tab, with the model and base URL a user typed). ``params`` may
+    be raw values from a form or a request body: they are checked with the conversation, once.
+    """
+
+    option_id: str
+    messages: Sequence[Message]
+    params: GenParams | Mapping[str, Any] | None = None
+    session_id: str | None = None
+    api_key: str | None = None
+    spec: str | None = None
+    engine: str | None = None
+    backend: Backend | None = None
+
+
+def run_turn(runtime: "AppRuntime", request: TurnRequest, *, cancel: threading.Event | None = None,
+             poll_s: float = WAIT_POLL_S) -> Iterator[Event]:
+    """Check ``request`` now (a bad one raises :class:`BackendError` before anything happens), then return the
+    turn's events: :class:`Loading`/:class:`Waiting` while the backend gets ready, :class:`Started`,
+    :class:`Delta` per piece, and :class:`Done` or :class:`Failed` last.
+
+    Closing the iterator (a face's Stop) or setting ``cancel`` stops the work: a turn still in line
+    leaves it and never starts, a running one makes its backend stop generating.
+    """
+    params = runtime.check_request(request.session_id, list(request.messages), request.params)
+    return _events(runtime, request, params, cancel, poll_s)
+
+
+def _events(runtime: "AppRuntime", request: TurnRequest, params: GenParams, shared: threading.Event | None,
+            poll_s: float) -> Iterator[Event]:
+    # The caller's event may be shared by several turns (Compare): only a turn's own event is set when it ends.
+    cancel = shared or threading.Event()
+    opener: BackendOpener | None = None
+    measured: Measured | None = None
+    try:
+        backend = request.backend
+        if backend is None:
+            opener = BackendOpener(runtime, request.option_id, request.api_key, spec=request.spec,
+                                   engine=request.engine)
+            while not opener.wait(poll_s):  # each event is also a point where the face can stop the turn
+                if cancel.is_set():
+                    return
+                yield opener.progress_event()
+            backend = opener.result()
+        yield Started(backend)
+        measured = measure(backend.stream(list(request.messages), params, cancel), backend=backend.name,
+                           model=backend.model)
+        truncated = 0
+        tokens = []
+        for chunk in measured:
+            if isinstance(chunk.raw, dict) and chunk.raw.get("truncated_turns"):
+                truncated = int(chunk.raw["truncated_turns"])
+            if chunk.text or chunk.logprobs:
+                tokens.extend(chunk.logprobs)
+                yield Delta(chunk.text, chunk.logprobs)
+        yield Done(measured.text, measured.metrics, measured.reply.finish_reason, truncated, tuple(tokens))
+    except BackendError as e:
+        partial = (measured.text if measured is not None else "") or e.partial_text
+        yield Failed(e, partial, measured.metrics if measured is not None else None)
+    except Exception as e:  # a bug, not a backend failure: one line for the user, the traceback in the log
+        log.exception("turn on %s failed", request.option_id)
+        partial = measured.text if measured is not None else ""
+        yield Failed(BackendError(f"The app failed while answering ({type(e).__name__}); see the server log.",
+                                  kind="internal", partial_text=partial), partial)
+    finally:
+        if shared is None:
+            cancel.set()
+        # Stop (the face closed this generator) lands here too: closing the stream makes the backend stop.
+        if measured is not None:
+            measured.close()
+        if opener is not None:
+            opener.close()  # out of the line if it was still waiting: a stopped turn never starts
