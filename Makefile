@@ -20,7 +20,7 @@ test: setup-dev browser
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m llm_levels bench --json bench/results.json --chart docs/perf.png
+	$(PY) -m llm_levels bench --json bench/results.json --chart docs/perf.png --report bench/RESULTS.md
 
 setup: $(VENV)/.stamp-run
 setup-dev: $(VENV)/.stamp-dev

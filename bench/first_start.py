@@ -12,8 +12,9 @@ and records every status line the bar showed on the way (what the user reads whi
 Two kinds of start:
 
 - **cold**: an empty cache directory (``LLM_LEVELS_CACHE_DIR`` = a new temporary folder): the first start
-  on a new machine, which converts the embedded GGUF once;
-- **warm**: the same cache again (the converted copy exists): every later start.
+  on a new machine (the default engine, llama.cpp, reads the GGUF as is, so nothing is converted; only the
+  transformers engine, loaded on first use, converts it once into that cache);
+- **warm**: the same cache again: every later start.
 
 The app gets a first-time user's configuration: no ``.env`` values (every variable of ``.env.example``
 set to empty = its default), no API key, the Hub offline. Python's own file caches (the OS page cache)
@@ -167,8 +168,9 @@ def report(results: list[StartResult], command: str) -> str:
         f"Measured by `{command}` on {platform.machine()} with {cpu} CPU cores "
         f"(Python {platform.python_version()}), from spawning `.venv/bin/python app.py` (the install done).",
         "**Page answers** = first HTTP 200 for `/`; **model ready** = the status bar's `model_status` event first "
-        "says `ready`. *Cold* = empty `LLM_LEVELS_CACHE_DIR` (first start ever: the embedded GGUF is "
-        "converted once); *warm* = the same cache again. The machine is shared, so timings are noisy.",
+        "says `ready` (the default engine, llama.cpp). *Cold* = empty `LLM_LEVELS_CACHE_DIR` (first start ever; "
+        "llama.cpp reads the GGUF as is, nothing is converted); *warm* = the same cache again. The machine is "
+        "shared, so timings are noisy.",
         "",
         table(results),
         "",

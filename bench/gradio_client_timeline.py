@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+PROMPT = "Write a long story about a robot who learns to paint."
 
 
 def _floor_has_text(outputs) -> bool:
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     import gradio_client.client as gc
     from gradio_client.utils import apply_diff
 
-    from llm_levels.commands import bench, gradio_floor
+    import gradio_floor
+    import served_app
+
     from llm_levels.config import Settings
 
     marks: dict[str, float] = {}
@@ -67,30 +71,33 @@ def main(argv: list[str] | None = None) -> int:
                 diffs = list((msg.get("output") or {}).get("data") or [])
                 self.outputs = diffs if self.outputs is None else [
                     apply_diff(v, d) for v, d in zip(self.outputs, diffs)]
-                if bench._answer_on_screen(self.outputs) or (args.floor and _floor_has_text(self.outputs)):
+                if served_app.answer_on_screen(self.outputs) or (args.floor and _floor_has_text(self.outputs)):
                     marks["inbox"] = time.perf_counter()
             super().append(msg)
 
     gc.Client.send_data = send_data
     gc.deque = Inbox
-    if args.floor:  # the do-nothing Gradio app of llm_levels/commands/gradio_floor.py
-        app = bench.AppProcess(Path(os.devnull), 1, command=[sys.executable, "-m", "llm_levels.commands.gradio_floor"])
+    if args.floor:  # the do-nothing Gradio app of bench/gradio_floor.py
+        app = served_app.AppProcess(Path(os.devnull), 1, command=[sys.executable, gradio_floor.__file__])
 
         def one_turn(client):
-            t0, first, end, final = bench.client_turn(client, "/" + gradio_floor.API_NAME, ["Hi"], _floor_has_text)
+            t0, first, end, final = served_app.client_turn(client, "/" + gradio_floor.API_NAME, ["Hi"], _floor_has_text)
             return t0, (first - t0) * 1000, float(final[1]) * 1000
     else:
-        app = bench.AppProcess(Path(Settings.from_env().cache_dir), 4)
+        app = served_app.AppProcess(Path(Settings.from_env().cache_dir), 4)
+        values: list = []
 
         def one_turn(client):
+            if not values:
+                values.extend(served_app.client_local_values(app.url, PROMPT, 16))
             t0 = time.perf_counter()
-            turn = bench._local_send(client, bench.DEFAULT_PROMPT, 16)
+            turn = served_app.client_local_send(client, values)
             return t0, turn["client"]["ttft_s"] * 1000, float(turn["app"]["ttft_s"]) * 1000
     rows = []
     try:
         app.wait_page(120)
         if not args.floor:
-            app.wait_ready(300)
+            served_app.wait_ready(app, 300)
         one_turn(gc.Client(app.url, verbose=False))  # warm-up
         for _ in range(args.turns):
             marks.clear()

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from llm_levels import models
+from llm_levels.engine import manager as manager_module
+from llm_levels.engine import resolve as resolve_module
 from llm_levels.backends.local_hf import LocalBackend
 from llm_levels.config import EMBEDDED_HUB_ID, Settings
 from llm_levels.core import BackendError, GenParams, Message
@@ -49,7 +51,7 @@ def test_resolve_embedded_finds_the_bundled_gguf():
 
 
 def test_resolve_embedded_falls_back_to_the_hub_without_the_package(monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(resolve_module.importlib.util, "find_spec", lambda name: None)
     # The fallback is the app's own default model: allowed even where new downloads are off.
     r = resolve("embedded", Settings(allow_model_downloads=False))
     assert (r.source, r.location, r.gguf_file) == ("hub", EMBEDDED_HUB_ID, None)
@@ -280,7 +282,7 @@ def test_manager_loads_once_under_concurrent_requests(tiny_causal_dir, monkeypat
         gate.wait(5)  # hold the first load so the second request really arrives meanwhile
         return real(spec, settings, progress=progress)
 
-    monkeypatch.setattr(models, "load_model", spy)
+    monkeypatch.setattr(manager_module, "load_model", spy)
     manager = ModelManager(cpu_settings(local_model=str(tiny_causal_dir), local_engine="transformers"))
     assert manager.status().state == "idle"
     results: list[object] = []

@@ -20,16 +20,17 @@ the command line does not read ``.env`` (export it, or ``set -a; . ./.env; set +
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-import threading
-import time
 import traceback
-from typing import Any, Callable, TextIO
+from typing import Any, Iterator, TextIO
 
-from ..core import Backend, BackendError, GenParams, Message, ReplyBuilder, check_conversation
-from ..engine import ENGINES, LLAMA_CPP, TRANSFORMERS
+from ..core import Backend, BackendError, Message
+from ..engine import ENGINES, TRANSFORMERS
+from ..runtime import AppRuntime
+from ..turns import Delta, Done, Event, Failed, Loading, Started, TurnRequest, run_turn
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -68,27 +69,19 @@ def run(args: argparse.Namespace) -> int:
         params = _params(args)
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
         messages = ([Message("system", args.system)] if args.system else []) + [Message("user", prompt)]
-        check_conversation(messages)
-    except BackendError as e:
+        runtime, request = _turn_request(args, messages, params)
+        turn = run_turn(runtime, request)  # checks the request (a usage error) before anything starts
+    except BackendError as e:  # bad settings or a refused request; a broken configuration is a failure
         _error(err, e.message)
-        return EXIT_USAGE
-    backend: Backend | None = None
+        return EXIT_USAGE if e.kind == "bad_request" else EXIT_FAILED
+    show = args.verbose or _isatty(err)
     try:
-        backend = _backend(args, err)
-        return _generate(backend, messages, params, as_json=args.json, out=sys.stdout, err=err)
-    except KeyboardInterrupt:  # while the model loads
-        _error(err, "interrupted")
-        return EXIT_INTERRUPTED
-    except BackendError as e:
-        _error(err, e.message)
-        return EXIT_FAILED
+        return _generate(turn, as_json=args.json, out=sys.stdout, err=err, show_progress=show)
     except Exception as e:  # noqa: BLE001 - the command line shows one line, never a traceback
         if args.verbose:
             traceback.print_exc(file=err)
         _error(err, f"unexpected failure ({type(e).__name__}): {e}. Run again with --verbose for details.")
         return EXIT_FAILED
-    finally:
-        _close(backend)
 
 
 def _close(backend: Backend | None) -> None:
@@ -109,45 +102,36 @@ def _close(backend: Backend | None) -> None:
             pass
 
 
-def _params(args: argparse.Namespace) -> GenParams:
+def _params(args: argparse.Namespace) -> dict[str, Any]:
     given = {
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
         "top_p": args.top_p,
         "seed": args.seed,
     }
-    return GenParams.from_dict({k: v for k, v in given.items() if v is not None})
+    return {k: v for k, v in given.items() if v is not None}
 
 
-def _backend(args: argparse.Namespace, err: TextIO) -> Backend:
+def _turn_request(args: argparse.Namespace, messages: list[Message],
+                  params: dict[str, Any]) -> tuple[AppRuntime, TurnRequest]:
+    """The app's runtime (nothing loaded yet) and the turn this command asks for."""
     from ..config import Settings
 
-    settings = Settings.from_env()
+    settings = dataclasses.replace(Settings.from_env(), preload_model=False)
+    if args.backend == "openai" and args.base_url:
+        # Whoever runs the CLI is the operator: their --base-url replaces OPENAI_BASE_URL and keeps the key
+        # from their environment (unlike a URL typed into the web UI by a visitor).
+        settings = dataclasses.replace(settings, openai_base_url=args.base_url)
+    runtime = AppRuntime(settings)
     if args.backend == "openai":
-        import dataclasses
-
         from ..backends import make_hosted
 
-        # Whoever runs the CLI is the operator: their --base-url replaces OPENAI_BASE_URL and keeps
-        # the key from their environment (unlike a URL typed into the web UI by a visitor).
-        if args.base_url:
-            settings = dataclasses.replace(settings, openai_base_url=args.base_url)
-        return make_hosted(settings, model=args.model, stream=not args.no_stream)
-    from ..models import load_local_model
-
+        backend = make_hosted(settings, model=args.model, stream=not args.no_stream)
+        return runtime, TurnRequest("openai", messages, params, backend=backend)
     engine = args.engine or settings.local_engine
-    show = args.verbose or _isatty(err)
-    if not show and engine == TRANSFORMERS:
+    if engine == TRANSFORMERS and not (args.verbose or _isatty(sys.stderr)):
         _quiet_transformers()
-    loaded = load_local_model(args.model or settings.local_model, engine, settings,
-                              progress=_progress_printer(err) if show else None)
-    if engine == LLAMA_CPP:
-        from ..backends.llama_cpp import LlamaCppBackend
-
-        return LlamaCppBackend(loaded)
-    from ..backends.local_hf import LocalBackend
-
-    return LocalBackend(loaded)
+    return runtime, TurnRequest(runtime.local_option(engine), messages, params, spec=args.model, engine=engine)
 
 
 def _quiet_transformers() -> None:
@@ -158,55 +142,60 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _generate(backend: Backend, messages: list[Message], params: GenParams, *, as_json: bool,
-              out: TextIO, err: TextIO) -> int:
-    cancel = threading.Event()
-    builder = ReplyBuilder(time.perf_counter())
-    gen = backend.stream(messages, params, cancel)
+def _generate(turn: Iterator[Event], *, as_json: bool, out: TextIO, err: TextIO, show_progress: bool) -> int:
+    """Print the turn's events: progress on stderr, the answer on stdout (or one JSON object at the end)."""
+    backend: Backend | None = None
     printed = False
     try:
-        for chunk in gen:
-            builder.add(chunk)
-            if chunk.text and not as_json:
+        for event in turn:
+            if isinstance(event, Loading) and show_progress:
+                err.write(f"[{event.fraction or 0:4.0%}] {event.message}\n" if event.fraction is not None
+                          else f"{event.message}\n")
+                err.flush()
+            elif isinstance(event, Started):
+                backend = event.backend
+            elif isinstance(event, Delta) and event.text and not as_json:
                 printed = True  # before writing: a Ctrl-C right after the write must still end the line
-                out.write(chunk.text)
+                out.write(event.text)
                 out.flush()
-    except KeyboardInterrupt:
-        # Stop the backend's work (the HTTP stream, the engine's request), keep what was printed.
-        cancel.set()
-        gen.close()
+            elif isinstance(event, Failed):
+                _end_line(out, printed)
+                _error(err, event.error.message)
+                return EXIT_FAILED
+            elif isinstance(event, Done):
+                _finish(event, backend, as_json=as_json, out=out)
+        return 0
+    except KeyboardInterrupt:  # the turn's backend stops (closing the turn below); what was printed stays
         _end_line(out, printed)
         _error(err, "interrupted")
         return EXIT_INTERRUPTED
-    except BackendError as e:
-        _end_line(out, printed)
-        _error(err, e.message)
-        return EXIT_FAILED
-    except BrokenPipeError:
-        # The reader went away (``| head``): stop generating; silence Python's own flush at exit.
-        cancel.set()
-        gen.close()
+    except BrokenPipeError:  # the reader went away (``| head``): stop; silence Python's own flush at exit
         _silence(out)
         return EXIT_FAILED
     finally:
-        gen.close()
-    reply = builder.reply()
+        turn.close()  # stops the backend's work (the HTTP stream, the engine's request)
+        _close(backend)
+
+
+def _finish(done: Done, backend: Backend | None, *, as_json: bool, out: TextIO) -> None:
     if as_json:
+        m = done.metrics
+        local = backend is not None and backend.kind == "local"
         out.write(json.dumps({
-            "text": reply.text,
-            "backend": backend.kind,
-            "engine": getattr(backend, "engine", None) if backend.kind == "local" else None,
-            "model": backend.model,
-            "usage": reply.usage.to_dict() if reply.usage else None,
-            "ttft_s": _round(reply.ttft_s),
-            "total_s": _round(reply.total_s),
-            "tokens_per_s": _round(reply.tokens_per_s),
-            "finish_reason": reply.finish_reason,
+            "text": done.text,
+            "backend": backend.kind if backend is not None else None,
+            "engine": getattr(backend, "engine", None) if local else None,
+            "model": m.model,
+            "usage": ({"input_tokens": m.input_tokens, "output_tokens": m.output_tokens}
+                      if m.input_tokens is not None else None),
+            "ttft_s": _round(m.ttft_s),
+            "total_s": _round(m.total_s),
+            "tokens_per_s": _round(m.tokens_per_s),
+            "finish_reason": done.finish_reason,
         }, ensure_ascii=False) + "\n")
     else:
         _end_line(out, True)
     out.flush()
-    return 0
 
 
 def _round(x: float | None) -> float | None:
@@ -238,11 +227,3 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-def _progress_printer(err: TextIO) -> Callable[[float, str], None]:
-    def progress(fraction: float, message: str) -> None:
-        err.write(f"[{fraction:4.0%}] {message}\n")
-        err.flush()
-
-    return progress

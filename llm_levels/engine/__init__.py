@@ -1,7 +1,7 @@
 """The local engines: what runs a local model in this process, and the line in front of each.
 
 - :mod:`.llama_cpp`: llama.cpp (the ``xllamacpp`` wheel) on a GGUF file read as is: the default engine.
-- the ``transformers`` engine lives in :mod:`llm_levels.models` (loading) and
+- the ``transformers`` engine: :mod:`.transformers_loader` (loading) and
   :mod:`llm_levels.backends.local_hf` (generating): the code level 3 teaches.
 """
 

@@ -120,11 +120,16 @@ def gguf_dtype(path: Path) -> str:
 
 
 def default_threads() -> int:
-    """One thread per core this process may use."""
+    """One thread per core this process may use, but one: that core serves the web app and the streaming.
+
+    llama.cpp's threads wait for each other at every step, so one busy core slows all of them (make bench
+    shows two threads collapsing on a 2-core machine as soon as anything else runs).
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 _LOAD_LOCK = threading.Lock()

@@ -10,7 +10,8 @@ import time
 import pytest
 import torch
 
-from llm_levels.backends.local_hf import LocalBackend, _StopScanner, plain_prompt
+from llm_levels.backends.local_hf import LocalBackend, plain_prompt
+from llm_levels.backends.stop_strings import StopScanner
 from llm_levels.core import BackendError, Chunk, GenParams, Message
 from llm_levels.models import load_model
 from llm_levels.slots import LocalSlots
@@ -324,7 +325,7 @@ def test_conversation_errors_are_backend_errors(tiny_causal):
     ],
 )
 def test_stop_scanner(pieces, stops, shown, hit):
-    scanner = _StopScanner(stops)
+    scanner = StopScanner(stops)
     out, found = [], None
     for p in pieces:
         text, found = scanner.feed(p)

@@ -1,0 +1,33 @@
+"""The one error type a user is shown (see :class:`BackendError`)."""
+
+from __future__ import annotations
+
+class BackendError(Exception):
+    """The one error type a user is shown.
+
+    ``kind`` is a short machine-readable category (``auth``, ``rate_limit``, ``timeout``,
+    ``connection``, ``not_found``, ``bad_request``, ``server``, ``stream_cut``, ``config``,
+    ``model_load``, ``cancelled``, ``internal``). ``retryable`` says whether trying the same request
+    again later may succeed. ``status`` is the HTTP status that best describes it (used by the app's
+    own OpenAI-compatible endpoint).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "internal",
+        retryable: bool = False,
+        status: int = 500,
+        partial_text: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.retryable = retryable
+        self.status = status
+        # Text already streamed before the failure; the UI keeps it on screen, marked as cut.
+        self.partial_text = partial_text
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.message
