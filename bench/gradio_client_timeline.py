@@ -45,10 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import gradio_client.client as gc
-    from gradio_client.utils import apply_diff
-
     import gradio_floor
     import served_app
+    from gradio_client.utils import apply_diff
 
     from llm_levels.config import Settings
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 API_NAME = "floor"
-WORDS = "Once upon a time , a small robot learned to paint the sea .".split()
+WORDS = ["Once", "upon", "a", "time", ",", "a", "small", "robot", "learned", "to", "paint", "the", "sea", "."]
 
 
 def build(ttft_s: float) -> Any:

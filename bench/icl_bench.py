@@ -23,12 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from llm_levels.config import Settings  # noqa: E402
-from llm_levels.icl.data import load_demo, sample_eval  # noqa: E402
-from llm_levels.icl.metrics import compute_metrics  # noqa: E402
-from llm_levels.icl.prompts import get_template, select_examples  # noqa: E402
-from llm_levels.icl.runner import CALIBRATIONS, CONTENT_FREE, LabConfig, _decide, run_lab  # noqa: E402
-from llm_levels.icl.scoring import LabelScorer  # noqa: E402
+from llm_levels.config import Settings
+from llm_levels.icl.data import load_demo, sample_eval
+from llm_levels.icl.metrics import compute_metrics
+from llm_levels.icl.prompts import get_template, select_examples
+from llm_levels.icl.runner import CALIBRATIONS, CONTENT_FREE, LabConfig, _decide, run_lab
+from llm_levels.icl.scoring import LabelScorer
 
 ARTICLE = "Seed article (Flan-T5-base, Financial PhraseBank): accuracy 0.45 → 0.49, weighted F1 0.40 → 0.44 (k=0 → 1)."
 

@@ -1,7 +1,7 @@
 """Run the app like ``app.py`` does, plus a thread that records where its memory goes (a bench tool).
 
-Serves the same app as ``webapp.serve`` (``Settings.from_env()`` → ``limit_malloc_arenas`` →
-``webapp.create_app`` → uvicorn) and, every
+Serves the same app as ``web.app.serve`` (``Settings.from_env()`` → ``limit_malloc_arenas`` →
+``web.app.create_app`` → uvicorn) and, every
 ``--every`` seconds, appends one JSON line to ``--out`` with:
 
 - ``rss_mb`` (the process), and glibc's heap figures from ``mallinfo2()``: ``heap_in_use_mb`` (what
@@ -186,15 +186,14 @@ def main(argv: list[str] | None = None) -> int:
 
     load_dotenv()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from llm_levels.config import Settings
-    from llm_levels.webapp import create_app
-
     import uvicorn
 
     from llm_levels.allocator import limit_malloc_arenas
+    from llm_levels.config import Settings
+    from llm_levels.web.app import create_app
 
     settings = Settings.from_env()
-    limit_malloc_arenas(settings.malloc_arena_max)  # as webapp.serve does
+    limit_malloc_arenas(settings.malloc_arena_max)  # as web.app.serve does
     app, runtime = create_app(settings)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("")

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.browser.conftest import CHROMIUM, chromium_args  # noqa: E402
-from tests.browser.helpers import COMPARE_ANSWER, open_tab, pick_dropdown, set_number  # noqa: E402
+from tests.browser.helpers import open_tab, pick_dropdown, set_number  # noqa: E402
 
 VIEWPORT = {"width": 1400, "height": 900}
 COMPARE_HEIGHT = 1400  # columns + metrics table + charts in one picture

@@ -32,8 +32,8 @@ def measure(mode: str, sessions: int) -> dict:
     from gradio.state_holder import StateHolder
 
     from bench.mem_probe import rss_mb, session_size_bytes
-    from llm_levels import webapp
     from llm_levels.config import Settings
+    from llm_levels.web import app as webapp
     from tests.fixtures.katan import free_port
 
     app, _runtime = webapp.create_app(Settings.from_env({"PRELOAD_MODEL": "false", "REQUESTS_PER_MINUTE": "100000"}))

@@ -9,7 +9,7 @@ went 804 → 982 MB and was still rising ~12 MB a minute at the end; with 2 aren
 and was flat for the last 6 minutes. Code and load were the same; only the arena setting differed.
 
 :func:`limit_malloc_arenas` applies the cap with ``mallopt(M_ARENA_MAX, n)``. It must run before the
-server starts its threads (``webapp.serve`` calls it first); arenas that already exist are kept.
+server starts its threads (``web.app.serve`` calls it first); arenas that already exist are kept.
 Elsewhere than glibc (macOS, Windows, musl) it does nothing.
 """
 

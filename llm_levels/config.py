@@ -11,9 +11,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from .core import BackendError
 
@@ -105,7 +105,7 @@ class Settings:
         return main + self.extra_endpoints
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         public = _bool(env, "PUBLIC_DEPLOYMENT", bool(env.get("SPACE_ID")))
         # A Space routes traffic to the container's port 7860 from outside: listen on every interface there.

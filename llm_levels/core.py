@@ -15,8 +15,9 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from .errors import BackendError
 from .params import PARAM_SPECS, GenParams, ParamSpec
@@ -209,8 +210,8 @@ class Backend(ABC):
     yielding. Failures are raised as :class:`BackendError`.
     """
 
-    #: "local" or "openai": which level's machinery this is.
-    kind: str = ""
+    #: "local" or "openai": who runs the model (this process, or an OpenAI-compatible server).
+    provider: str = ""
 
     @property
     @abstractmethod
@@ -243,4 +244,4 @@ class Backend(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Facts for the UI (model, device, endpoint...). Never contains a secret."""
-        return {"backend": self.kind, "model": self.model}
+        return {"backend": self.provider, "model": self.model}

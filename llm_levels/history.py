@@ -30,8 +30,9 @@ dicts with string content, built by :func:`user` / :func:`assistant` / :func:`no
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import is_dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .core import ROLES, Message
 
@@ -55,7 +56,7 @@ def _as_mapping(item: Any) -> Mapping[str, Any] | None:
     if hasattr(item, "model_dump"):  # Gradio's pydantic Message / TextMessage / FileMessage
         try:
             dumped = item.model_dump()
-        except Exception:  # pragma: no cover - defensive: a foreign object with that method name
+        except Exception:  # noqa: BLE001  # pragma: no cover - defensive: a foreign object with that method name
             return None
         return dumped if isinstance(dumped, Mapping) else None
     if is_dataclass(item) and not isinstance(item, type):  # gr.ChatMessage

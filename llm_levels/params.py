@@ -4,17 +4,19 @@ sliders) and :class:`GenParams`, validated against them with one message that na
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import BackendError
+
 
 @dataclass(frozen=True)
 class ParamSpec:
     """A generation parameter's range and the sentence that explains it (shown in the UI)."""
 
     name: str
-    kind: type
+    value_type: type
     default: Any
     minimum: float | None
     maximum: float | None
@@ -76,7 +78,7 @@ class GenParams:
         return self.temperature == 0.0
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "GenParams":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> GenParams:
         """Coerce and validate untrusted values (strings from a form, JSON numbers, None)."""
         data = dict(data or {})
         values: dict[str, Any] = {}
@@ -110,7 +112,7 @@ class GenParams:
         d["stop"] = list(self.stop)
         return d
 
-    def with_(self, **changes: Any) -> "GenParams":
+    def with_(self, **changes: Any) -> GenParams:
         return replace(self, **changes)
 
 
@@ -122,7 +124,7 @@ def _coerce(spec: ParamSpec, raw: Any) -> Any:
     if isinstance(raw, bool):
         raise ValueError(f"{spec.name} must be a number, not {raw!r}")
     try:
-        if spec.kind is int:
+        if spec.value_type is int:
             num = float(raw)
             if not math.isfinite(num) or num != int(num):
                 raise ValueError
@@ -133,7 +135,7 @@ def _coerce(spec: ParamSpec, raw: Any) -> Any:
         return num
     except (TypeError, ValueError, OverflowError):
         shown = repr(raw) if len(repr(raw)) < 40 else repr(raw)[:37] + "..."
-        kind = "a whole number" if spec.kind is int else "a number"
+        kind = "a whole number" if spec.value_type is int else "a number"
         raise ValueError(f"{spec.name} must be {kind}, not {shown}") from None
 
 
@@ -148,8 +150,8 @@ def _problems(p: GenParams) -> list[str]:
             if not spec.nullable:
                 out.append(f"{f.name} is required")
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (spec.kind is int and not isinstance(v, int)):
-            out.append(f"{f.name} must be {'a whole number' if spec.kind is int else 'a number'}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (spec.value_type is int and not isinstance(v, int)):
+            out.append(f"{f.name} must be {'a whole number' if spec.value_type is int else 'a number'}")
             continue
         if isinstance(v, float) and not math.isfinite(v):
             out.append(f"{f.name} must be a finite number")

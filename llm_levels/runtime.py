@@ -12,15 +12,18 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from .config import HostedEndpoint, Settings
 from .core import Backend, BackendError, GenParams, Message, check_conversation
 from .engine import ENGINES, LLAMA_CPP, TRANSFORMERS
-from .safety import RateLimiter, SecretRegistry, check_base_url, guarded_http_client
+from .rate_limit import RateLimiter
+from .redaction import SecretRegistry
 from .slots import LocalSlots, SlotTicket
+from .ssrf import check_base_url, guarded_http_client
 
 #: The local model on the default engine; ``local:<engine>`` names an engine explicitly.
 LOCAL = "local"
@@ -55,7 +58,7 @@ class StreamPacer:
         self._lock = threading.Lock()
 
     @contextmanager
-    def streaming(self) -> Iterator["PacedStream"]:
+    def streaming(self) -> Iterator[PacedStream]:
         """Count the calling handler as streaming for the duration of the block; the block gets its
         :class:`PacedStream`, which says when its next screen update is due."""
         with self._lock:
@@ -101,7 +104,7 @@ class AppRuntime:
         self.settings = settings
         self.models = ModelManager(settings)
         # One FIFO admission line in front of each engine, for every tab and /v1 together: at most that
-        # many generations at once, the others wait and can read their place (ui/shared.py BackendOpener).
+        # many generations at once, the others wait and can read their place (turns/opener.py).
         self.lines: dict[str, LocalSlots] = {
             LLAMA_CPP: LocalSlots(settings.local_concurrency),
             TRANSFORMERS: LocalSlots(settings.transformers_concurrency),
@@ -121,6 +124,15 @@ class AppRuntime:
         """Begin loading the default local model on the default engine in the background (never at import)."""
         if self.settings.preload_model:
             self.models.start_preload()
+
+    def planned_model_name(self) -> str:
+        """The default local model's display name before it is loaded (no network, no loading)."""
+        try:
+            from .models import resolve
+
+            return resolve(self.settings.local_model, self.settings).display_name
+        except Exception:  # noqa: BLE001 - a bad LOCAL_MODEL: the status shows the load error soon enough
+            return self.settings.local_model
 
     @property
     def local_slots(self) -> LocalSlots:

@@ -44,7 +44,7 @@ class SlotTicket:
     :meth:`cancel`. Thread-safe: a page thread may read :attr:`ahead` while a backend thread waits.
     """
 
-    def __init__(self, slots: "LocalSlots") -> None:
+    def __init__(self, slots: LocalSlots) -> None:
         self._slots = slots
         self._state = _WAITING
         # Set when the ticket leaves the line, either way (granted, or cancelled).
@@ -206,7 +206,7 @@ class LocalSlots:
                 raise ValueError("LocalSlots released more times than it was acquired")
             self._hand_on()
 
-    def __enter__(self) -> "LocalSlots":
+    def __enter__(self) -> LocalSlots:
         self.acquire()
         return self
 

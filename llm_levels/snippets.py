@@ -13,8 +13,9 @@ from __future__ import annotations
 import enum
 import functools
 import keyword
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .core import BackendError, GenParams, Message
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from llm_levels.core import Backend, BackendError, Chunk, GenParams, Message, TokenLogprob, Usage
 
@@ -17,7 +17,7 @@ from llm_levels.core import Backend, BackendError, Chunk, GenParams, Message, To
 class FakeBackend(Backend):
     """Answers with ``pieces`` (one chunk each, ``delay_s`` apart); ``fail_after`` pieces it raises ``error``."""
 
-    kind = "fake"
+    provider = "fake"
 
     def __init__(self, pieces: Sequence[str] = ("Hello", ", ", "world"), *, delay_s: float = 0.0,
                  fail_after: int | None = None, error: BackendError | None = None, name: str = "fake",

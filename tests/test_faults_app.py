@@ -19,7 +19,7 @@ import time
 import pytest
 
 from llm_levels import history as H
-from tests.fixtures.hardened_app import (H_DOOMED, H_ERRORS, H_KATAN, H_RATE, H_SCRIPTED, TIMEOUT_S)
+from tests.fixtures.hardened_app import H_DOOMED, H_ERRORS, H_KATAN, H_RATE, H_SCRIPTED, TIMEOUT_S
 from tests.fixtures.katan import Act
 
 pytestmark = pytest.mark.slow

@@ -180,7 +180,7 @@ def test_prefilled_cache_gives_the_embedded_gguf(hub_cache, allow_download):
 
 def test_cache_env_set_after_import_is_honoured(hub_cache):
     """huggingface_hub reads HF_HUB_CACHE only at import; hub_gguf_path reads it at each call."""
-    assert hub_constants.HF_HUB_CACHE != str(hub_cache)  # imported before the setenv
+    assert str(hub_cache) != hub_constants.HF_HUB_CACHE  # imported before the setenv
     _fill_cache(hub_cache, "owner/repo", "sub/model.gguf", _embedded_gguf())
     path = hub_gguf_path("owner/repo", "sub/model.gguf", allow_download=False)
     assert path == hub_cache / "models--owner--repo" / "snapshots" / COMMIT / "sub" / "model.gguf"
@@ -231,7 +231,7 @@ def _response(status: int):
     if response_class is None:  # pragma: no cover - older huggingface_hub on httpx
         import httpx as http
         response_class = http.Response
-    request_class = getattr(importlib.import_module(response_class.__module__.split(".")[0]), "Request")
+    request_class = importlib.import_module(response_class.__module__.split(".")[0]).Request
     return response_class(status, request=request_class("HEAD", "https://huggingface.co/o/r/resolve/main/m.gguf"))
 
 
@@ -322,10 +322,10 @@ def fake_hub(hub_cache, monkeypatch, tmp_path):
             self.end_headers()
             return True
 
-        def do_HEAD(self):  # noqa: N802 - http.server's naming
+        def do_HEAD(self):
             self._headers()
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             if self._headers():
                 self.wfile.write(data)
 

@@ -3,11 +3,23 @@
 import json
 
 from llm_levels.core import Reply, Usage
-from llm_levels.inspect import (API_METRIC_COLUMNS, HIDDEN, LOCAL_METRIC_COLUMNS, api_metrics_row,
-                                local_metrics_row, memory_snapshot, request_view, response_view,
-                                scrub, to_jsonable, token_view, visible_piece)
+from llm_levels.inspection import (
+    API_METRIC_COLUMNS,
+    HIDDEN,
+    LOCAL_METRIC_COLUMNS,
+    api_metrics_row,
+    local_metrics_row,
+    memory_snapshot,
+    memory_text,
+    request_view,
+    response_view,
+    scrub,
+    to_jsonable,
+    token_view,
+    visible_piece,
+)
 from llm_levels.metrics import TurnMetrics
-from llm_levels.safety import redact
+from llm_levels.redaction import redact
 
 KEY = "sk-test-SECRET-123456"
 
@@ -62,9 +74,22 @@ def test_metric_rows_match_their_columns():
     unknown = TurnMetrics.from_reply(Reply("", None, None, None, 0.5))
     assert api_metrics_row(2, unknown, "unknown")[2:5] == ["–", "–", "–"]
     local = dict(zip(LOCAL_METRIC_COLUMNS, local_metrics_row(1, m, {"rss_mb": 1023.6, "cuda_mb": None})))
-    assert local["RSS (MB)"] == 1024 and local["CUDA (MB)"] == "–"
+    assert local["RSS (MB)"] == 1024 and local["CUDA (MB)"] == "–" and local["Model"] == "m"
+    named = dict(zip(LOCAL_METRIC_COLUMNS, local_metrics_row(2, m, {}, model="m · llama.cpp")))
+    assert named["Model"] == "m · llama.cpp" and named["RSS (MB)"] == "–"
 
 
 def test_memory_snapshot_reads_this_process():
     mem = memory_snapshot("cpu")
     assert mem["rss_mb"] is not None and mem["rss_mb"] > 10 and mem["cuda_mb"] is None
+    assert memory_text(mem).startswith("RSS ") and "CUDA" not in memory_text(mem)
+    assert memory_text({"rss_mb": 1234.4, "cuda_mb": 56.0}) == "RSS 1,234 MB · CUDA 56 MB"
+    assert memory_text({}) == "memory unknown"
+
+
+def test_the_module_no_longer_shadows_the_standard_library():
+    import inspect
+
+    import llm_levels.inspection
+
+    assert hasattr(inspect, "signature") and llm_levels.inspection.__name__ == "llm_levels.inspection"

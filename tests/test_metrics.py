@@ -95,7 +95,7 @@ def test_close_closes_the_backend_stream():
 def test_context_manager_closes_on_early_exit():
     log: list[str] = []
     with measure(scripted(["a", "b"], log=log)) as m:
-        for c in m:
+        for _ in m:
             break
     assert log == ["closed"]
     assert m.text == "a"

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from llm_levels import models
-from llm_levels.engine import manager as manager_module
-from llm_levels.engine import resolve as resolve_module
 from llm_levels.backends.local_hf import LocalBackend
 from llm_levels.config import EMBEDDED_HUB_ID, Settings
 from llm_levels.core import BackendError, GenParams, Message
+from llm_levels.engine import manager as manager_module
+from llm_levels.engine import resolve as resolve_module
 from llm_levels.models import (
     CACHE_MARKER,
     HASH_INDEX,

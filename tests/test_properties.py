@@ -1,20 +1,27 @@
 """Property-based tests (hypothesis) for the code that turns untrusted input into what backends get:
 ``core.GenParams`` (values from the Gradio API or HTTP), ``AppRuntime.check_request`` (the caps at the
 edge) and the failure/blank helpers of ``history`` (round trips of the history itself are in
-tests/test_history.py).
+tests/test_history.py); and for what a hosted server or a user's file sends back: ``Retry-After``
+headers, error text that may quote the key, ``PRICE_FILE`` prices.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import unicodedata
+import urllib.parse
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from llm_levels import history as H
+from llm_levels.backends.openai_budget import retry_after
+from llm_levels.backends.openai_errors import MAX_SERVER_TEXT, sanitize
 from llm_levels.config import Settings
-from llm_levels.core import PARAM_SPECS, BackendError, GenParams, Message
+from llm_levels.core import PARAM_SPECS, BackendError, GenParams, Message, Usage
+from llm_levels.pricing import Price, PriceTable, estimate_cost
 
 NUMERIC = [s for s in PARAM_SPECS.values()]
 
@@ -27,7 +34,7 @@ json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner,
 
 def valid_value(spec):
     """A value inside the spec's range, of the spec's kind."""
-    if spec.kind is int:
+    if spec.value_type is int:
         hi = int(spec.maximum) if spec.maximum is not None else 2**31 - 1
         return st.integers(int(spec.minimum), hi)
     return st.floats(spec.minimum, spec.maximum, allow_nan=False)
@@ -68,7 +75,7 @@ def test_any_json_either_validates_or_is_one_clear_error(data):
             continue
         assert not isinstance(v, bool) and math.isfinite(v)
         assert s.minimum <= v <= s.maximum if s.maximum is not None else s.minimum <= v
-        assert isinstance(v, int) if s.kind is int else isinstance(v, float)
+        assert isinstance(v, int) if s.value_type is int else isinstance(v, float)
 
 
 @given(st.sampled_from(NUMERIC), st.floats(allow_nan=True, allow_infinity=True))
@@ -79,7 +86,7 @@ def test_out_of_range_or_non_finite_numbers_are_refused_with_the_field_named(spe
         GenParams.from_dict({spec.name: x})
 
 
-@given(st.sampled_from([s for s in NUMERIC if s.kind is int]),
+@given(st.sampled_from([s for s in NUMERIC if s.value_type is int]),
        st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()))
 def test_whole_number_settings_refuse_fractions(spec, x):
     with pytest.raises(BackendError, match=f"{spec.name} must be a whole number"):
@@ -134,7 +141,42 @@ def test_a_failure_keeps_the_history_and_only_a_visible_partial(hist, message, k
 
 @given(st.text())
 def test_blank_means_nothing_visible(text):
-    visible = [c for c in text if not c.isspace() and not unicodedata.category(c) == "Cf"]
+    visible = [c for c in text if not c.isspace() and unicodedata.category(c) != "Cf"]
     assert H.is_blank(text) == (not visible)
     if not H.is_blank(text):
         assert text.strip()  # so core.check_conversation agrees: a non-blank message is never "empty"
+
+
+# ------------------------------------------------------------------- hosted servers and price files
+@given(st.dictionaries(st.sampled_from(["retry-after", "retry-after-ms", "x-other"]), st.text(max_size=40),
+                       max_size=3))
+def test_any_retry_after_header_is_a_sane_wait_or_none(headers):
+    wait = retry_after(headers)
+    assert wait is None or (math.isfinite(wait) and wait >= 0)
+
+
+KEY = "sk-proj-Abc123_def456-GHI789jkl"
+
+
+@given(st.text(max_size=200), st.text(max_size=200), st.sampled_from(["raw", "quoted", "json", "bearer"]))
+def test_a_servers_error_text_never_shows_the_key(before, after, how):
+    shown = {"raw": KEY, "quoted": urllib.parse.quote(KEY, safe=""), "json": json.dumps(KEY)[1:-1],
+             "bearer": f"Bearer {KEY}"}[how]
+    out = sanitize(before + shown + after, KEY)
+    assert KEY not in out and "\n" not in out and len(out) <= MAX_SERVER_TEXT
+
+
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.floats(0, 1e4), st.floats(0, 1e4))
+def test_a_price_file_price_is_linear_in_the_tokens(n_in, n_out, p_in, p_out):
+    table = PriceTable({"mine": Price(p_in, p_out)})
+    cost = table.estimate("mine", Usage(n_in, n_out))
+    assert cost == pytest.approx((n_in * p_in + n_out * p_out) / 1e6)
+    assert cost >= 0 and table.estimate("mine", Usage(n_in, n_out), local=True) == 0.0
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 10**7), st.integers(0, 10**7))
+def test_a_list_price_adds_up_over_input_and_output(n_in, n_out):
+    whole = estimate_cost("gpt-4o-mini", Usage(n_in, n_out))
+    parts = estimate_cost("gpt-4o-mini", Usage(n_in, 0)) + estimate_cost("gpt-4o-mini", Usage(0, n_out))
+    assert whole == pytest.approx(parts) and whole >= 0

@@ -1,4 +1,5 @@
-"""Tests for llm_levels/safety.py: base-URL checks (SSRF), the rate limiter, secret redaction in logs."""
+"""The guards of a public deployment: base-URL checks (llm_levels/ssrf.py), the rate limiter
+(llm_levels/rate_limit.py) and secret redaction in logs (llm_levels/redaction.py)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,16 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from llm_levels import safety
+from llm_levels import ssrf
 from llm_levels.config import Settings
 from llm_levels.core import BackendError
-from llm_levels.safety import (
-    MASK,
-    MIN_SECRET_CHARS,
-    RateLimiter,
-    SecretFilter,
-    SecretRegistry,
-    check_base_url,
-    check_host,
-    install_log_redaction,
-    redact,
-)
+from llm_levels.rate_limit import RateLimiter
+from llm_levels.redaction import MASK, MIN_SECRET_CHARS, SecretFilter, SecretRegistry, install_log_redaction, redact
+from llm_levels.ssrf import check_base_url
 
 STRICT = Settings()  # allow_private_base_url defaults to False
 LENIENT = Settings(allow_private_base_url=True)
@@ -150,7 +145,7 @@ def test_slow_dns_gives_up_after_the_timeout(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(3) or [])
     t0 = time.monotonic()
     with pytest.raises(BackendError, match="took longer") as e:
-        safety._resolve("slow.example.test", 443, timeout_s=0.2)
+        ssrf._resolve("slow.example.test", 443, timeout_s=0.2)
     assert time.monotonic() - t0 < 1.5
     assert e.value.kind == "timeout" and e.value.retryable
 
@@ -173,7 +168,7 @@ def test_private_targets_default_to_allowed_only_where_nobody_else_can_reach_the
 
 # ====================================================================== connect-time guard (rebinding)
 class _EchoHost(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         body = f"host={self.headers.get('Host')}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -199,7 +194,7 @@ def test_guarded_transport_connects_to_the_checked_address_and_keeps_the_host(lo
 
     # "rebind.test" exists only in this resolver: reaching the server proves the transport connected to
     # the address it checked, not to a second DNS answer.
-    transport = safety.guarded_transport_class()(allow_private=True, resolver=lambda h, p: ["127.0.0.1"])
+    transport = ssrf.guarded_transport_class()(allow_private=True, resolver=lambda h, p: ["127.0.0.1"])
     with httpx2.Client(transport=transport) as client:
         r = client.get(f"http://rebind.test:{local_http}/x")
     assert r.status_code == 200 and r.text == f"host=rebind.test:{local_http}"
@@ -210,7 +205,7 @@ def test_guarded_transport_refuses_private_addresses_at_connect_time(local_http)
 
     answers = iter([["93.184.216.34"], ["127.0.0.1"]])  # a rebinding DNS: public first, then loopback
     check_base_url("http://rebind.test/v1", STRICT, resolver=lambda h, p: next(answers))
-    transport = safety.guarded_transport_class()(allow_private=False, resolver=lambda h, p: next(answers))
+    transport = ssrf.guarded_transport_class()(allow_private=False, resolver=lambda h, p: next(answers))
     with httpx2.Client(transport=transport) as client, pytest.raises(httpx2.ConnectError, match="loopback"):
         client.get(f"http://rebind.test:{local_http}/x")
 
@@ -218,9 +213,9 @@ def test_guarded_transport_refuses_private_addresses_at_connect_time(local_http)
 def test_guarded_http_client_refuses_loopback(local_http):
     import httpx2
 
-    with safety.guarded_http_client(STRICT) as client, pytest.raises(httpx2.ConnectError, match="loopback"):
+    with ssrf.guarded_http_client(STRICT) as client, pytest.raises(httpx2.ConnectError, match="loopback"):
         client.get(f"http://127.0.0.1:{local_http}/x")
-    with safety.guarded_http_client(LENIENT) as client:
+    with ssrf.guarded_http_client(LENIENT) as client:
         assert client.get(f"http://127.0.0.1:{local_http}/x").status_code == 200
 
 
@@ -297,11 +292,15 @@ def test_rate_limiter_is_thread_safe():
     assert (len(accepted), len(refused)) == (500, 300)
 
 
-def test_missing_session_id_shares_one_bucket():
+def test_a_request_without_a_session_is_not_counted():
+    """/v1 and the command line have no browser session: the per-session limit is not theirs."""
     rl = RateLimiter(1, clock=Clock())
-    rl.check(None)
-    with pytest.raises(BackendError):
+    for _ in range(5):
+        rl.check(None)
         rl.check("")
+    rl.check("a")
+    with pytest.raises(BackendError):
+        rl.check("a")
 
 
 # ========================================================================================= redact
@@ -441,7 +440,7 @@ def test_installed_redaction_covers_every_logger(caplog):
 
 def test_redacting_stream_scrubs_text_written_outside_logging():
     """Tracebacks Gradio prints straight to stderr are scrubbed too, even when a key arrives in pieces."""
-    from llm_levels.safety import RedactingStream
+    from llm_levels.redaction import RedactingStream
 
     reg = _registry(OPENAI_API_KEY=KEY)
     install_log_redaction(reg)
@@ -593,7 +592,7 @@ def test_the_operators_configured_url_is_trusted_even_when_a_session_sends_it():
 
 
 def test_a_session_url_gets_the_guarded_http_client():
-    guarded = safety.guarded_transport_class()
+    guarded = ssrf.guarded_transport_class()
     rt = _runtime(allow_custom_base_url=True)
     b = rt.hosted_backend(SESSION_HOSTED, api_key="sk-session-key-1234", base_url="https://93.184.216.34/v1")
     assert isinstance(b._http_client._transport, guarded)
@@ -611,7 +610,7 @@ def test_guarded_client_inside_the_real_openai_backend(katan_echo):
 
     def backend(s: Settings) -> OpenAIBackend:
         return OpenAIBackend(model=katan_echo.model, api_key=katan_echo.api_key, base_url=katan_echo.base_url,
-                             max_retries=0, timeout_s=10, http_client=safety.guarded_http_client(s))
+                             max_retries=0, timeout_s=10, http_client=ssrf.guarded_http_client(s))
 
     with pytest.raises(BackendError) as e:
         backend(STRICT).complete(conv, params)

@@ -1,4 +1,4 @@
-"""The app's OpenAI-compatible endpoint (llm_levels/server.py), tested on the REAL running app.
+"""The app's OpenAI-compatible endpoint (llm_levels/web/openai_*.py), tested on the REAL running app.
 
 Two app processes at most: the shared ``app_server`` (default settings: 127.0.0.1, no LOCAL_API_KEY) and
 one started here with LOCAL_API_KEY set and a one-slot, one-waiter queue (``keyed_app``). Requests go
@@ -121,7 +121,7 @@ def app(request, tmp_path_factory) -> RunningApp:
 def keyed_app(tmp_path_factory) -> RunningApp:
     """An app with LOCAL_API_KEY set, one generation at a time and room for one waiting request."""
     app = _start_app(tmp_path_factory.mktemp("v1-keyed"),
-                     {"LOCAL_CONCURRENCY": "1", "MAX_QUEUE_SIZE": "1", "MAX_NEW_TOKENS_CAP": "200"}, key=KEY)
+                     {"LOCAL_CONCURRENCY": "1", "MAX_QUEUE_SIZE": "1", "MAX_NEW_TOKENS_CAP": "1000"}, key=KEY)
     # The page answers before the model has finished loading (it loads in the background): this first
     # request is sent at once and must wait for the model rather than fail.
     t0 = time.perf_counter()
@@ -504,13 +504,13 @@ def test_key_is_required_when_configured(keyed_app):
     assert r.headers.get("www-authenticate") == "Bearer"
     _assert_error_shape(httpx.get(keyed_app.v1 + "/models", timeout=30), 401)
 
-    with openai.OpenAI(base_url=keyed_app.v1, api_key="sk-wrong-key", max_retries=0) as bad:
-        with pytest.raises(openai.AuthenticationError):
-            bad.chat.completions.create(model="local", messages=HELLO, max_tokens=2)
+    with openai.OpenAI(base_url=keyed_app.v1, api_key="sk-wrong-key", max_retries=0) as bad, \
+            pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="local", messages=HELLO, max_tokens=2)
     with openai.OpenAI(base_url=keyed_app.v1, api_key=KEY, max_retries=0, timeout=60) as good:
         assert good.chat.completions.create(model="local", messages=HELLO, max_tokens=2,
                                             temperature=0).usage.completion_tokens >= 1
-        assert [m.id for m in good.models.list().data][0] == "local"
+        assert next(m.id for m in good.models.list().data) == "local"
     assert KEY not in keyed_app.log()
 
 
@@ -519,7 +519,8 @@ def test_key_is_required_when_configured(keyed_app):
 def test_full_queue_answers_429_in_openai_shape(keyed_app):
     headers = {"Authorization": f"Bearer {KEY}"}
     with openai.OpenAI(base_url=keyed_app.v1, api_key=KEY, max_retries=0, timeout=120) as c:
-        running = c.chat.completions.create(model="local", max_tokens=200, temperature=0, stream=True,
+        # 1000 tokens: long enough to hold the one slot for the whole test (llama.cpp makes 200 in ~1.5 s)
+        running = c.chat.completions.create(model="local", max_tokens=1000, temperature=0, stream=True,
                                             messages=[{"role": "user", "content": LONG_PROMPT}])
         next(iter(running))  # A is generating: the one slot is taken
         waited: dict = {}
@@ -545,6 +546,35 @@ def test_full_queue_answers_429_in_openai_shape(keyed_app):
     assert waited["status"] == 200, waited
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_client_that_gives_up_while_waiting_leaves_the_line(keyed_app):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    pattern = r"chatcmpl-\w+: client went away while waiting; left the line"
+    before = len(re.findall(pattern, keyed_app.log()))
+    with openai.OpenAI(base_url=keyed_app.v1, api_key=KEY, max_retries=0, timeout=120) as c:
+        running = c.chat.completions.create(model="local", max_tokens=1000, temperature=0, stream=True,
+                                            messages=[{"role": "user", "content": LONG_PROMPT}])
+        next(iter(running))  # A holds the one slot
+        with pytest.raises(httpx.ReadTimeout):  # B waits behind A, and gives up
+            httpx.post(keyed_app.v1 + "/chat/completions", headers=headers, timeout=httpx.Timeout(30, read=1.0),
+                       json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0})
+        deadline = time.monotonic() + 15
+        while len(re.findall(pattern, keyed_app.log())) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(re.findall(pattern, keyed_app.log())) > before, keyed_app.log()[-2000:]
+        # B's place is free again: C may wait in line (MAX_QUEUE_SIZE=1) instead of getting 429.
+        got: dict = {}
+        t = threading.Thread(target=lambda: got.update(r=httpx.post(
+            keyed_app.v1 + "/chat/completions", headers=headers, timeout=120,
+            json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0})))
+        t.start()
+        time.sleep(0.5)
+        running.close()
+        t.join(120)
+    assert got["r"].status_code == 200, got["r"].text
+
+
 # ------------------------------------------------------------------- in-process: access rules, parsing
 def _router_app(env: dict[str, str]):
     from fastapi import FastAPI
@@ -552,7 +582,7 @@ def _router_app(env: dict[str, str]):
 
     from llm_levels.config import Settings
     from llm_levels.runtime import AppRuntime
-    from llm_levels.server import create_router
+    from llm_levels.web.openai_routes import create_router
 
     runtime = AppRuntime(Settings.from_env(env))  # real runtime, never started: nothing is loaded
     api = FastAPI()
@@ -585,7 +615,7 @@ def test_public_bind_with_key_and_loopback_without_key(monkeypatch):
 
 
 def test_loopback_addresses():
-    from llm_levels.server import is_loopback
+    from llm_levels.web.openai_auth import is_loopback
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.org", ""))
@@ -593,14 +623,15 @@ def test_loopback_addresses():
 
 def test_parse_request_maps_openai_fields():
     from llm_levels.config import Settings
-    from llm_levels.server import ApiError, parse_request
+    from llm_levels.web.openai_errors import ApiError
+    from llm_levels.web.openai_schema import parse_request
 
     settings = Settings.from_env({"MAX_NEW_TOKENS_CAP": "100"})
     req = parse_request({"model": "local", "messages": [{"role": "developer", "content": "Be brief."},
                                                         {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
                          "max_completion_tokens": 7, "stop": "\n", "seed": 3, "stream": True,
                          "stream_options": {"include_usage": True}}, settings)
-    assert [m.role for m in req.messages] == ["system", "user"] and req.messages[1].content == "Hi"
+    assert [m.role for m in req.conversation] == ["system", "user"] and req.conversation[1].content == "Hi"
     assert req.params.max_new_tokens == 7 and req.params.stop == ("\n",) and req.params.seed == 3
     assert req.params.temperature == 1.0  # OpenAI's default
     assert req.stream and req.include_usage
@@ -622,3 +653,73 @@ def test_a_model_that_cannot_load_answers_503_in_openai_shape(monkeypatch):
     # A path is never listed: only the local ids (the default engine, then each engine by name).
     assert [m["id"] for m in tc.get("/v1/models").json()["data"]] == ["local", "local-llama.cpp",
                                                                       "local-transformers"]
+
+
+def test_validation_errors_are_one_line_and_name_the_first_bad_field():
+    from llm_levels.config import Settings
+    from llm_levels.web.openai_errors import ApiError
+    from llm_levels.web.openai_schema import parse_request
+
+    settings = Settings.from_env({})
+    cases = [
+        ({"messages": HELLO, "temprature": 0, "tools": [{}]}, "temprature", "Unrecognized request argument"),
+        ({"messages": HELLO, "tools": [{}]}, "tools", "not supported"),
+        ({"messages": HELLO, "top_k": 1.5}, "top_k", "whole number"),
+        ({"messages": HELLO, "logprobs": "yes"}, "logprobs", "true or false"),
+        ({"messages": [{"role": "user", "content": 7}]}, "messages[0].content", "text"),
+        ({"messages": [{"role": "tool", "content": "x"}, *HELLO]}, "messages[0]", "tool messages"),
+        ({"messages": HELLO, "stream_options": "yes"}, "stream_options", "object"),
+    ]
+    for body, param, words in cases:
+        with pytest.raises(ApiError) as e:
+            parse_request({"model": "local", **body}, settings)
+        err = e.value
+        assert err.status == 400 and err.param == param and words in err.message, (body, err.body())
+        assert "\n" not in err.message and "pydantic" not in err.message.lower()
+    # Harmless fields are ignored; "off" values of unsupported ones are accepted.
+    req = parse_request({"model": "local", "messages": HELLO, "user": "u", "store": False, "tools": [],
+                         "presence_penalty": 0, "tool_choice": "none", "n": 1, "stop": None}, settings)
+    assert req.params.stop == () and req.params.top_logprobs is None
+
+
+def test_a_bug_answers_500_without_internals(monkeypatch, caplog):
+    monkeypatch.delenv("LOCAL_API_KEY", raising=False)
+    tc, runtime = _router_app({})
+
+    def broken(engine=None):
+        raise RuntimeError("internal detail 0xDEADBEEF")
+
+    monkeypatch.setattr(runtime, "line", broken)
+    with caplog.at_level("INFO", logger="llm_levels.web.openai"):
+        r = tc.post("/v1/chat/completions", json={"model": "local", "messages": HELLO, "max_tokens": 2})
+        bad = tc.post("/v1/chat/completions", json={"model": "local", "messages": HELLO, "n": 3})
+    err = _assert_error_shape(r, 500)
+    assert err["code"] == "internal" and "DEADBEEF" not in r.text
+    assert [rec.exc_info is not None for rec in caplog.records if "DEADBEEF" in str(rec.exc_info)] == [True]
+    # Refused input: one log line, no traceback.
+    _assert_error_shape(bad, 400, param="n")
+    refusals = [rec for rec in caplog.records if "400" in rec.getMessage()]
+    assert len(refusals) == 1 and refusals[0].exc_info is None
+
+
+def test_a_model_still_loading_answers_503_with_retry_after(monkeypatch):
+    from llm_levels.web import openai_turn
+
+    monkeypatch.delenv("LOCAL_API_KEY", raising=False)
+    monkeypatch.setattr(openai_turn, "MODEL_WAIT_S", 0.3)
+    tc, runtime = _router_app({})
+    release = threading.Event()
+
+    def slow_load(*args, **kwargs):
+        release.wait(30)
+        raise RuntimeError("never loads in this test")
+
+    monkeypatch.setattr(runtime.models, "get", slow_load)
+    try:
+        t0 = time.monotonic()
+        r = tc.post("/v1/chat/completions", json={"model": "local", "messages": HELLO, "max_tokens": 2})
+        err = _assert_error_shape(r, 503)
+        assert err["code"] == "model_loading" and int(r.headers["retry-after"]) >= 1
+        assert time.monotonic() - t0 < 10
+    finally:
+        release.set()

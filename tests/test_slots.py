@@ -45,7 +45,7 @@ def test_first_come_first_served_across_threads():
     for i in range(6):
         threads.append(threading.Thread(target=worker, args=(i,)))
         threads[-1].start()
-        wait_until(lambda: slots.waiting == i + 1)  # each joins the line before the next one starts
+        wait_until(lambda n=i + 1: slots.waiting == n)  # each joins the line before the next one starts
     slots.release()
     for t in threads:
         t.join(5)

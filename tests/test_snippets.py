@@ -17,12 +17,19 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from llm_levels.core import GenParams, Message
 from llm_levels.backends.openai_api import OpenAIBackend
-from llm_levels.snippets import (lit, llama_cpp_engine_settings, llama_cpp_snippet, local_snippet, openai_snippet,
-                                 transformers_snippet)
+from llm_levels.core import GenParams, Message
+from llm_levels.snippets import (
+    lit,
+    llama_cpp_engine_settings,
+    llama_cpp_snippet,
+    local_snippet,
+    openai_snippet,
+    transformers_snippet,
+)
 from tests.fixtures.models import cpu_settings
 
 NASTY = ('Quotes \' " """ \'\'\' and a backslash \\ at the end\\',

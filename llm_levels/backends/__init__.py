@@ -11,7 +11,7 @@ when a backend is built.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import HostedEndpoint, Settings
@@ -19,15 +19,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def make_hosted(
-    settings: "Settings",
-    endpoint: "HostedEndpoint | None" = None,
+    settings: Settings,
+    endpoint: HostedEndpoint | None = None,
     *,
     api_key: str | None = None,
     base_url: str | None = None,
     model: str | None = None,
     stream: bool = True,
     http_client: Any = None,
-) -> "OpenAIBackend":
+) -> OpenAIBackend:
     """An OpenAI-compatible backend: the endpoint's (or the main OPENAI_*) settings, overridden per session.
 
     ``api_key`` given by a session (typed into the UI) wins over the environment's. A ``base_url``

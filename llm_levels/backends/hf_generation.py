@@ -13,12 +13,14 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Generator, Iterator
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList, TextIteratorStreamer
 
 from ..core import BackendError, Chunk, GenParams, Usage
+from ..errors import generation_error
 from .hf_generate_hooks import StopOnEvent, StopOnText, sampling_processors
 from .prompt import Prompt
 from .stop_strings import AnswerText
@@ -42,7 +44,7 @@ class GenerateRun:
     only starts it (``thread.start()``), reads :meth:`consume` and sets :attr:`stop` when it is done.
     """
 
-    def _read(self, answer: "AnswerText") -> Generator[Chunk, None, bool]:
+    def _read(self, answer: AnswerText) -> Generator[Chunk, None, bool]:
         """Stream the answer's text chunks until it ends, a stop string completes or the caller cancels.
 
         Checks ``cancel`` before every read; raises a timeout :class:`BackendError` when the model stays
@@ -95,7 +97,7 @@ class GenerateRun:
         )
 
 
-    def __init__(self, backend: "LocalBackend", prompt: Prompt, params: GenParams,
+    def __init__(self, backend: LocalBackend, prompt: Prompt, params: GenParams,
                  cancel: threading.Event | None) -> None:
         self.backend = backend
         self.prompt = prompt
@@ -157,7 +159,7 @@ class GenerateRun:
             if self.backend.slots is not None:
                 self.backend.slots.release()
 
-    def _pieces(self, answer: "AnswerText") -> Iterator[str | None]:
+    def _pieces(self, answer: AnswerText) -> Iterator[str | None]:
         while True:
             try:
                 piece = next(self.streamer)
@@ -175,21 +177,10 @@ class GenerateRun:
         self.thread.join(self.backend.join_timeout_s)
         error = self.result.get("error")
         if error is not None:
-            raise _generate_error(error, answer.shown) from error
+            raise generation_error(error, answer.shown) from error
         ids: list[int] = self.result.get("ids", [])
         n_out = len(ids) if "ids" in self.result else self.watch.generated
         ended = (answer.stop_hit is not None or bool(self.stop_text is not None and self.stop_text.hit)
                  or bool(ids and ids[-1] in self.eos_ids))
         yield self._last_chunk(ids, n_out, cancelled=cancelled or self.watch.fired_by_cancel, ended=ended,
                                stop_hit=answer.stop_hit)
-
-
-def _generate_error(error: BaseException, partial: str) -> BackendError:
-    text = str(error)
-    if isinstance(error, MemoryError) or "out of memory" in text.lower():
-        return BackendError("The local model ran out of memory: lower max new tokens or shorten the conversation.",
-                            kind="server", retryable=True, status=507, partial_text=partial)
-    first = text.strip().splitlines()[0][:300] if text.strip() else ""
-    return BackendError(f"The local model failed while generating ({type(error).__name__}: {first}). "
-                        "Try again; if it keeps failing, try other settings.",
-                        kind="internal", status=500, partial_text=partial)

@@ -24,10 +24,12 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..core import Backend, BackendError, Chunk, GenParams, Message, TokenLogprob, Usage, check_conversation
 from ..engine import LLAMA_CPP
+from ..errors import generation_error
 from .prompt import Prompt, fit_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,10 +54,10 @@ class LlamaCppBackend(Backend):
     and between pieces.
     """
 
-    kind = "local"
+    provider = "local"
     engine = LLAMA_CPP
 
-    def __init__(self, loaded: "LlamaCppModel", *, slots: "LocalSlots | SlotTicket | None" = None,
+    def __init__(self, loaded: LlamaCppModel, *, slots: LocalSlots | SlotTicket | None = None,
                  first_token_timeout_s: float = 120.0, join_timeout_s: float = 10.0) -> None:
         self.loaded = loaded
         self.slots = slots
@@ -75,7 +77,7 @@ class LlamaCppBackend(Backend):
     def describe(self) -> dict[str, Any]:
         lm = self.loaded
         return {
-            "backend": self.kind,
+            "backend": self.provider,
             "engine": LLAMA_CPP,
             "model": self.model,
             "display_name": lm.display_name,
@@ -215,13 +217,13 @@ class _Run:
                     self.stop.set()
                     raise BackendError(f"The local model gave no text for {self.backend.first_token_timeout_s:.0f} s "
                                        "and was stopped. Try again.", kind="timeout", retryable=True, status=504,
-                                       partial_text="".join(parts))
+                                       partial_text="".join(parts)) from None
                 continue
             silent_since = time.monotonic()
             if item is _END:
                 break
             if isinstance(item, BaseException):
-                raise _engine_error(item, "".join(parts)) from item
+                raise generation_error(item, "".join(parts)) from item
             if not isinstance(item, dict):
                 continue
             if item.get("error"):
@@ -274,14 +276,3 @@ def _error_from_engine(error: Any, partial: str) -> BackendError:
     kind = "bad_request" if 400 <= status < 500 else "internal"
     return BackendError(f"The local model (llama.cpp) refused the request: {message}.", kind=kind, status=status,
                         partial_text=partial)
-
-
-def _engine_error(error: BaseException, partial: str) -> BackendError:
-    text = str(error)
-    if isinstance(error, MemoryError) or "out of memory" in text.lower():
-        return BackendError("The local model ran out of memory: lower max new tokens or shorten the conversation.",
-                            kind="server", retryable=True, status=507, partial_text=partial)
-    first = text.strip().splitlines()[0][:300] if text.strip() else ""
-    return BackendError(f"The local model failed while generating ({type(error).__name__}: {first}). "
-                        "Try again; if it keeps failing, try other settings.",
-                        kind="internal", status=500, partial_text=partial)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
-
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..core import Backend, BackendError, Chunk, GenParams, Message, Usage, check_conversation
 from ..engine import TRANSFORMERS
@@ -63,12 +63,12 @@ class LocalBackend(Backend):
     generate thread (for tests and diagnostics).
     """
 
-    kind = "local"
+    provider = "local"
     engine = TRANSFORMERS
 
     def __init__(
         self,
-        loaded: "LoadedModel",
+        loaded: LoadedModel,
         *,
         slots: threading.Semaphore | LocalSlots | SlotTicket | None = None,
         first_token_timeout_s: float = 120.0,
@@ -96,7 +96,7 @@ class LocalBackend(Backend):
     def describe(self) -> dict[str, Any]:
         lm = self.loaded
         return {
-            "backend": self.kind,
+            "backend": self.provider,
             "engine": TRANSFORMERS,
             "model": self.model,
             "display_name": lm.display_name,
@@ -153,7 +153,7 @@ class LocalBackend(Backend):
         dicts = [m.to_dict() for m in messages]
         try:
             return self.tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=True)
-        except Exception as e:  # noqa: BLE001 - templates raise jinja errors of their own
+        except Exception as e:
             # Some templates (Gemma's, for one) refuse a system role: fold it into the first user turn.
             if any(m.role == "system" for m in messages):
                 system = "\n\n".join(m.content for m in messages if m.role == "system")

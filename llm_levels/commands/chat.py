@@ -25,7 +25,8 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from ..core import Backend, BackendError, Message
 from ..engine import ENGINES, TRANSFORMERS
@@ -180,10 +181,10 @@ def _generate(turn: Iterator[Event], *, as_json: bool, out: TextIO, err: TextIO,
 def _finish(done: Done, backend: Backend | None, *, as_json: bool, out: TextIO) -> None:
     if as_json:
         m = done.metrics
-        local = backend is not None and backend.kind == "local"
+        local = backend is not None and backend.provider == "local"
         out.write(json.dumps({
             "text": done.text,
-            "backend": backend.kind if backend is not None else None,
+            "backend": backend.provider if backend is not None else None,
             "engine": getattr(backend, "engine", None) if local else None,
             "model": m.model,
             "usage": ({"input_tokens": m.input_tokens, "output_tokens": m.output_tokens}

@@ -11,7 +11,9 @@ results table goes to stdout, progress to stderr. ``--json OUT`` writes
 
 ``--method score`` reads the model's probability of each label, so it always runs on the transformers
 engine; ``--method generate`` with ``--backend local`` writes its answers on the default local engine
-(``LOCAL_ENGINE``, llama.cpp unless set otherwise), or the one ``--engine`` names.
+(``LOCAL_ENGINE``, llama.cpp unless set otherwise), or the one ``--engine`` names. Each generate prompt is
+one turn of the app's turn service (``llm_levels.turns.run_turn``), as in the Lab tab; the per-session
+request limit of the web app (``REQUESTS_PER_MINUTE``) does not apply to whoever runs the command.
 
 Exit status: 0 when every run finished, 1 when it failed, 2 for a usage error (bad file, unknown template,
 score with a hosted backend or on llama.cpp), 130 when interrupted (the rows done so far are still reported
@@ -21,18 +23,30 @@ and saved).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
 import traceback
-from typing import TextIO
+from typing import Any, TextIO
 
-from ..core import BackendError
-from ..engine import ENGINES, LLAMA_CPP, TRANSFORMERS
+from ..core import BackendError, GenParams, Message
+from ..engine import ENGINES, TRANSFORMERS
 from ..icl.data import FORMATS, load_demo, load_labelled
 from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
-from ..icl.runner import (CALIBRATIONS, METHODS, TABLE_HEADERS, LabConfig, Progress, parse_shots, prepare_data, results_dict,
-                          results_table, run_lab, write_predictions_csv)
+from ..icl.runner import (
+    CALIBRATIONS,
+    METHODS,
+    TABLE_HEADERS,
+    LabConfig,
+    Progress,
+    parse_shots,
+    prepare_data,
+    results_dict,
+    results_table,
+    run_lab,
+    write_predictions_csv,
+)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -102,11 +116,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cancel = threading.Event()
     last: Progress | None = None
+    runtime = None
     try:
-        backend, scorer, name = _open(args, method, err)
+        runtime, opened = _open(args, method, cancel)
+        name = opened["name"]
         if not args.quiet:
             err.write(f"{len(rows)} rows × k in {list(config.shots)} · {method} · template {config.template} · {name}\n")
-        for last in run_lab(rows, pool_rows, data.labels, config, backend=backend, scorer=scorer, cancel=cancel):
+        for last in run_lab(rows, pool_rows, data.labels, config, ask=opened.get("ask"), scorer=opened.get("scorer"),
+                            single_turn=opened.get("single_turn"), cancel=cancel):
             if not args.quiet:
                 _bar(err, last)
     except KeyboardInterrupt:
@@ -123,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         _error(err, e.message)
         if last is not None and last.done:
             _report(args, last, data.source, config, name_of(args), err)
+        _close(runtime)
         return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - one line, never a traceback (unless --verbose)
         if args.verbose:
@@ -133,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         err.write("\n")
     assert last is not None
     _report(args, last, data.source, config, name, err)
+    _close(runtime)
     return 0 if last.finished else EXIT_FAILED
 
 
@@ -140,17 +159,19 @@ def name_of(args: argparse.Namespace) -> str:
     return f"{args.backend}:{args.model or 'default'}"
 
 
-def _open(args: argparse.Namespace, method: str, err: TextIO):
+def _open(args: argparse.Namespace, method: str, cancel: threading.Event) -> tuple[Any, dict[str, Any]]:
+    """The app's runtime (no per-session request limit: the operator runs this) and what the method needs:
+    ``scorer`` (score), or ``ask`` and ``single_turn`` (generate); ``name`` says what answers."""
     from ..config import Settings
+    from ..runtime import AppRuntime
 
-    settings = Settings.from_env()
+    settings = dataclasses.replace(Settings.from_env(), preload_model=False, requests_per_minute=100_000)
+    runtime = AppRuntime(settings)
     if args.backend == "openai":
         from ..backends import make_hosted
 
         b = make_hosted(settings, model=args.model)
-        return b, None, b.name
-    from ..models import load_local_model
-
+        return runtime, {"ask": TurnAsk(runtime, "openai", cancel, backend=b), "single_turn": False, "name": b.name}
     # score reads probabilities through transformers; generate runs on the default engine (or --engine).
     engine = TRANSFORMERS if method == "score" else (args.engine or settings.local_engine)
     if engine == TRANSFORMERS and not args.verbose:
@@ -158,20 +179,50 @@ def _open(args: argparse.Namespace, method: str, err: TextIO):
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    loaded = load_local_model(args.model or settings.local_model, engine, settings)
+    loaded = runtime.models.get(args.model, engine=engine)  # loaded once, before the first row
+    name = f"local · {loaded.display_name} · {engine}"
     if method == "score":
         from ..icl.scoring import LabelScorer
 
-        return None, LabelScorer(loaded, batch_size=args.batch_size), f"local · {loaded.display_name} · {TRANSFORMERS}"
-    if engine == LLAMA_CPP:
-        from ..backends.llama_cpp import LlamaCppBackend
+        return runtime, {"scorer": LabelScorer(loaded, batch_size=args.batch_size), "name": name}
+    ask = TurnAsk(runtime, runtime.local_option(engine), cancel, spec=args.model, engine=engine)
+    return runtime, {"ask": ask, "single_turn": bool(getattr(loaded, "is_seq2seq", False)), "name": name}
 
-        b = LlamaCppBackend(loaded)
-    else:
-        from ..backends.local_hf import LocalBackend
 
-        b = LocalBackend(loaded)
-    return b, None, f"{b.name} · {engine}"
+class TurnAsk:
+    """``ask(messages, params) -> answer`` for the generate method: each prompt is one turn of the turn
+    service (``run_turn``) on ``option_id`` (``request``: the other ``TurnRequest`` fields). A failed turn
+    raises its BackendError; Ctrl-C closes the turn, which stops the backend."""
+
+    def __init__(self, runtime: Any, option_id: str, cancel: threading.Event, **request: Any) -> None:
+        self.runtime, self.option_id, self.cancel, self.request = runtime, option_id, cancel, request
+
+    def __call__(self, messages: list[Message], params: GenParams) -> str:
+        from ..turns import Done, Failed, TurnRequest, run_turn
+
+        events = run_turn(self.runtime, TurnRequest(self.option_id, messages, params, **self.request),
+                          cancel=self.cancel)
+        try:
+            for event in events:
+                if isinstance(event, Done):
+                    return event.text
+                if isinstance(event, Failed):
+                    raise event.error
+        finally:
+            events.close()
+        return ""  # stopped before the answer started
+
+
+def _close(runtime: Any) -> None:
+    """Stop the in-process engines before the interpreter exits (llama.cpp's server threads, its memory);
+    every turn has ended by now."""
+    for loaded in runtime.models.loaded() if runtime is not None else ():
+        close = getattr(loaded, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - the results are out; a failing shutdown must not change the exit
+                pass
 
 
 def _bar(err: TextIO, p: Progress) -> None:

@@ -21,9 +21,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..core import BackendError, Message
 from . import LLAMA_CPP
@@ -102,7 +103,7 @@ class LlamaCppModel:
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {self._key}"})
         try:
-            with urllib.request.urlopen(req, timeout=_HTTP_TIMEOUT_S) as resp:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(req, timeout=_HTTP_TIMEOUT_S) as resp:
                 return json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise BackendError(f"llama.cpp could not prepare the prompt ({type(e).__name__}: {e}).",
@@ -175,7 +176,7 @@ def load_llama_cpp(gguf: Path, *, spec: str, display_name: str, source: str, mod
     try:
         with _LOAD_LOCK:
             server = xllamacpp.Server(p)
-    except Exception as e:  # noqa: BLE001 - any failure of the native loader becomes one message
+    except Exception as e:
         raise BackendError(f"llama.cpp could not load {gguf.name} ({type(e).__name__}: {e}). Is it a valid "
                            "GGUF file? Try the transformers engine for other model formats.",
                            kind="model_load", status=500) from e

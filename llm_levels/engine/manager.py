@@ -30,14 +30,14 @@ LocalModel = Any
 ModelKey = tuple[str, str, str, str]
 
 
-def load_local_model(spec: str, engine: str, settings: Settings, progress: Progress | None = None) -> "LocalModel":
+def load_local_model(spec: str, engine: str, settings: Settings, progress: Progress | None = None) -> LocalModel:
     """Load ``spec`` on ``engine``: a :class:`~llm_levels.engine.llama_cpp.LlamaCppModel` or a :class:`LoadedModel`."""
     if engine == TRANSFORMERS:
         return load_model(spec, settings, progress=progress)
     return load_llama_cpp_model(spec, settings, progress=progress)
 
 
-def load_llama_cpp_model(spec: str, settings: Settings, progress: Progress | None = None) -> "LocalModel":
+def load_llama_cpp_model(spec: str, settings: Settings, progress: Progress | None = None) -> LocalModel:
     """Start llama.cpp on ``spec``'s GGUF file (see :func:`resolve_gguf`), read as is."""
     from .llama_cpp import load_llama_cpp
 
@@ -94,7 +94,7 @@ class ModelManager:
                 self.settings.local_dtype)
 
     def get(self, spec: str | None = None, progress: Progress | None = None, *,
-            engine: str | None = None) -> "LocalModel":
+            engine: str | None = None) -> LocalModel:
         """The loaded model for ``spec`` (default ``settings.local_model``) on ``engine``, loading it if needed."""
         key = self._key(spec, engine)
         with self._lock:
@@ -121,7 +121,7 @@ class ModelManager:
                     self._set_status(key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0],
                                                       engine=key[1]))
                     raise
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     self._set_status(key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0],
                                                       engine=key[1]))
                     raise BackendError(f"Could not load {key[0]!r}: {type(e).__name__}: {e}",
@@ -140,12 +140,12 @@ class ModelManager:
                     if progress in listeners:
                         listeners.remove(progress)
 
-    def peek(self, spec: str | None = None, *, engine: str | None = None) -> "LocalModel | None":
+    def peek(self, spec: str | None = None, *, engine: str | None = None) -> LocalModel | None:
         """The model if it is already loaded, without loading it."""
         with self._lock:
             return self._models.get(self._key(spec, engine))
 
-    def loaded(self) -> list["LocalModel"]:
+    def loaded(self) -> list[LocalModel]:
         """Every model in memory now, oldest use first."""
         with self._lock:
             return list(self._models.values())
@@ -171,7 +171,7 @@ class ModelManager:
             self.get()
         except BackendError as e:  # the status carries the error for the UI
             log.warning("Preloading the local model failed: %s", e)
-        except Exception:  # noqa: BLE001 - a background thread must not die silently
+        except Exception:
             log.exception("Preloading the local model failed")
 
     def _on_progress(self, key: ModelKey, fraction: float, message: str) -> None:
@@ -181,7 +181,7 @@ class ModelManager:
         for listener in listeners:
             try:
                 listener(fraction, message)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("progress listener failed")
 
     def _set_status(self, key: ModelKey, status: ModelStatus) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("llm_levels.models")
 
@@ -17,7 +17,7 @@ def safe_progress(progress: Progress | None) -> Progress:
         if progress is not None:
             try:
                 progress(max(0.0, min(1.0, fraction)), message)
-            except Exception:  # noqa: BLE001 - a broken progress bar must not break the load
+            except Exception:
                 log.exception("progress callback failed")
 
     return report

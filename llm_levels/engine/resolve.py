@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from ..config import EMBEDDED, EMBEDDED_HUB_ID, Settings
 from ..core import BackendError

@@ -110,7 +110,7 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
         model.eval()
     except BackendError:
         raise
-    except Exception as e:  # noqa: BLE001 - every loading failure becomes one clear message
+    except Exception as e:
         raise _load_error(resolved, e) from e
 
     loaded = LoadedModel(
@@ -134,7 +134,7 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
     return loaded
 
 
-def _load_pretrained(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.dtype",
+def _load_pretrained(resolved: ResolvedModel, settings: Settings, torch_dtype: torch.dtype,
                      report: Progress) -> tuple[Any, Any]:
     """A Hub id or a model folder, through the Auto classes (never with remote code)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -204,7 +204,7 @@ def _context_window(model: Any, tokenizer: Any) -> int | None:
 
 
 # ------------------------------------------------------------------------ GGUF and its disk cache
-def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: "torch.dtype",
+def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: torch.dtype,
                report: Progress) -> tuple[Any, Any, bool, str]:
     """Load a GGUF model: from the converted copy on disk when valid, else convert (and save the copy).
 

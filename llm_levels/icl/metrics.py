@@ -13,8 +13,8 @@ column, so every evaluated row is counted exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 INVALID = "(invalid)"
 

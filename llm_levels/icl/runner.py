@@ -7,8 +7,11 @@ snapshot already handed out, marked ``complete=False``.
 
 Methods:
 
-- ``generate``: the backend (any :class:`~llm_levels.core.Backend`) writes a short greedy answer and
-  :func:`~llm_levels.icl.prompts.parse_label` reads the label out of it (or marks it invalid);
+- ``generate``: an :data:`Ask` (a callable ``ask(messages, params) -> str`` that raises
+  :class:`~llm_levels.core.BackendError`) writes a short greedy answer and
+  :func:`~llm_levels.icl.prompts.parse_label` reads the label out of it (or marks it invalid). The Lab tab
+  and the command line build theirs on the turn service (each prompt one turn of
+  ``llm_levels.turns.run_turn``), so the runner never opens or calls a backend itself;
 - ``score``: a :class:`~llm_levels.icl.scoring.LabelScorer` compares the log-likelihood of each label
   after the prompt (local models only; never invalid).
 
@@ -19,12 +22,14 @@ the seed article; the pool never holds an evaluated row (:func:`prepare_data` ch
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from ..core import Backend, BackendError, GenParams, Message, ReplyBuilder
 from .data import Example, LabelledData, data_error, sample_eval, split_pool
@@ -37,6 +42,9 @@ CALIBRATIONS = ("batch", "content-free", "none")
 #: The content-free input of contextual calibration.
 CONTENT_FREE = "N/A"
 MAX_SHOTS = 32
+
+#: ``ask(messages, params) -> answer``: one greedy answer for the generate method (raises BackendError).
+Ask = Callable[[list[Message], GenParams], str]
 
 
 @dataclass(frozen=True)
@@ -169,7 +177,8 @@ class Progress:
         cur = self.runs[-1]
         rate = self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
         eta = self.eta_s
-        left = "" if eta is None else f" · about {_fmt_s(eta)} left"
+        ended = self.finished or self.stopped
+        left = "" if eta is None or ended else f" · about {_fmt_s(max(eta, 1.0))} left"
         state = "stopped" if self.stopped else ("done" if self.finished else f"k={cur.shots}")
         return f"{state} · {self.done}/{self.total} rows · {rate:.1f} rows/s{left}"
 
@@ -211,19 +220,25 @@ def run_lab(
     labels: Sequence[str],
     config: LabConfig,
     *,
-    backend: Backend | None = None,
+    ask: Ask | None = None,
     scorer: LabelScorer | None = None,
     cancel: threading.Event | None = None,
+    single_turn: bool | None = None,
 ) -> Iterator[Progress]:
     """Run every k of ``config.shots``; yields a :class:`Progress` after each batch (score) or answer
-    (generate), and a last one with ``finished`` (or ``stopped``) set."""
+    (generate), and a last one with ``finished`` (or ``stopped``) set.
+
+    ``ask`` answers the generate method's prompts (set ``single_turn`` for a model without a chat
+    template: one user message per prompt); ``scorer`` reads the score method's label probabilities.
+    """
     if config.method == "score" and scorer is None:
         raise BackendError("The score method needs a local model (it reads the model's probabilities); "
                            "hosted APIs do not return them: use --method generate.", kind="bad_request", status=400)
-    if config.method == "generate" and backend is None:
+    if config.method == "generate" and ask is None:
         raise BackendError("The generate method needs a backend.", kind="bad_request", status=400)
+    if config.method == "score":
+        single_turn = _is_seq2seq(scorer)
     labels = tuple(labels)
-    single_turn = _is_seq2seq(scorer) if config.method == "score" else _is_seq2seq(backend)
     total = len(rows) * len(config.shots)
     runs: list[RunResult] = []
     done = 0
@@ -233,41 +248,17 @@ def run_lab(
         examples = select_examples(pool, k, labels, config.seed, exclude=rows)
         run = RunResult(k, config.method, config.template, labels, examples, len(rows))
         runs.append(run)
-        prompts = [_prompt(config.template, single_turn, e.text, examples, labels) for e in rows]
+        prompt = functools.partial(_prompt, config.template, bool(single_turn), examples=examples, labels=labels)
         started = time.perf_counter()
-        if config.method == "score":
-            assert scorer is not None
-            scorer.set_prefix(prompts)
-            free_base: dict[str, float] = {}
-            if config.calibrate == "content-free":
-                free = _prompt(config.template, single_turn, CONTENT_FREE, examples, labels)
-                free_base = scorer.score([free], labels)[0].logprobs
-            step = max(1, scorer.batch_size)
-            for i in range(0, len(rows), step):
-                if cancel is not None and cancel.is_set():
-                    stopped = True
-                    break
-                for e, s in zip(rows[i:i + step], scorer.score(prompts[i:i + step], labels)):
-                    run.rows.append(RowResult(e.line, e.text, e.label, None, "", s.logprobs))
-                _decide(run.rows, labels, config.calibrate, free_base)
-                done += len(rows[i:i + step])
-                run.elapsed_s = time.perf_counter() - started
-                yield Progress(done, total, time.perf_counter() - t0, runs)
-        else:
-            assert backend is not None
-            params = GenParams(temperature=0.0, max_new_tokens=config.max_new_tokens)
-            for e, msgs in zip(rows, prompts):
-                if cancel is not None and cancel.is_set():
-                    stopped = True
-                    break
-                answer = _generate(backend, msgs, params, cancel)
-                if answer is None:  # cancelled while answering: the row is not counted
-                    stopped = True
-                    break
-                run.rows.append(RowResult(e.line, e.text, e.label, parse_label(answer, labels), answer))
-                done += 1
-                run.elapsed_s = time.perf_counter() - started
-                yield Progress(done, total, time.perf_counter() - t0, runs)
+        steps = (_score_rows(run, rows, prompt, scorer, config, cancel) if config.method == "score"
+                 else _generate_rows(run, rows, prompt, ask, config, cancel))
+        for n in steps:
+            if n == 0:  # cancelled before this step: nothing more of this k (or any later one)
+                stopped = True
+                break
+            done += n
+            run.elapsed_s = time.perf_counter() - started
+            yield Progress(done, total, time.perf_counter() - t0, runs)
         run.elapsed_s = time.perf_counter() - started
         run.complete = len(run.rows) == len(rows)
         if stopped:
@@ -275,6 +266,41 @@ def run_lab(
     if runs and not runs[-1].rows and not runs[-1].complete:
         runs.pop()  # stopped before its first row: nothing to report
     yield Progress(done, total, time.perf_counter() - t0, runs, finished=not stopped, stopped=stopped)
+
+
+def _score_rows(run: RunResult, rows: Sequence[Example], prompt: Callable[[str], list[Message]], scorer: Any,
+                config: LabConfig, cancel: threading.Event | None) -> Iterator[int]:
+    """Score ``rows`` batch by batch into ``run``; yields the rows each batch added (0: cancelled)."""
+    prompts = [prompt(e.text) for e in rows]
+    scorer.set_prefix(prompts)
+    free_base: dict[str, float] = {}
+    if config.calibrate == "content-free":
+        free_base = scorer.score([prompt(CONTENT_FREE)], run.labels)[0].logprobs
+    step = max(1, scorer.batch_size)
+    for i in range(0, len(rows), step):
+        if cancel is not None and cancel.is_set():
+            yield 0
+            return
+        for e, s in zip(rows[i:i + step], scorer.score(prompts[i:i + step], run.labels)):
+            run.rows.append(RowResult(e.line, e.text, e.label, None, "", s.logprobs))
+        _decide(run.rows, run.labels, config.calibrate, free_base)
+        yield len(rows[i:i + step])
+
+
+def _generate_rows(run: RunResult, rows: Sequence[Example], prompt: Callable[[str], list[Message]], ask: Any,
+                   config: LabConfig, cancel: threading.Event | None) -> Iterator[int]:
+    """Ask for each row's answer and parse its label into ``run``; yields 1 per row (0: cancelled)."""
+    params = GenParams(temperature=0.0, max_new_tokens=config.max_new_tokens)
+    for e in rows:
+        if cancel is not None and cancel.is_set():
+            yield 0
+            return
+        answer = ask(prompt(e.text), params)
+        if cancel is not None and cancel.is_set():  # stopped while answering: the row is not counted
+            yield 0
+            return
+        run.rows.append(RowResult(e.line, e.text, e.label, parse_label(answer, run.labels), answer))
+        yield 1
 
 
 def _decide(rows: list[RowResult], labels: Sequence[str], calibrate: str, free_base: dict[str, float]) -> None:
@@ -291,18 +317,18 @@ def _decide(rows: list[RowResult], labels: Sequence[str], calibrate: str, free_b
             r.answer = r.pred
 
 
-def _generate(backend: Backend, messages: list[Message], params: GenParams,
-              cancel: threading.Event | None) -> str | None:
-    builder = ReplyBuilder()
-    gen = backend.stream(messages, params, cancel)
-    try:
-        for chunk in gen:
-            builder.add(chunk)
-    finally:
-        gen.close()
-    if builder.finish == "cancelled" or (cancel is not None and cancel.is_set()):
-        return None
-    return builder.text
+def ask_backend(backend: Backend, cancel: threading.Event | None = None) -> Ask:
+    """An :data:`Ask` straight on a backend's stream, without the turn service (for tests of the runner)."""
+    def ask(messages: list[Message], params: GenParams) -> str:
+        builder = ReplyBuilder()
+        gen = backend.stream(messages, params, cancel)
+        try:
+            for chunk in gen:
+                builder.add(chunk)
+        finally:
+            gen.close()
+        return builder.text
+    return ask
 
 
 # ------------------------------------------------------------------------------------------- saving

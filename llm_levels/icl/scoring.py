@@ -29,8 +29,9 @@ from __future__ import annotations
 import copy
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..core import BackendError, Message
 
@@ -69,7 +70,7 @@ class LabelScorer:
     requests for the same model can run between two batches of a long lab run.
     """
 
-    def __init__(self, loaded: "LoadedModel", *, slots: threading.Semaphore | None = None,
+    def __init__(self, loaded: LoadedModel, *, slots: threading.Semaphore | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         from ..backends.local_hf import LocalBackend
 

@@ -15,7 +15,7 @@ translates them: into Gradio updates, server-sent events, or lines on a terminal
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from ..core import BackendError, TokenLogprob
 
@@ -44,7 +44,7 @@ class Waiting:
 class Started:
     """The backend is ready; the answer is being generated."""
 
-    backend: "Backend" = field(repr=False)
+    backend: Backend = field(repr=False)
 
     @property
     def name(self) -> str:
@@ -68,7 +68,7 @@ class Done:
     """The complete answer."""
 
     text: str
-    metrics: "TurnMetrics"
+    metrics: TurnMetrics
     finish_reason: str | None
     #: Oldest turns the local model left out to fit its context window.
     truncated_turns: int = 0
@@ -81,7 +81,7 @@ class Failed:
 
     error: BackendError
     partial: str = ""
-    metrics: "TurnMetrics | None" = None
+    metrics: TurnMetrics | None = None
 
 
-Event = Union[Loading, Waiting, Started, Delta, Done, Failed]
+Event = Loading | Waiting | Started | Delta | Done | Failed

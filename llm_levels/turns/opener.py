@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..core import Backend, BackendError
@@ -42,7 +43,8 @@ class BackendOpener:
     """
 
     def __init__(self, runtime: AppRuntime, option_id: str, api_key: str | None = None, *,
-                 spec: str | None = None, take_turn: bool = True, engine: str | None = None) -> None:
+                 spec: str | None = None, take_turn: bool = True, engine: str | None = None,
+                 build: Callable[[], Backend] | None = None) -> None:
         self.runtime = runtime
         self.option_id = option_id
         self.spec = spec
@@ -50,6 +52,8 @@ class BackendOpener:
         self.engine = engine or runtime.engine_of(option_id)
         self._take_turn = take_turn
         self._api_key = api_key
+        #: Builds a hosted backend the face configured itself (its own model, base URL, stream flag).
+        self._build = build
         self._backend: Backend | None = None
         self._error: BaseException | None = None
         self._built = threading.Event()
@@ -78,8 +82,11 @@ class BackendOpener:
             else:
                 if self.option_id == APP_ENDPOINT:
                     self.runtime.models.get()  # the endpoint serves this model: have it loaded first
-                self._backend = self.runtime.backend(self.option_id, api_key=self._api_key)
-        except BaseException as e:  # handed to the caller's thread by result()
+                if self._build is not None:
+                    self._backend = self._build()
+                else:
+                    self._backend = self.runtime.backend(self.option_id, api_key=self._api_key)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread by result()
             self._error = e
         finally:
             self._built.set()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..core import Backend, BackendError, GenParams, Message
 from ..metrics import Measured, measure
@@ -27,8 +28,10 @@ class TurnRequest:
 
     ``option_id`` is a picker id (``local``, ``local:<engine>``, ``hosted:<name>``, ``app-endpoint``);
     ``spec`` and ``engine`` pick another local model or engine (the Local tab's); ``backend`` is a backend
-    the face built itself (the Hosted API tab, with the model and base URL a user typed). ``params`` may
-    be raw values from a form or a request body: they are checked with the conversation, once.
+    the face built itself, or a function that builds one (the Hosted API tab, with the model and base URL a
+    user typed): a function is called after the checks, in the turn's opener, once the local model is
+    loaded when ``option_id`` is the app's own endpoint; a BackendError it raises is the turn's Failed.
+    ``params`` may be raw values from a form or a request body: they are checked with the conversation, once.
     """
 
     option_id: str
@@ -38,10 +41,10 @@ class TurnRequest:
     api_key: str | None = None
     spec: str | None = None
     engine: str | None = None
-    backend: Backend | None = None
+    backend: Backend | Callable[[], Backend] | None = None
 
 
-def run_turn(runtime: "AppRuntime", request: TurnRequest, *, cancel: threading.Event | None = None,
+def run_turn(runtime: AppRuntime, request: TurnRequest, *, cancel: threading.Event | None = None,
              poll_s: float = WAIT_POLL_S) -> Iterator[Event]:
     """Check ``request`` now (a bad one raises :class:`BackendError` before anything happens), then return the
     turn's events: :class:`Loading`/:class:`Waiting` while the backend gets ready, :class:`Started`,
@@ -54,7 +57,7 @@ def run_turn(runtime: "AppRuntime", request: TurnRequest, *, cancel: threading.E
     return _events(runtime, request, params, cancel, poll_s)
 
 
-def _events(runtime: "AppRuntime", request: TurnRequest, params: GenParams, shared: threading.Event | None,
+def _events(runtime: AppRuntime, request: TurnRequest, params: GenParams, shared: threading.Event | None,
             poll_s: float) -> Iterator[Event]:
     # The caller's event may be shared by several turns (Compare): only a turn's own event is set when it ends.
     cancel = shared or threading.Event()
@@ -62,9 +65,9 @@ def _events(runtime: "AppRuntime", request: TurnRequest, params: GenParams, shar
     measured: Measured | None = None
     try:
         backend = request.backend
-        if backend is None:
+        if not isinstance(backend, Backend):
             opener = BackendOpener(runtime, request.option_id, request.api_key, spec=request.spec,
-                                   engine=request.engine)
+                                   engine=request.engine, build=backend)
             while not opener.wait(poll_s):  # each event is also a point where the face can stop the turn
                 if cancel.is_set():
                     return

@@ -43,12 +43,7 @@ POLL_READY_S = 10.0
 
 def _planned_name(runtime: AppRuntime) -> str:
     """The default local model's display name before it is loaded (no network, no loading)."""
-    try:
-        from ..models import resolve
-
-        return resolve(runtime.settings.local_model, runtime.settings).display_name
-    except Exception:  # a bad LOCAL_MODEL: the status shows the load error soon enough
-        return runtime.settings.local_model
+    return runtime.planned_model_name()
 
 
 def status_view(runtime: AppRuntime, planned: str = "") -> tuple[str, dict[str, Any], bool]:

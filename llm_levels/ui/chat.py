@@ -17,8 +17,9 @@ local model's turn; a local request waits in the app's line for the model and sh
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 

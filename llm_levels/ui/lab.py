@@ -2,36 +2,56 @@
 
 A user uploads a labelled file (CSV/TSV, JSONL or Financial PhraseBank lines) or uses the demo set that
 ships with the project, picks the shot counts, the backend, the method (``score`` = compare label
-log-likelihoods with the local model; ``generate`` = parse a free-text answer, any backend) and the prompt
-template (the seed article's verbatim, or better ones), and runs. While it runs: a progress bar with the
-rows done, the speed and the time left; after each batch: the metrics table, accuracy / F1 vs k, the
-confusion matrix and per-class scores of the latest run. Stop ends the run and keeps the rows done so far;
-the results download as JSON (metrics) and CSV (one line per evaluated row).
+log-likelihoods with the local model on the transformers engine; ``generate`` = parse a free-text answer,
+any backend) and the prompt template (the seed article's verbatim, or better ones), and runs. While it
+runs: a progress bar with the rows done, the speed and the time left; after each batch: the metrics
+table, accuracy / F1 per k, the confusion matrix and per-class scores of the latest run. Stop ends the
+run and keeps the rows done so far; the results download as JSON (metrics) and CSV (one line per row).
 
-Events (``api_name``): ``lab_run`` (in the tab's own Gradio lane; with the local model each batch or row
-waits for its turn in the app's line for the model, ``runtime.local_slots``), ``lab_stop``.
+*generate* asks each prompt as one turn of the turn service (``llm_levels.turns.run_turn``), like Chat:
+the local model's line, the session's key, its request limit (``REQUESTS_PER_MINUTE``: a run over the
+limit waits, and says so, instead of failing) and one error message for every backend. *score* reads the
+transformers engine's logits (:class:`~llm_levels.icl.scoring.LabelScorer`), loaded on first use.
+
+Events (``api_name``): ``lab_run`` (in the tab's own Gradio lane), ``lab_stop``. Handlers are the methods
+of :class:`LabTab` and return ``{component: value}`` updates.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from ..core import BackendError
-from ..icl.data import FORMATS, load_demo, load_labelled
+from ..core import BackendError, GenParams, Message
+from ..engine import TRANSFORMERS
+from ..icl.data import FORMATS, LabelledData, load_demo, load_labelled
 from ..icl.metrics import INVALID
 from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
-from ..icl.runner import (CALIBRATIONS, METHODS, TABLE_HEADERS, LabConfig, Progress, RunResult, parse_shots, prepare_data,
-                          results_table, run_lab, save_results)
-from ..engine import TRANSFORMERS
+from ..icl.runner import (
+    CALIBRATIONS,
+    METHODS,
+    TABLE_HEADERS,
+    LabConfig,
+    Progress,
+    RunResult,
+    parse_shots,
+    prepare_data,
+    results_table,
+    run_lab,
+    save_results,
+)
 from ..runtime import LOCAL, AppRuntime
-from .shared import backend_choices, lane
+from ..turns import Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from ..web.gradio_compat import checked_slider
+from .shared import backend_choices, lane, short_label, wait_title
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +64,16 @@ with no label count as invalid). The seed article ran Flan-T5 on the Financial P
 accuracy 0.45 (zero-shot) and 0.49 (one-shot), weighted F1 0.40 and 0.44.
 """
 
-PLOT_COLUMNS = ["k", "score", "metric"]  # starts empty (None): an empty initial frame would keep the plot blank
+Updates = dict[Any, Any]
 
 
-def _plot_frame(rows: list[list]) -> pd.DataFrame:
-    """The accuracy-vs-k plot's data with typed columns even when empty: in Gradio 6.31 a plot that once
-    got an untyped empty frame never draws later data."""
-    return pd.DataFrame({"k": pd.Series([r[0] for r in rows], dtype=int),
+def plot_frame(runs: list[RunResult]) -> pd.DataFrame:
+    """The accuracy / F1 per k chart's data: k as text (whole numbers on the axis, in k's order), typed even
+    when empty (in Gradio 6.31 a plot that once got an untyped empty frame never draws later data)."""
+    rows = [[str(r.shots), value, name] for r in sorted(runs, key=lambda r: r.shots) if r.metrics.n
+            for value, name in ((r.metrics.accuracy, "accuracy"), (r.metrics.weighted_f1, "weighted F1"),
+                                (r.metrics.macro_f1, "macro F1"))]
+    return pd.DataFrame({"k": pd.Series([r[0] for r in rows], dtype=str),
                          "score": pd.Series([r[1] for r in rows], dtype=float),
                          "metric": pd.Series([r[2] for r in rows], dtype=str)})
 
@@ -65,13 +88,207 @@ class LabRun:
     backend: str = ""
     config: LabConfig | None = None
     files: list[str] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+
+    def save(self) -> list[str]:
+        """Write the results JSON and the per-row CSV into a new folder (Stop and the run's end may both save
+        at once); their paths."""
+        if self.progress is None or not self.progress.runs:
+            return []
+        folder = tempfile.mkdtemp(prefix="llm-levels-lab-")
+        self.folders.append(folder)
+        j, c = save_results(self.progress.runs, folder, source=self.source, backend=self.backend,
+                            model=self.backend, config=self.config)
+        self.files = [str(j), str(c)]
+        return self.files
+
+    @staticmethod
+    def discard(run: LabRun | None) -> None:
+        """The session's value expired (``gr.State`` delete callback): stop the run, remove its files
+        (the page was served copies of them, from Gradio's own cache)."""
+        if run is not None:
+            run.cancel.set()
+            for folder in run.folders:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
-def build(runtime: AppRuntime, session: Any) -> None:
+@dataclass
+class LabTab:
+    """The Lab tab's output components and its event handlers (each returns ``{component: value}`` updates)."""
+
+    runtime: AppRuntime
+    status: gr.Markdown
+    table: gr.Dataframe
+    plot: gr.ScatterPlot
+    confusion: gr.Dataframe
+    per_class: gr.Dataframe
+    files: gr.File
+    examples_md: gr.Markdown
+    holder: gr.State
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The API outputs of ``lab_run`` and ``lab_stop``, in order (the holder comes after them)."""
+        return [self.status, self.table, self.plot, self.confusion, self.per_class, self.files, self.examples_md]
+
+    def run(self, upload: str | None, fmt_v: str, backend_id: str, method_v: str, template_v: str, shots_v: str,
+            limit_v: float | None, seed_v: float | None, calibrate_v: str, max_new_v: float, api_key: str | None,
+            request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[Updates]:
+        """Run the lab on the upload (or the demo set); the tables and chart refresh after each batch."""
+        try:  # checked before anything on screen changes: a bad setting loses nothing
+            config = LabConfig(shots=parse_shots(shots_v or ""), method=method_v, template=template_v,
+                               limit=int(limit_v) if limit_v else None, seed=int(seed_v or 0),
+                               max_new_tokens=int(max_new_v or 10), calibrate=calibrate_v or "batch")
+            if method_v == "score" and self.runtime.engine_of(backend_id) is None:
+                raise BackendError("The score method reads the local model's probabilities: pick the local model, "
+                                   "or use generate for a hosted backend.", kind="bad_request")
+            data, pool = (load_labelled(upload, fmt_v or "auto"), None) if upload else load_demo()
+            rows, pool_rows = prepare_data(data, pool, config)
+        except BackendError as e:
+            raise gr.Error(str(e)) from e
+        state = LabRun(source=data.source, config=config)
+        notes = f"⚠️ {data.problem_summary()}\n\n" if data.problems else ""
+        yield {self.status: notes + "⏳ Getting the backend ready…", self.holder: state}
+        try:
+            steps = self._steps(state, rows, pool_rows, data, backend_id, api_key, request, progress)
+            for p in steps:
+                state.progress = p
+                progress(p.fraction, desc=p.describe())
+                if p.finished or p.stopped:
+                    state.save()
+                yield {**self.view(state, notes), self.holder: state}
+        except BackendError as e:
+            if state.progress is not None and state.progress.runs:
+                state.save()
+                yield {**self.view(state, notes, prefix=f"❌ {e} — the rows done so far are below."), self.holder: state}
+            else:
+                yield {self.status: f"{notes}❌ {e}", self.holder: state}
+
+    def _steps(self, state: LabRun, rows: list, pool_rows: list, data: LabelledData, backend_id: str,
+               api_key: str | None, request: gr.Request | None, progress: gr.Progress) -> Iterator[Progress]:
+        """The run's progress: scored on the transformers engine, or asked turn by turn."""
+        config = state.config
+        assert config is not None
+        if config.method == "score":
+            from ..icl.scoring import LabelScorer
+
+            loaded = self.runtime.models.get(engine=TRANSFORMERS, progress=lambda f, m: progress(
+                f, desc=f"Loading the transformers engine: {m}"))
+            scorer = LabelScorer(loaded, slots=self.runtime.line(TRANSFORMERS))
+            state.backend = f"local · {loaded.display_name} · {TRANSFORMERS}"
+            return run_lab(rows, pool_rows, data.labels, config, scorer=scorer, cancel=state.cancel)
+        single_turn = False
+        engine = self.runtime.engine_of(backend_id)
+        state.backend = short_label(backend_id)
+        if engine is not None:  # a model without a chat template gets one-message prompts: load it to know
+            loaded = self.runtime.models.get(engine=engine, progress=lambda f, m: progress(
+                f, desc=f"Loading the local model: {m}"))
+            single_turn = bool(getattr(loaded, "is_seq2seq", False))
+            state.backend = f"local · {loaded.display_name} · {engine}"
+        # A Lab run counts once against the session's request limit (here); its rows are one run's work.
+        self.runtime.rate_limiter.check(request.session_hash if request else None)
+        ask = SessionAsk(self.runtime, backend_id, state, api_key=api_key, session_id=None, progress=progress)
+        return run_lab(rows, pool_rows, data.labels, config, ask=ask, single_turn=single_turn, cancel=state.cancel)
+
+    def stop(self, state: LabRun | None) -> Updates:
+        """Stop the run; keep (and save) the rows done so far."""
+        if state is None or state.progress is None:
+            if state is not None:
+                state.cancel.set()
+            return {self.status: "Stopped before any row was done."}
+        state.cancel.set()
+        p = state.progress
+        state.progress = Progress(p.done, p.total, p.elapsed_s, p.runs, finished=p.finished, stopped=not p.finished)
+        state.save()
+        return self.view(state, "")
+
+    def view(self, state: LabRun, notes: str, prefix: str = "") -> Updates:
+        """Every output for the run so far: status and bar, table, chart, the latest run's details, files."""
+        p = state.progress
+        assert p is not None
+        runs = p.runs
+        pct = p.fraction * 100
+        head = prefix or ("✅ Done" if p.finished else "⏹ Stopped: the rows done so far are kept" if p.stopped
+                          else "⏳ Running")
+        bar = (f'<div style="height:10px;border-radius:5px;background:var(--neutral-200);overflow:hidden">'
+               f'<div style="width:{pct:.1f}%;height:100%;background:var(--color-accent)"></div></div>')
+        out = {self.status: f"{notes}**{head}** · {state.backend} · {p.describe()}\n\n{bar}",
+               self.table: pd.DataFrame(results_table(runs), columns=TABLE_HEADERS),
+               self.plot: plot_frame(runs), self.confusion: pd.DataFrame(), self.per_class: pd.DataFrame(),
+               self.examples_md: ""}
+        if state.files:
+            out[self.files] = state.files
+        if runs:
+            out.update(self._details(runs[-1]))
+        return out
+
+    def _details(self, last: RunResult) -> Updates:
+        m = last.metrics
+        conf = pd.DataFrame([[lab] + row for lab, row in zip(m.labels, m.confusion)],
+                            columns=["gold \\ predicted"] + m.confusion_columns)
+        if not m.n_invalid:
+            conf = conf.drop(columns=[INVALID])
+        pc = pd.DataFrame([[lab, round(s.precision, 3), round(s.recall, 3), round(s.f1, 3), s.support]
+                           for lab, s in m.per_class.items()], columns=["label", "precision", "recall", "F1", "support"])
+        return {self.confusion: conf, self.per_class: pc, self.examples_md: examples_text(last)}
+
+
+class SessionAsk:
+    """The generate method's ``ask(messages, params) -> str`` for one Lab run: each prompt is one turn of the
+    turn service, for this session (its key, its request limit). What a turn waits for (the model, the line,
+    the limit) shows in the progress bar; Stop (``state.cancel``) ends the turn, or the wait, at once."""
+
+    def __init__(self, runtime: AppRuntime, option_id: str, state: LabRun, *, api_key: str | None,
+                 session_id: str | None, progress: Any) -> None:
+        self.runtime, self.option_id, self.state, self.progress = runtime, option_id, state, progress
+        self.api_key, self.session_id = api_key, session_id
+
+    def _say(self, text: str) -> None:
+        p = self.state.progress
+        self.progress(p.fraction if p is not None else None, desc=text)
+
+    def __call__(self, messages: list[Message], params: GenParams) -> str:
+        cancel = self.state.cancel
+        while True:
+            try:
+                events = run_turn(self.runtime, TurnRequest(self.option_id, messages, params, session_id=self.session_id,
+                                                            api_key=self.api_key), cancel=cancel)
+                break
+            except BackendError as e:
+                if e.kind != "rate_limit":
+                    raise
+                self._say(f"⏳ {e} The Lab goes on by itself.")  # REQUESTS_PER_MINUTE paces a long run
+                if cancel.wait(1.0):
+                    return ""
+        try:
+            for event in events:
+                if isinstance(event, Done):
+                    return event.text
+                if isinstance(event, Failed):
+                    raise event.error
+                if isinstance(event, Started) and not self.state.backend.startswith("local"):
+                    self.state.backend = event.name
+                elif isinstance(event, (Loading, Waiting)):
+                    self._say(wait_title(event))
+        finally:
+            events.close()
+        return ""  # stopped before the answer started
+
+
+def examples_text(run: RunResult) -> str:
+    if not run.examples:
+        return f"**k={run.shots}**: no examples (zero-shot)."
+    lines = [f"**k={run.shots}** examples (from the pool, never evaluated):"]
+    lines += [f"- *{e.label}*: {e.text}" for e in run.examples]
+    return "\n".join(lines)
+
+
+def build(runtime: AppRuntime, session: Any) -> LabTab:
     """Build the Lab tab inside the current ``gr.Tab``."""
     with gr.Accordion("About the lab", open=False):
         gr.Markdown(ABOUT)
-    holder = gr.State(None)
+    # The session's run: emptied (and its run stopped, its files removed) once unused for SESSION_IDLE_TTL_S.
+    holder = gr.State(None, time_to_live=runtime.settings.session_idle_ttl_s, delete_callback=LabRun.discard)
     with gr.Row():
         with gr.Column(scale=2):
             data_file = gr.File(label="Labelled file (empty = the demo set: 150 financial-news sentences)",
@@ -91,7 +308,7 @@ def build(runtime: AppRuntime, session: Any) -> None:
                 calibrate = gr.Dropdown(list(CALIBRATIONS), value="batch", label="Calibration (score)",
                                         info="batch: subtract each label's mean score over the rows · "
                                              "content-free: subtract the scores for 'N/A' · none")
-                max_new = gr.Slider(1, 64, value=10, step=1, label="max_new_tokens (generate)")
+                max_new = checked_slider(1, 64, value=10, step=1, label="max_new_tokens (generate)")
             with gr.Row():
                 run_btn = gr.Button("Run", variant="primary", elem_id="lab-run")
                 stop_btn = gr.Button("Stop", variant="stop")
@@ -99,8 +316,9 @@ def build(runtime: AppRuntime, session: Any) -> None:
             status = gr.Markdown("Pick a file (or keep the demo set) and press **Run**.", elem_id="lab-status")
             table = gr.Dataframe(pd.DataFrame(columns=TABLE_HEADERS), label="Results per k", interactive=False,
                                  elem_id="lab-table")
-            plot = gr.LinePlot(None, x="k", y="score", color="metric",
-                               title="Accuracy and F1 vs number of shots (k)", y_lim=[0, 1], height=280)
+            # Points, not lines: a line of one k draws nothing; k is text, so the axis shows whole numbers.
+            plot = gr.ScatterPlot(None, x="k", y="score", color="metric", x_title="shots (k)",
+                                  title="Accuracy and F1 per number of shots (k)", y_lim=[0, 1], height=280)
             with gr.Row():
                 confusion = gr.Dataframe(pd.DataFrame(), label="Confusion matrix (latest run; rows = gold)",
                                          interactive=False)
@@ -108,118 +326,8 @@ def build(runtime: AppRuntime, session: Any) -> None:
             files = gr.File(label="Download: results JSON + per-row CSV", file_count="multiple", interactive=False)
             examples_md = gr.Markdown("")
 
-    # ------------------------------------------------------------------ handlers
-    def run(upload: str | None, fmt_v: str, backend_id: str, method_v: str, template_v: str, shots_v: str,
-            limit_v: float | None, seed_v: float | None, calibrate_v: str, max_new_v: float, api_key: str | None,
-            progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
-        """Run the lab; yields (status, table, plot, confusion, per-class, files, examples, holder)."""
-        try:
-            config = LabConfig(shots=parse_shots(shots_v or ""), method=method_v, template=template_v,
-                               limit=int(limit_v) if limit_v else None, seed=int(seed_v or 0),
-                               max_new_tokens=int(max_new_v or 10), calibrate=calibrate_v or "batch")
-            if method_v == "score" and runtime.engine_of(backend_id) is None:
-                raise BackendError("The score method reads the local model's probabilities: pick the local model, "
-                                   "or use generate for a hosted backend.", kind="bad_request")
-            if upload:
-                data, pool = load_labelled(upload, fmt_v or "auto"), None
-            else:
-                data, pool = load_demo()
-            rows, pool_rows = prepare_data(data, pool, config)
-        except BackendError as e:
-            raise gr.Error(str(e)) from e  # input validation: nothing on screen is lost
-        state = LabRun(source=data.source, config=config)
-        notes = f"⚠️ {data.problem_summary()}\n\n" if data.problems else ""
-        skip = gr.skip()
-        yield (notes + "⏳ Getting the backend ready…",) + (skip,) * 6 + (state,)
-        try:
-            be = scorer = None
-            if method_v == "score":
-                from ..icl.scoring import LabelScorer
-
-                # Scoring reads the model's logits: always the transformers engine (loaded on first use,
-                # with its progress shown here).
-                loaded = runtime.models.get(engine=TRANSFORMERS, progress=lambda f, m: progress(
-                    f, desc=f"Loading the transformers engine: {m}"))
-                scorer = LabelScorer(loaded, slots=runtime.line(TRANSFORMERS))
-                state.backend = f"local · {loaded.display_name} · {TRANSFORMERS}"
-            else:
-                be = runtime.backend(backend_id, api_key=api_key)
-                state.backend = be.name
-            for p in run_lab(rows, pool_rows, data.labels, config, backend=be, scorer=scorer, cancel=state.cancel):
-                state.progress = p
-                progress(p.fraction, desc=p.describe())
-                if p.finished or p.stopped:
-                    state.files = _save(state)
-                yield _view(state, notes) + (state,)
-        except BackendError as e:
-            msg = f"❌ {e}"
-            if state.progress is not None and state.progress.runs:
-                state.files = _save(state)
-                yield _view(state, notes, prefix=msg + " — the rows done so far are below.") + (state,)
-            else:
-                yield (notes + msg,) + (skip,) * 6 + (state,)
-
-    def stop(state: LabRun | None) -> tuple:
-        """Stop the run; keep (and save) the rows done so far."""
-        if state is None or state.progress is None:
-            if state is not None:
-                state.cancel.set()
-            return ("Stopped before any row was done.",) + (gr.skip(),) * 6
-        state.cancel.set()
-        p = state.progress
-        state.progress = Progress(p.done, p.total, p.elapsed_s, p.runs, finished=p.finished, stopped=not p.finished)
-        state.files = _save(state)
-        return _view(state, "")
-
-    outputs = [status, table, plot, confusion, per_class, files, examples_md]
-    ev = run_btn.click(run, [data_file, fmt, backend, method, template, shots, limit, seed, calibrate, max_new,
-                             session.api_key], outputs + [holder], api_name="lab_run", **lane("lab"))
-    stop_btn.click(stop, [holder], outputs, cancels=[ev], api_name="lab_stop", queue=False)
-
-
-def _save(state: LabRun) -> list[str]:
-    if state.progress is None or not state.progress.runs:
-        return []
-    folder = tempfile.mkdtemp(prefix="llm-levels-lab-")
-    j, c = save_results(state.progress.runs, folder, source=state.source, backend=state.backend,
-                        model=state.backend, config=state.config)
-    return [str(j), str(c)]
-
-
-def _view(state: LabRun, notes: str, prefix: str = "") -> tuple:
-    p = state.progress
-    assert p is not None
-    runs = p.runs
-    pct = p.fraction * 100
-    head = prefix or ("✅ Done" if p.finished else "⏹ Stopped: the rows done so far are kept" if p.stopped else "⏳ Running")
-    bar = (f'<div style="height:10px;border-radius:5px;background:var(--neutral-200);overflow:hidden">'
-           f'<div style="width:{pct:.1f}%;height:100%;background:var(--color-accent)"></div></div>')
-    status = f"{notes}**{head}** · {state.backend} · {p.describe()}\n\n{bar}"
-    table = pd.DataFrame(results_table(runs), columns=TABLE_HEADERS)
-    plot_rows = []
-    for r in runs:
-        m = r.metrics
-        if m.n:
-            plot_rows += [[r.shots, m.accuracy, "accuracy"], [r.shots, m.weighted_f1, "weighted F1"],
-                          [r.shots, m.macro_f1, "macro F1"]]
-    plot = _plot_frame(plot_rows)
-    last = runs[-1] if runs else None
-    conf, pc, ex = pd.DataFrame(), pd.DataFrame(), ""
-    if last is not None:
-        m = last.metrics
-        conf = pd.DataFrame([[lab] + row for lab, row in zip(m.labels, m.confusion)],
-                            columns=["gold \\ predicted"] + m.confusion_columns)
-        if not m.n_invalid:
-            conf = conf.drop(columns=[INVALID])
-        pc = pd.DataFrame([[lab, round(s.precision, 3), round(s.recall, 3), round(s.f1, 3), s.support]
-                           for lab, s in m.per_class.items()], columns=["label", "precision", "recall", "F1", "support"])
-        ex = _examples_text(last)
-    return status, table, plot, conf, pc, (state.files or gr.skip()), ex
-
-
-def _examples_text(run: RunResult) -> str:
-    if not run.examples:
-        return f"**k={run.shots}**: no examples (zero-shot)."
-    lines = [f"**k={run.shots}** examples (from the pool, never evaluated):"]
-    lines += [f"- *{e.label}*: {e.text}" for e in run.examples]
-    return "\n".join(lines)
+    tab = LabTab(runtime, status, table, plot, confusion, per_class, files, examples_md, holder)
+    inputs = [data_file, fmt, backend, method, template, shots, limit, seed, calibrate, max_new, session.api_key]
+    ev = run_btn.click(tab.run, inputs, tab.outputs + [holder], api_name="lab_run", **lane("lab"))
+    stop_btn.click(tab.stop, [holder], tab.outputs, cancels=[ev], api_name="lab_stop", queue=False)
+    return tab

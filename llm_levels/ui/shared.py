@@ -4,26 +4,24 @@
 - :func:`lane`: the Gradio queue lane (concurrency id and limit) of each tab's generation events.
 - :func:`chat_panel`: the conversation controls of the Hosted API and Local tabs.
 - :func:`price_table`: the price table of the tabs that estimate costs (Hosted API, Compare).
-- :class:`BackendOpener`: gets a backend ready in a worker thread so a tab can show "the model is
-  loading (NN%)" and "waiting for the local model, N ahead of you" instead of freezing.
+- :func:`wait_title` / :func:`wait_text`: what a turn that is not answering yet says (the model loading,
+  its place in the engine's line), from the turn service's Loading / Waiting events.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import threading
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import gradio as gr
 
-from ..core import Backend, BackendError
+from ..core import BackendError
 from ..pricing import PriceTable
 from ..runtime import APP_ENDPOINT, LOCAL, LOCAL_PREFIX, SESSION_HOSTED, AppRuntime
-from ..slots import SlotTicket
 from ..turns.events import Loading, Waiting
+from ..web.gradio_compat import checked_slider  # noqa: F401 - the tabs' sliders (it reaches into Gradio)
 
 log = logging.getLogger(__name__)
 
@@ -125,38 +123,6 @@ def chat_panel(prefix: str, *, label: str, placeholder: str, extra_buttons: Sequ
     return ChatPanel(chatbot, textbox, send_btn, stop_btn, retry_btn, undo_btn, clear_btn, metrics_md, extra)
 
 
-def checked_slider(*args: Any, **kwargs: Any) -> gr.Slider:
-    """A ``gr.Slider`` whose value, when it comes through the API rather than the slider, is checked
-    with a one-line message that names the setting and its range.
-
-    Gradio's own check fails on a non-number with a multi-line "Could not preprocess input component"
-    text and a ``TypeError``; here ``"abc"``, ``None``, ``NaN`` or ``1e9`` get e.g. "Longest answer
-    (tokens) must be a number between 1 and 1024, not 'abc'." Numeric strings ("12") are accepted.
-    (The check replaces the instance's ``preprocess``: a subclass would make Gradio write a ``.pyi``
-    file next to this module at import time.)
-    """
-    slider = gr.Slider(*args, **kwargs)
-    original = slider.preprocess
-    name = slider.label or "This setting"
-    lo, hi = slider.minimum, slider.maximum
-
-    def preprocess(payload: Any) -> float:
-        shown = repr(payload) if len(repr(payload)) <= 40 else repr(payload)[:37] + "..."
-        bad = gr.Error(f"{name} must be a number between {lo:g} and {hi:g}, not {shown}.")
-        if isinstance(payload, bool):
-            raise bad
-        try:
-            num = float(payload)
-        except (TypeError, ValueError, OverflowError):
-            raise bad from None
-        if not math.isfinite(num) or num < lo or num > hi:
-            raise bad
-        return original(num)
-
-    slider.preprocess = preprocess  # type: ignore[method-assign]
-    return slider
-
-
 # --------------------------------------------------------------------------------- backend choices
 SESSION_LABEL = "Hosted API · OpenAI (with the key you enter in the Hosted API tab)"
 
@@ -232,24 +198,6 @@ def model_status_fields(status: Any) -> dict[str, Any]:
     }
 
 
-def model_loading_percent(runtime: AppRuntime, spec: str | None = None, engine: str | None = None) -> int | None:
-    """How far the local model's load is (0-100) while it loads, else None."""
-    f = model_status_fields(runtime.models.status(spec, engine=engine))
-    if f["state"] != "loading":
-        return None
-    return round((f["fraction"] or 0.0) * 100)
-
-
-def model_loading_text(runtime: AppRuntime, spec: str | None = None, engine: str | None = None) -> str | None:
-    """"The model is loading (NN%): …" while the local model loads, else None."""
-    f = model_status_fields(runtime.models.status(spec, engine=engine))
-    if f["state"] != "loading":
-        return None
-    pct = f" ({f['fraction'] * 100:.0f}%)" if f["fraction"] is not None else ""
-    detail = f": {f['message']}" if f["message"] else ""
-    return f"The local model is loading{pct}{detail}. Your message will be answered as soon as it is ready."
-
-
 def wait_title(event: Loading | Waiting) -> str:
     """A short title for a "please wait" note: the place in line, or the loading percentage."""
     if isinstance(event, Waiting):
@@ -268,7 +216,3 @@ def wait_text(event: Loading | Waiting) -> str:
         return (f"The local model is loading ({event.fraction * 100:.0f}%){detail}. Your message will be answered "
                 "as soon as it is ready.")
     return event.message or "Please wait…"
-
-
-# The opener moved to the turn service; tabs not yet on run_turn still import it from here.
-from ..turns.opener import BackendOpener  # noqa: E402,F401

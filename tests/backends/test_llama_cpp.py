@@ -78,7 +78,7 @@ def test_the_model_and_describe(llama, backend):
     assert llama.context_window == CONTEXT and llama.parallel == 4 and llama.threads >= 1
     assert llama.gguf_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and llama.load_s > 0
     info = backend.describe()
-    assert info["engine"] == "llama.cpp" == backend.engine and info["backend"] == "local" == backend.kind
+    assert info["engine"] == "llama.cpp" == backend.engine and info["backend"] == "local" == backend.provider
     assert (info["dtype"], info["context_window"], info["parallel"]) == ("Q4_1", CONTEXT, 4)
     assert info["source"] == "embedded-gguf" and info["model"] == "SmolLM2-135M-Instruct" == backend.model
     assert backend.name == "local · SmolLM2-135M-Instruct (embedded GGUF)"
@@ -222,7 +222,7 @@ def test_a_long_conversation_keeps_the_newest_turns_with_few_renders(small_llama
     finally:
         del backend._encode
     assert renders <= 2 * math.log2(len(history)) + 3, renders
-    assert 0 < prompt.truncated_turns and prompt.truncated_turns % 2 == 0
+    assert prompt.truncated_turns > 0 and prompt.truncated_turns % 2 == 0
     assert len(prompt.ids) + 16 <= window
     kept = prompt.messages
     assert kept[0] == history[0] and kept[1].role == "user" and kept[-1] == history[-1]
@@ -283,7 +283,7 @@ def test_a_request_cancelled_while_waiting_in_line_never_starts(llama):
             waiting = LlamaCppBackend(llama, slots=ticket if use_ticket else slots)
             cancel = threading.Event()
             out: list[Chunk] = []
-            t = threading.Thread(target=lambda: out.extend(waiting.stream(QUESTION, greedy(5), cancel)))
+            t = threading.Thread(target=out.extend, args=(waiting.stream(QUESTION, greedy(5), cancel),))
             t.start()
             wait_until(lambda: slots.waiting == 1, 5.0, "the request did not stand in line")
             cancel.set()

@@ -151,7 +151,7 @@ def test_prompt_inspection(local_backend, embedded_model):
     assert info["engine"] == "transformers" == local_backend.engine and "fast_path" not in info
     assert info["source"] == "embedded-gguf" and info["device"] == embedded_model.device
     assert local_backend.name == "local · SmolLM2-135M-Instruct (embedded GGUF)"
-    assert local_backend.model == "SmolLM2-135M-Instruct" and local_backend.kind == "local"
+    assert local_backend.model == "SmolLM2-135M-Instruct" and local_backend.provider == "local"
 
 
 @pytest.mark.slow
@@ -237,7 +237,7 @@ def test_the_apps_line_a_request_cancelled_while_waiting_leaves_it_and_never_sta
         waiting = LocalBackend(tiny_causal, slots=ticket if use_ticket else slots)
         cancel = threading.Event()
         out: list[Chunk] = []
-        t = threading.Thread(target=lambda: out.extend(waiting.stream(QUESTION, greedy(5), cancel)))
+        t = threading.Thread(target=out.extend, args=(waiting.stream(QUESTION, greedy(5), cancel),))
         t.start()
         deadline = time.monotonic() + 5
         while slots.waiting == 0:  # it stands in line behind the running generation

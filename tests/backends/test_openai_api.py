@@ -296,6 +296,84 @@ def test_never_answering_server_times_out_within_the_budget(scripted_server):
     assert len(scripted_server.requests) == 1  # no time left in the budget for a retry
 
 
+def test_retries_are_the_openai_clients_own(scripted_server):
+    """The client retries (its retry-count header says so), with its growing, jittered backoff."""
+    scripted_server.push(Act.status(500), Act.status(500), Act.stream("third time"))
+    b = backend(scripted_server.base_url, timeout_s=6, max_retries=2)
+    assert collect(b.stream(HELLO, GenParams())).text == "third time"
+    reqs = scripted_server.requests
+    assert [r.headers.get("x-stainless-retry-count") for r in reqs] == ["0", "1", "2"]
+    first_pause, second_pause = reqs[1].at - reqs[0].at, reqs[2].at - reqs[1].at
+    assert 0.3 < first_pause < second_pause < 1.5  # about 0.5 s, then about 1 s (less up to a quarter)
+    assert b._get_client().max_retries == 2
+
+
+def test_retry_after_ms_and_the_servers_no_retry_are_honoured(scripted_server):
+    scripted_server.push(Act.status(503, headers={"retry-after-ms": "300"}), Act.stream("ok"))
+    b = backend(scripted_server.base_url, timeout_s=5, max_retries=2)
+    assert collect(b.stream(HELLO, GenParams())).text == "ok"
+    reqs = scripted_server.requests
+    assert len(reqs) == 2 and 0.28 <= reqs[1].at - reqs[0].at < 0.9
+    scripted_server.push(Act.status(503, headers={"x-should-retry": "false"}), Act.stream("never"))
+    err, _, _ = fail(b)
+    assert err.kind == "server" and "503" in err.message and len(scripted_server.requests) == 3
+
+
+def test_a_backoff_that_would_outlast_the_budget_is_not_started(scripted_server):
+    """The 503 is reported at once, not a timeout later: the client is told not to retry."""
+    scripted_server.push(Act.status(503, headers={"Retry-After": "5"}))
+    err, elapsed, _ = fail(backend(scripted_server.base_url, timeout_s=2, max_retries=2))
+    assert err.kind == "server" and "503" in err.message and elapsed < 0.5
+    assert len(scripted_server.requests) == 1
+
+
+def test_no_retry_is_sent_after_the_budget_ended(scripted_server):
+    """The client would retry a timed-out attempt after its backoff; the budget stops it for good."""
+    scripted_server.default = Act.hang()
+    err, elapsed, _ = fail(backend(scripted_server.base_url, timeout_s=0.6, max_retries=3))
+    assert err.kind == "timeout" and elapsed < 1.0
+    time.sleep(1.5)  # longer than the client's pause before its next attempt
+    assert len(scripted_server.requests) == 1
+
+
+def test_stream_cut_before_text_is_not_retried_when_max_retries_is_zero(scripted_server):
+    scripted_server.push(Act.cut(), Act.stream("never"))
+    err, _, seen = fail(backend(scripted_server.base_url, max_retries=0))
+    assert err.kind == "stream_cut" and not seen and len(scripted_server.requests) == 1
+
+
+def test_cancel_during_the_clients_backoff_returns_at_once(scripted_server):
+    scripted_server.push(Act.status(503, headers={"Retry-After": "2"}), Act.stream("too late"))
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    t0 = time.monotonic()
+    chunks = list(backend(scripted_server.base_url, timeout_s=10).stream(HELLO, GenParams(), cancel))
+    assert chunks[-1].finish_reason == "cancelled" and time.monotonic() - t0 < 1.0
+    time.sleep(2.2)  # the client wakes from its pause: the cancelled request sends nothing more
+    assert len(scripted_server.requests) == 1
+
+
+def test_the_client_backoff_constants_are_the_clients():
+    from openai import _constants
+
+    from llm_levels.backends import openai_budget as budget
+
+    assert budget.CLIENT_INITIAL_RETRY_DELAY_S == _constants.INITIAL_RETRY_DELAY
+    assert budget.CLIENT_MAX_RETRY_DELAY_S == _constants.MAX_RETRY_DELAY
+    assert budget.CLIENT_MAX_RETRY_AFTER_S == _constants.MAX_RETRY_AFTER_DELAY
+
+
+@pytest.mark.parametrize("headers, seconds", [
+    ({"retry-after": "2"}, 2.0), ({"retry-after-ms": "250"}, 0.25), ({"retry-after": "not a date"}, None),
+    ({"retry-after": "inf"}, None), ({"retry-after-ms": "x", "retry-after": "1.5"}, 1.5), ({}, None),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: no wait
+])
+def test_retry_after_parsing(headers, seconds):
+    from llm_levels.backends.openai_budget import retry_after
+
+    assert retry_after(headers) == seconds
+
+
 # ================================================================================ scripted: stream cuts
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked-unterminated", "close-delimited"])
 def test_stream_cut_after_text_keeps_the_partial_text_and_is_not_retried(scripted_server, chunked):

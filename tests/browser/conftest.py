@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -48,7 +48,7 @@ def browser():
 
 
 @pytest.fixture
-def new_page(browser, app_server) -> Iterator[Callable[[], "object"]]:
+def new_page(browser, app_server) -> Iterator[Callable[[], object]]:
     """Open a fresh page (own browser context = own Gradio session) on the app; returns the page."""
     from playwright.sync_api import expect
 

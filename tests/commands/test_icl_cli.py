@@ -32,7 +32,7 @@ def test_score_on_the_demo_set_writes_json_and_csv(tmp_path):
     doc = json.loads(out.read_text())
     assert [r["shots"] for r in doc["runs"]] == [0, 1]
     for r in doc["runs"]:
-        assert RUN_KEYS <= set(r) and r["n"] == 6 and r["method"] == "score" and r["template"] == "list"
+        assert set(r) >= RUN_KEYS and r["n"] == 6 and r["method"] == "score" and r["template"] == "list"
         assert r["invalid_rate"] == 0 and sum(map(sum, r["confusion"])) == 6
         assert set(r["per_class"]) == {"negative", "neutral", "positive"}
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["weighted_f1"] <= 1
@@ -53,7 +53,7 @@ def test_generate_locally_runs_on_llama_cpp_and_exits_cleanly(tmp_path):
     assert [r["shots"] for r in doc["runs"]] == [0, 1]
     for r in doc["runs"]:
         # Greedy answers, parsed: only the shape is checked (a small model may answer off the label set).
-        assert RUN_KEYS <= set(r) and r["n"] == 4 and r["method"] == "generate"
+        assert set(r) >= RUN_KEYS and r["n"] == 4 and r["method"] == "generate"
         assert 0 <= r["invalid_rate"] <= 1 and 0 <= r["accuracy"] <= 1
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from llm_levels.icl.data import load_demo
 from llm_levels.icl.prompts import get_template, select_examples
-from llm_levels.icl.runner import LabConfig, run_lab
+from llm_levels.icl.runner import LabConfig, ask_backend, run_lab
 from llm_levels.icl.scoring import LabelScorer
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ def test_run_lab_score_metrics_and_stop_keeps_rows(embedded_model, demo):
 def test_generate_through_the_backend_interface(local_backend, demo):
     rows, pool = demo
     config = LabConfig(shots=(1,), method="generate", template="instruct", max_new_tokens=3)
-    final = list(run_lab(rows[:2], pool, LABELS, config, backend=local_backend))[-1]
+    final = list(run_lab(rows[:2], pool, LABELS, config, ask=ask_backend(local_backend)))[-1]
     run = final.runs[0]
     assert final.finished and run.metrics.n == 2
     assert all(r.answer.strip() for r in run.rows)

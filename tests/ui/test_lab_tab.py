@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -86,3 +87,89 @@ def test_stop_keeps_the_rows_done(app_server):
     assert 0 < done < 150 and str(first["n"]).endswith("/150")
     doc = json.loads(open(next(p for p in _paths(stopped["files"]) if p.endswith(".json"))).read())
     assert doc["runs"][0]["n"] == done and doc["runs"][0]["complete"] is False
+
+
+def test_generate_with_the_local_model_goes_through_the_turn_service(app_server):
+    out = run(app_server.client(), method="generate", shots="0", limit=3, template="instruct", max_new=4)
+    assert "Done" in out["status"] and "llama.cpp" in out["status"] and "3/3 rows" in out["status"]
+    assert "left" not in out["status"]  # no "about 0 s left" once done
+    (row,) = [dict(zip(out["table"]["headers"], r)) for r in out["table"]["data"]]
+    assert row["n"] == 3 and row["method"] == "generate"
+    # One k is still drawn (points, not a one-point line), with k on the axis as a whole number.
+    plot = json.dumps(out["plot"])
+    assert '"0"' in plot and "accuracy" in plot
+
+
+# ------------------------------------------------------------------ the generate method's ask, in-process
+@pytest.fixture
+def hosted_runtime(katan_echo, monkeypatch):
+    from llm_levels.config import Settings
+    from llm_levels.runtime import AppRuntime
+
+    monkeypatch.setenv("OPENAI_API_KEY", katan_echo.api_key)
+    runtime = AppRuntime(Settings.from_env({"OPENAI_BASE_URL": katan_echo.base_url, "OPENAI_MODEL": katan_echo.model,
+                                            "OPENAI_API_KEY": katan_echo.api_key, "PRELOAD_MODEL": "false"}))
+    # Two requests per second per session, so the limit shows within the test.
+    runtime.rate_limiter = type(runtime.rate_limiter)(2, window_s=1.0)
+    return runtime
+
+
+def test_the_session_limit_paces_a_lab_run_instead_of_failing_it(hosted_runtime):
+    from llm_levels.core import GenParams, Message
+    from llm_levels.ui.lab import LabRun, SessionAsk
+
+    said: list[str] = []
+    state = LabRun()
+    ask = SessionAsk(hosted_runtime, KATAN, state, api_key=None, session_id="lab-session",
+                     progress=lambda fraction, desc="": said.append(desc))
+    params = GenParams(temperature=0.0, max_new_tokens=8)
+    t0 = time.monotonic()
+    answers = [ask([Message("user", f"say nonce-{i}")], params) for i in range(4)]
+    assert all(f"nonce-{i}" in a for i, a in enumerate(answers))
+    assert time.monotonic() - t0 >= 0.5 and any("Too many requests" in s for s in said)
+    assert state.backend  # the backend's own name, from the turn's Started event
+
+    stopper = threading.Timer(0.3, state.cancel.set)  # Stop while the run waits for the limit
+    stopper.start()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5 and not state.cancel.is_set():
+        ask([Message("user", "more")], params)
+    assert state.cancel.is_set() and time.monotonic() - t0 < 3
+
+
+def test_a_failed_turn_raises_its_one_error(hosted_runtime):
+    from llm_levels.core import BackendError, GenParams, Message
+    from llm_levels.ui.lab import LabRun, SessionAsk
+
+    ask = SessionAsk(hosted_runtime, "hosted:nowhere", LabRun(), api_key=None, session_id="s", progress=lambda *a, **k: None)
+    with pytest.raises(BackendError, match="No hosted endpoint named"):
+        ask([Message("user", "hi")], GenParams(temperature=0.0, max_new_tokens=4))
+
+
+def test_the_chart_data_and_a_discarded_run(tmp_path):
+    import os
+
+    from llm_levels.icl.runner import LabConfig, Progress, RowResult, RunResult
+    from llm_levels.ui.lab import LabRun, plot_frame
+
+    labels = ("negative", "neutral", "positive")
+    runs = []
+    for k in (3, 0):  # in the order of the shots box; the chart goes by k
+        run = RunResult(k, "generate", "instruct", labels, [], 2, complete=True)
+        run.rows = [RowResult(1, "a", "positive", "positive", "positive"), RowResult(2, "b", "neutral", None, "?")]
+        runs.append(run)
+    frame = plot_frame(runs)
+    import pandas as pd
+
+    assert list(frame["k"]) == ["0"] * 3 + ["3"] * 3 and pd.api.types.is_string_dtype(frame["k"])  # text, k order
+    assert set(frame["metric"]) == {"accuracy", "weighted F1", "macro F1"} and frame["score"].between(0, 1).all()
+    empty = plot_frame([])
+    assert empty.empty and str(empty["score"].dtype) == "float64"
+
+    state = LabRun(source="demo", backend="fake", config=LabConfig(shots=(0, 3), method="generate"))
+    state.progress = Progress(4, 4, 1.0, runs, finished=True)
+    first, second = state.save(), state.save()
+    assert first != second and all(os.path.exists(p) for p in first + second)
+    LabRun.discard(state)  # what Gradio calls when the session's value expires
+    assert state.cancel.is_set() and not any(os.path.exists(p) for p in first + second)
+    LabRun.discard(None)

@@ -13,7 +13,7 @@ import pytest
 from gradio_client.exceptions import AppError
 
 from llm_levels import history as H
-from llm_levels.inspect import MAX_TOKENS_SHOWN
+from llm_levels.inspection import MAX_TOKENS_SHOWN
 
 pytestmark = pytest.mark.slow
 
@@ -276,3 +276,102 @@ def test_stop_keeps_the_partial_answer_and_frees_the_model(app_server):
     # Unstopped, this greedy story runs all 1000 tokens (~65 s here at ~15 tokens/s): the stopped one must
     # not keep the model busy.
     assert waited < 20, f"the stopped generation kept the model busy ({waited:.0f} s)"
+
+
+# ------------------------------------------------------------------ in process: the tab on the turn service
+class _Models:
+    """The local model "loads" for a little while, then is there."""
+
+    def __init__(self):
+        import threading
+
+        self.loaded = threading.Event()
+
+    def get(self, spec=None, progress=None, *, engine=None):
+        self.loaded.wait(0.8)
+        self.loaded.set()
+        return _LOADED
+
+    def peek(self, spec=None, *, engine=None):
+        return _LOADED if self.loaded.is_set() else None
+
+    def status(self, spec=None, *, engine=None):
+        from types import SimpleNamespace
+
+        if self.loaded.is_set():
+            return SimpleNamespace(state="ready", fraction=1.0, message="")
+        return SimpleNamespace(state="loading", fraction=0.25, message="weights")
+
+
+def _loaded():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(engine=LLAMA_CPP, display_name="Fake-135M", dtype="Q4_1", threads=2, parallel=4,
+                           context_window=1536, load_s=0.4, device="cpu", label="llama.cpp · Q4_1",
+                           tokenize=lambda text: [(1, "<|im_start|>"), (2, text[12:])])
+
+
+_LOADED = _loaded()
+
+
+def _local_tab_in_process(monkeypatch):
+    import gradio as gr
+
+    from llm_levels.config import Settings
+    from llm_levels.runtime import AppRuntime
+    from llm_levels.ui import local, local_panels
+    from tests.fakes import FakeBackend
+
+    class FakeLocal(FakeBackend):
+        engine = LLAMA_CPP
+        loaded = _LOADED
+
+        def prepare(self, messages, max_new_tokens=None):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(text="<|im_start|>" + messages[-1].content, ids=[1, 2], truncated_turns=1,
+                                   messages=tuple(messages))
+
+    runtime = AppRuntime(Settings.from_env({"PRELOAD_MODEL": "false", "REQUESTS_PER_MINUTE": "1000"}))
+    monkeypatch.setattr(runtime, "models", _Models())
+    monkeypatch.setattr(runtime, "local_backend", lambda spec=None, *, engine=None, slots=None: FakeLocal(name="local · Fake"))
+    monkeypatch.setattr(local_panels, "local_snippet", lambda backend, messages, params, settings, prompt: "# code")
+    with gr.Blocks():
+        tab = local.build(runtime, None)
+    return tab
+
+
+def test_in_process_a_turn_shows_loading_then_the_answer_and_every_panel(monkeypatch):
+    tab = _local_tab_in_process(monkeypatch)
+    updates = list(tab.send("hello", "embedded", "", False, 0.7, 0, 1.0, 1.0, 8, "", "llama.cpp", [], [], None))
+    assert all(isinstance(u, dict) and u and set(u) <= set(tab.outputs) for u in updates)
+    titles = [u[tab.chatbot][-1]["metadata"]["title"] for u in updates
+              if tab.chatbot in u and H.is_note(u[tab.chatbot][-1])]
+    assert any("25%" in t for t in titles), titles  # the load's progress, from the turn service's events
+    last = updates[-1]
+    assert set(tab.outputs) - {tab.textbox} <= set(last)  # the final update holds every panel
+    assert H.to_messages(last[tab.chatbot])[-1].content == "Hello, world"
+    assert last[tab.prompt_code] == "<|im_start|>hello" and last[tab.snippet] == "# code"
+    assert last[tab.tokens_view] == [("<|im_start|>", "1"), ("hello", "2")]
+    assert "oldest turn(s) were left out" in last[tab.tokens_md]
+    (row,) = last[tab.rows]
+    assert row[:4] == [1, "fake-model · llama.cpp", 1, 3]
+    assert "free (your hardware)" in last[tab.metrics_md] and "RSS" in last[tab.metrics_md]
+    assert "Fake-135M" in last[tab.model_info] and "4 slots" in last[tab.model_info]
+
+
+def test_in_process_render_load_and_refusals(monkeypatch):
+    import gradio as gr
+
+    tab = _local_tab_in_process(monkeypatch)
+    shown = tab.render("hi", "embedded", "SYS", False, 0.7, 0, 1.0, 1.0, 8, "", None, [],
+                       progress=lambda *a, **k: None)
+    assert shown[tab.prompt_code] == "<|im_start|>hi" and "Fake-135M" in shown[tab.model_info]
+    assert set(shown) == {tab.prompt_code, tab.tokens_view, tab.tokens_md, tab.snippet, tab.model_info}
+    loaded = tab.load("embedded", "llama.cpp", progress=lambda *a, **k: None)
+    assert loaded[tab.spec_state] == "embedded" and "engine **llama.cpp**" in loaded[tab.model_info]
+    with pytest.raises(gr.Error, match="llama.cpp or transformers"):
+        list(tab.send("hello", "embedded", "", False, 0.7, 0, 1.0, 1.0, 8, "", "vllm", [], [], None))
+    with pytest.raises(gr.Error, match="too long"):  # the turn service's check, before anything changes
+        list(tab.send("x" * 1_000_000, "embedded", "", False, 0.7, 0, 1.0, 1.0, 8, "", None, [], [], None))
+    assert tab.undo([H.user("one")]) == {tab.chatbot: [], tab.state: [], tab.textbox: "one"}

@@ -1,0 +1,100 @@
+"""Answers in OpenAI's wire format, built from the ``openai`` package's own types.
+
+A non-streamed answer is one :class:`~openai.types.chat.ChatCompletion`; a streamed one is server-sent
+events, each a :class:`~openai.types.chat.ChatCompletionChunk`: a first chunk with the assistant's role,
+one per piece of text, a last one with the finish reason, with ``stream_options.include_usage`` one more
+with empty ``choices`` and the usage, then ``data: [DONE]``. Per-token probabilities come as
+:class:`~openai.types.chat.ChatCompletionTokenLogprob` lists. Objects are dumped with ``exclude_unset``,
+so a field is on the wire exactly when it is set here (``"logprobs": null`` and ``"usage": null`` as
+OpenAI sends them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage, ChatCompletionTokenLogprob
+from openai.types.chat import chat_completion_chunk as chunk_types
+from openai.types.chat.chat_completion import Choice, ChoiceLogprobs
+from openai.types.chat.chat_completion_token_logprob import TopLogprob
+
+from ..core import TokenLogprob
+from ..turns import Done
+
+#: The last event of every streamed answer.
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def token_logprobs(tokens: Iterable[TokenLogprob], shape: Any = ChoiceLogprobs) -> Any:
+    """Per-token probabilities in OpenAI's ``choice.logprobs`` ``shape`` (a completion's or a chunk's);
+    None when there are none."""
+    content = [ChatCompletionTokenLogprob(
+        token=t.token, logprob=t.logprob, bytes=list(t.token.encode("utf-8")),
+        top_logprobs=[TopLogprob(token=a, logprob=lp, bytes=list(a.encode("utf-8"))) for a, lp in t.top],
+    ) for t in tokens]
+    return shape(content=content, refusal=None) if content else None
+
+
+def usage_of(done: Done | None) -> CompletionUsage | None:
+    """The token counts of a finished turn, when the backend counted them."""
+    m = done.metrics if done is not None else None
+    if m is None or m.input_tokens is None or m.output_tokens is None:
+        return None
+    return CompletionUsage(prompt_tokens=m.input_tokens, completion_tokens=m.output_tokens,
+                           total_tokens=m.input_tokens + m.output_tokens)
+
+
+def finish_reason(reason: str | None) -> str:
+    """OpenAI's finish reason: ``length`` when the token limit ended the answer, else ``stop``."""
+    return reason if reason in ("stop", "length") else "stop"
+
+
+def completion(request_id: str, created: int, model: str, done: Done) -> str:
+    """One ``chat.completion`` (JSON) for a finished turn."""
+    choice = Choice(index=0, message=ChatCompletionMessage(role="assistant", content=done.text, refusal=None),
+                    logprobs=token_logprobs(done.tokens), finish_reason=finish_reason(done.finish_reason))
+    return ChatCompletion(id=request_id, object="chat.completion", created=created, model=model, choices=[choice],
+                          usage=usage_of(done)).model_dump_json(exclude_unset=True)
+
+
+class ChunkWriter:
+    """The server-sent events of one streamed answer (same id, time and model on every chunk)."""
+
+    def __init__(self, request_id: str, created: int, model: str, include_usage: bool) -> None:
+        self._base: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created,
+                                      "model": model}
+        if include_usage:
+            self._base["usage"] = None  # OpenAI: null on every chunk but the last one
+        self.include_usage = include_usage
+
+    def _event(self, choices: list[chunk_types.Choice], **extra: Any) -> bytes:
+        obj = ChatCompletionChunk(**{**self._base, **extra}, choices=choices)
+        return b"data: " + obj.model_dump_json(exclude_unset=True).encode() + b"\n\n"
+
+    def _choice(self, delta: chunk_types.ChoiceDelta, finish: str | None = None,
+                tokens: Iterable[TokenLogprob] = ()) -> bytes:
+        logprobs = token_logprobs(tokens, chunk_types.ChoiceLogprobs)
+        return self._event([chunk_types.Choice(index=0, delta=delta, logprobs=logprobs, finish_reason=finish)])
+
+    def role(self) -> bytes:
+        """The first chunk: the assistant's role, no text yet."""
+        return self._choice(chunk_types.ChoiceDelta(role="assistant", content=""))
+
+    def text(self, text: str, tokens: Iterable[TokenLogprob] = ()) -> bytes:
+        """A piece of the answer (with its tokens' probabilities, when asked for)."""
+        return self._choice(chunk_types.ChoiceDelta(content=text), tokens=tokens)
+
+    def end(self, done: Done) -> bytes:
+        """The last chunk (the finish reason), the usage chunk when asked for, and ``[DONE]``."""
+        out = self._choice(chunk_types.ChoiceDelta(), finish_reason(done.finish_reason))
+        if self.include_usage:
+            out += self._event([], usage=usage_of(done))
+        return out + SSE_DONE
+
+
+def sse_error(body: dict[str, Any]) -> bytes:
+    """A failure after the headers went out, as OpenAI reports it mid-stream (the client raises APIError)."""
+    return b"data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
