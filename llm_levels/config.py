@@ -66,7 +66,7 @@ class Settings:
     #: Tokens one local request may use (prompt + answer) on llama.cpp; its attention cache holds this many
     #: for each of the LOCAL_CONCURRENCY slots, allocated at start.
     local_context: int = 1536
-    #: llama.cpp's threads; 0 = one per core but one (that core serves the web app).
+    #: llama.cpp's threads; 0 = one per core.
     local_threads: int = 0
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "llm-levels")
     request_timeout_s: float = 60.0

@@ -121,16 +121,16 @@ def gguf_dtype(path: Path) -> str:
 
 
 def default_threads() -> int:
-    """One thread per core this process may use, but one: that core serves the web app and the streaming.
+    """One thread per core this process may use.
 
-    llama.cpp's threads wait for each other at every step, so one busy core slows all of them (make bench
-    shows two threads collapsing on a 2-core machine as soon as anything else runs).
+    On a quiet machine that decodes concurrent requests fastest. llama.cpp's threads wait for each other at
+    every step, though, so a core taken by another process slows all of them: on a shared machine
+    LOCAL_THREADS=1 (or cores - 1) is steadier (make bench measures both).
     """
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        return max(1, os.cpu_count() or 1)
 
 
 _LOAD_LOCK = threading.Lock()
