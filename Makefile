@@ -17,8 +17,10 @@ run: setup
 	$(PY) app.py
 
 test: setup-dev browser
-	@echo "Lint (ruff), then the whole test suite (pytest)..."
+	@echo "Lint (ruff), types (mypy, where cheap), then the whole test suite (pytest)..."
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 bench: setup
@@ -42,7 +44,7 @@ $(VENV)/.stamp-run: requirements.txt pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.stamp-dev: requirements-dev.txt $(VENV)/.stamp-run
-	@echo "Installing the test tools (pytest, playwright, llm-katan, ruff)..."
+	@echo "Installing the test tools (pytest, playwright, llm-katan, ruff, mypy)..."
 	$(PIP) install -q -r requirements-dev.txt $(QUIET_PIP)
 	touch $@
 

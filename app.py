@@ -23,8 +23,11 @@ def main() -> int:
         return 2
     from llm_levels.web.app import serve
 
-    print(f"llm-levels: serving on http://{settings.server_name}:{settings.server_port} "
-          "(the local model loads in the background)", flush=True)
+    print(
+        f"llm-levels: serving on http://{settings.server_name}:{settings.server_port} "
+        "(the local model loads in the background)",
+        flush=True,
+    )
     serve(settings)
     return 0
 

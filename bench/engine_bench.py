@@ -85,10 +85,17 @@ def main(args: Any) -> int:
     if args.model:
         settings = replace(settings, local_model=args.model)
     results: dict[str, Any] = {
-        "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python -m llm_levels " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "settings": {"tokens": args.tokens, "runs": args.runs, "users": args.users, "prompt": args.prompt,
-                     "model": settings.local_model, "quick": bool(args.quick)},
+        "settings": {
+            "tokens": args.tokens,
+            "runs": args.runs,
+            "users": args.users,
+            "prompt": args.prompt,
+            "model": settings.local_model,
+            "quick": bool(args.quick),
+        },
     }
     print(f"# llm-levels bench · {results['machine']['summary']}", flush=True)
     try:
@@ -96,8 +103,9 @@ def main(args: Any) -> int:
         engines = decode_section(args, settings, results)
         mark_load(results, "standalone_process")
         try:
-            results["standalone_process"] = standalone_process(engines["gguf"], engines["threads"], args,
-                                                               settings.local_context, engines["overrides"])
+            results["standalone_process"] = standalone_process(
+                engines["gguf"], engines["threads"], args, settings.local_context, engines["overrides"]
+            )
         except Exception as e:  # noqa: BLE001
             results.setdefault("errors", {})["standalone_process"] = f"{type(e).__name__}: {e}"[:500]
             print(f"  standalone process failed: {results['errors']['standalone_process']}", file=sys.stderr)
@@ -166,11 +174,19 @@ def machine() -> dict[str, Any]:
         except PackageNotFoundError:
             versions[pkg] = None
     load = os.getloadavg()
-    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "python": platform.python_version(),
-            **versions, "load_average_at_start": load}
-    info["summary"] = (f"{cpu}, {info['cores']} cores, {mem_gb} GB; python {info['python']}, torch {versions['torch']}, "
-                       f"transformers {versions['transformers']}, xllamacpp {versions['xllamacpp']}, gradio "
-                       f"{versions['gradio']}; load average {load[0]:.1f}")
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        **versions,
+        "load_average_at_start": load,
+    }
+    info["summary"] = (
+        f"{cpu}, {info['cores']} cores, {mem_gb} GB; python {info['python']}, torch {versions['torch']}, "
+        f"transformers {versions['transformers']}, xllamacpp {versions['xllamacpp']}, gradio "
+        f"{versions['gradio']}; load average {load[0]:.1f}"
+    )
     return info
 
 
@@ -188,9 +204,15 @@ def naive_generate(loaded: Any, ids: list[int], max_new_tokens: int) -> dict[str
     def work() -> None:
         try:
             with torch.inference_mode():
-                res = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                                     do_sample=False, streamer=streamer, pad_token_id=tok.eos_token_id)
-            out["ids"] = res[0, len(ids):].tolist()
+                res = model.generate(
+                    input_ids=x,
+                    attention_mask=torch.ones_like(x),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    streamer=streamer,
+                    pad_token_id=tok.eos_token_id,
+                )
+            out["ids"] = res[0, len(ids) :].tolist()
         except BaseException as e:  # noqa: BLE001
             out["error"] = e
             streamer.end()
@@ -213,15 +235,34 @@ def naive_generate(loaded: Any, ids: list[int], max_new_tokens: int) -> dict[str
 
 def chat_request(prompt: str, max_tokens: int, cache_prompt: bool) -> dict[str, Any]:
     """The OpenAI-shaped request both llama.cpp configurations answer (greedy)."""
-    return {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}, "cache_prompt": cache_prompt}
+    return {
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "cache_prompt": cache_prompt,
+    }
 
 
 #: llama.cpp settings beyond context, slots and threads that the app may set (``engine_params``); the
 #: standalone engine gets the same values, so the app/standalone figures compare the app, not the settings.
-ENGINE_FIELDS = ("flash_attn_type", "cache_type_k", "cache_type_v", "n_batch", "n_ubatch", "kv_unified",
-                 "swa_full", "ctx_shift", "cache_prompt", "cache_ram_mib", "n_cache_reuse", "slot_prompt_similarity",
-                 "use_jinja", "n_keep")
+ENGINE_FIELDS = (
+    "flash_attn_type",
+    "cache_type_k",
+    "cache_type_v",
+    "n_batch",
+    "n_ubatch",
+    "kv_unified",
+    "swa_full",
+    "ctx_shift",
+    "cache_prompt",
+    "cache_ram_mib",
+    "n_cache_reuse",
+    "slot_prompt_similarity",
+    "use_jinja",
+    "n_keep",
+)
 
 
 def app_engine_overrides(gguf: Path, *, parallel: int, context: int, threads: int) -> dict[str, Any]:
@@ -251,8 +292,9 @@ class Standalone:
     ``overrides``: llama.cpp settings by name (enums by their member's name), see :func:`app_engine_overrides`.
     """
 
-    def __init__(self, gguf: Path, *, parallel: int, context: int, threads: int,
-                 overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, gguf: Path, *, parallel: int, context: int, threads: int, overrides: dict[str, Any] | None = None
+    ) -> None:
         import enum
 
         import xllamacpp
@@ -357,34 +399,52 @@ def decode_section(args: Any, settings: Any, results: dict[str, Any]) -> dict[st
     app_model = load_llama_cpp_model(settings.local_model, app_settings)
     load["llama_cpp_app_s"] = round(time.perf_counter() - t0, 3)
     gguf = Path(app_model.gguf_path)
-    overrides = app_engine_overrides(gguf, parallel=args.users, context=settings.local_context,
-                                     threads=app_model.threads)
-    standalone = Standalone(gguf, parallel=args.users, context=settings.local_context, threads=app_model.threads,
-                            overrides=overrides)
+    overrides = app_engine_overrides(
+        gguf, parallel=args.users, context=settings.local_context, threads=app_model.threads
+    )
+    standalone = Standalone(
+        gguf, parallel=args.users, context=settings.local_context, threads=app_model.threads, overrides=overrides
+    )
     load["llama_cpp_standalone_s"] = round(standalone.load_s, 3)
     # The same with one thread (when the app uses more): on a shared machine, a thread that loses its core
     # stalls every step of llama.cpp's others, so fewer threads can be faster there.
-    one_thread = (Standalone(gguf, parallel=args.users, context=settings.local_context, threads=1, overrides=overrides)
-                  if app_model.threads > 1 else None)
-    results["settings"].update(gguf=gguf.name, threads=app_model.threads, context=settings.local_context,
-                               parallel=args.users, engine_overrides=overrides)
-    print(f"loaded: transformers {plain.display_name} ({plain.dtype}) in {load['transformers_s']} s"
-          f"{' (converted copy)' if plain.from_cache else ''}; llama.cpp {gguf.name} in the app "
-          f"{load['llama_cpp_app_s']:.2f} s, standalone {load['llama_cpp_standalone_s']:.2f} s "
-          f"({app_model.threads} threads, {args.users} slots x {settings.local_context} tokens; the app's settings "
-          f"for both: {overrides or 'llama.cpp defaults'})", flush=True)
+    one_thread = (
+        Standalone(gguf, parallel=args.users, context=settings.local_context, threads=1, overrides=overrides)
+        if app_model.threads > 1
+        else None
+    )
+    results["settings"].update(
+        gguf=gguf.name,
+        threads=app_model.threads,
+        context=settings.local_context,
+        parallel=args.users,
+        engine_overrides=overrides,
+    )
+    print(
+        f"loaded: transformers {plain.display_name} ({plain.dtype}) in {load['transformers_s']} s"
+        f"{' (converted copy)' if plain.from_cache else ''}; llama.cpp {gguf.name} in the app "
+        f"{load['llama_cpp_app_s']:.2f} s, standalone {load['llama_cpp_standalone_s']:.2f} s "
+        f"({app_model.threads} threads, {args.users} slots x {settings.local_context} tokens; the app's settings "
+        f"for both: {overrides or 'llama.cpp defaults'})",
+        flush=True,
+    )
 
     line = LocalSlots(args.users)
     fresh_backend = FreshPromptBackend(app_model, slots=line)
     app_backend = LlamaCppBackend(app_model, slots=line)
     ids = LocalBackend(plain).prepare([Message("user", args.prompt)], args.tokens).ids
-    results["prompt_tokens"] = {"transformers": len(ids),
-                                "llama_cpp": len(app_backend.prepare([Message("user", args.prompt)]).ids)}
+    results["prompt_tokens"] = {
+        "transformers": len(ids),
+        "llama_cpp": len(app_backend.prepare([Message("user", args.prompt)]).ids),
+    }
 
     configs: list[tuple[str, str, Callable[[int], dict[str, Any]]]] = [
         ("naive", NAIVE, lambda n: naive_generate(plain, ids, n)),
-        ("standalone", f"{STANDALONE}, {app_model.threads} thread{'s' if app_model.threads > 1 else ''}",
-         lambda n: standalone.generate(args.prompt, n)),
+        (
+            "standalone",
+            f"{STANDALONE}, {app_model.threads} thread{'s' if app_model.threads > 1 else ''}",
+            lambda n: standalone.generate(args.prompt, n),
+        ),
         ("app", APP, lambda n: app_generate(fresh_backend, args.prompt, n)),
     ]
     if one_thread is not None:
@@ -397,14 +457,24 @@ def decode_section(args: Any, settings: Any, results: dict[str, Any]) -> dict[st
             time.sleep(SETTLE_S)
             res = fn(args.tokens)
             runs[key].append(res)
-            print(f"  run {r + 1} {name}: {res['tokens']} tokens, TTFT {_fmt(res['ttft_s'], 3)} s, "
-                  f"{_fmt(res['tokens_per_s'], 1)} tok/s", flush=True)
+            print(
+                f"  run {r + 1} {name}: {res['tokens']} tokens, TTFT {_fmt(res['ttft_s'], 3)} s, "
+                f"{_fmt(res['tokens_per_s'], 1)} tok/s",
+                flush=True,
+            )
     rows = []
     for key, name, _ in configs:
-        rows.append({"key": key, "config": name, "tokens_per_s": _median(runs[key], "tokens_per_s"),
-                     "ttft_s": _median(runs[key], "ttft_s"), "tokens": _median(runs[key], "tokens"),
-                     "runs": [{k: v for k, v in x.items() if k != "text"} for x in runs[key]],
-                     "reply": runs[key][-1]["text"]})
+        rows.append(
+            {
+                "key": key,
+                "config": name,
+                "tokens_per_s": _median(runs[key], "tokens_per_s"),
+                "ttft_s": _median(runs[key], "ttft_s"),
+                "tokens": _median(runs[key], "tokens"),
+                "runs": [{k: v for k, v in x.items() if k != "text"} for x in runs[key]],
+                "reply": runs[key][-1]["text"],
+            }
+        )
     base = rows[0]["tokens_per_s"]
     for row in rows:
         row["speedup"] = (row["tokens_per_s"] / base) if base and row["tokens_per_s"] else None
@@ -419,17 +489,29 @@ def decode_section(args: Any, settings: Any, results: dict[str, Any]) -> dict[st
         "app_text_equals_standalone": ap["reply"] == st["reply"],
         "naive_llama_cpp_common_words": _common_words(nv["reply"], st["reply"]),
     }
-    print(f"  app / standalone {_fmt(results['ratios']['app_over_standalone'], 2)}x, TTFT "
-          f"{_fmt(results['ratios']['app_ttft_extra_ms'], 0, sign=True)} ms; llama.cpp / naive "
-          f"{_fmt(results['ratios']['standalone_over_naive'], 2)}x", flush=True)
+    print(
+        f"  app / standalone {_fmt(results['ratios']['app_over_standalone'], 2)}x, TTFT "
+        f"{_fmt(results['ratios']['app_ttft_extra_ms'], 0, sign=True)} ms; llama.cpp / naive "
+        f"{_fmt(results['ratios']['standalone_over_naive'], 2)}x",
+        flush=True,
+    )
     results["cached_ttft"] = cached_ttft(standalone, app_backend, args)
     results["ratios"]["app_prepare_ms"] = prepare_ms(app_backend, args)
     if one_thread is not None:
         one_thread.close()
-    print(f"  the app's prompt preparation (template + tokenize through llama.cpp's loopback routes): "
-          f"{results['ratios']['app_prepare_ms']:.1f} ms (median of 5)", flush=True)
-    return {"gguf": gguf, "threads": app_model.threads, "standalone": standalone, "app_model": app_model,
-            "app_backend": app_backend, "overrides": overrides}
+    print(
+        f"  the app's prompt preparation (template + tokenize through llama.cpp's loopback routes): "
+        f"{results['ratios']['app_prepare_ms']:.1f} ms (median of 5)",
+        flush=True,
+    )
+    return {
+        "gguf": gguf,
+        "threads": app_model.threads,
+        "standalone": standalone,
+        "app_model": app_model,
+        "app_backend": app_backend,
+        "overrides": overrides,
+    }
 
 
 def cached_ttft(standalone: Standalone, app_backend: Any, args: Any) -> dict[str, Any]:
@@ -447,8 +529,11 @@ def cached_ttft(standalone: Standalone, app_backend: Any, args: Any) -> dict[str
             ap.append(b["ttft_s"])
     res = {"standalone_s": statistics.median(st), "app_s": statistics.median(ap), "runs": len(st)}
     res["extra_ms"] = (res["app_s"] - res["standalone_s"]) * 1000
-    print(f"  cached prompt: TTFT standalone {res['standalone_s'] * 1000:.0f} ms, app {res['app_s'] * 1000:.0f} ms "
-          f"({res['extra_ms']:+.0f} ms; median of {len(st)})", flush=True)
+    print(
+        f"  cached prompt: TTFT standalone {res['standalone_s'] * 1000:.0f} ms, app {res['app_s'] * 1000:.0f} ms "
+        f"({res['extra_ms']:+.0f} ms; median of {len(st)})",
+        flush=True,
+    )
     return res
 
 
@@ -478,21 +563,34 @@ def _common_words(a: str, b: str) -> int:
 
 
 # ------------------------------------------------------------------------------------ section 2
-def standalone_process(gguf: Path, threads: int, args: Any, context: int,
-                       overrides: dict[str, Any]) -> dict[str, Any]:
+def standalone_process(gguf: Path, threads: int, args: Any, context: int, overrides: dict[str, Any]) -> dict[str, Any]:
     """llama.cpp alone in a fresh Python process: import, load, RSS after loading, peak after one answer."""
     import subprocess
 
-    cfg = {"gguf": str(gguf), "threads": threads, "parallel": args.users, "context": context,
-           "prompt": args.prompt, "tokens": args.tokens, "overrides": overrides}
-    proc = subprocess.run([sys.executable, str(Path(__file__)), "--probe-standalone", json.dumps(cfg)],
-                          capture_output=True, text=True, timeout=300)
+    cfg = {
+        "gguf": str(gguf),
+        "threads": threads,
+        "parallel": args.users,
+        "context": context,
+        "prompt": args.prompt,
+        "tokens": args.tokens,
+        "overrides": overrides,
+    }
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__)), "--probe-standalone", json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"the probe exited with {proc.returncode}: {proc.stderr.strip()[-400:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"  llama.cpp alone in a fresh process: import {res['import_s']:.2f} s, load {res['load_s']:.2f} s, "
-          f"RSS {res['rss_loaded_mb']:.0f} MB loaded, peak {res['peak_rss_mb']:.0f} MB after one answer "
-          f"({res['tokens']} tokens, {_fmt(res['tokens_per_s'], 1)} tok/s)", flush=True)
+    print(
+        f"  llama.cpp alone in a fresh process: import {res['import_s']:.2f} s, load {res['load_s']:.2f} s, "
+        f"RSS {res['rss_loaded_mb']:.0f} MB loaded, peak {res['peak_rss_mb']:.0f} MB after one answer "
+        f"({res['tokens']} tokens, {_fmt(res['tokens_per_s'], 1)} tok/s)",
+        flush=True,
+    )
     return res
 
 
@@ -503,13 +601,28 @@ def _probe_standalone(cfg: dict[str, Any]) -> None:
     import_s = time.perf_counter() - t0
     from served_app import status_mb
 
-    s = Standalone(Path(cfg["gguf"]), parallel=cfg["parallel"], context=cfg["context"], threads=cfg["threads"],
-                   overrides=cfg["overrides"])
+    s = Standalone(
+        Path(cfg["gguf"]),
+        parallel=cfg["parallel"],
+        context=cfg["context"],
+        threads=cfg["threads"],
+        overrides=cfg["overrides"],
+    )
     rss_loaded = status_mb(os.getpid(), "VmRSS")
     res = s.generate(cfg["prompt"], cfg["tokens"])
-    print(json.dumps({"import_s": import_s, "load_s": s.load_s, "rss_loaded_mb": rss_loaded,
-                      "peak_rss_mb": status_mb(os.getpid(), "VmHWM"), "tokens": res["tokens"],
-                      "tokens_per_s": res["tokens_per_s"], "ttft_s": res["ttft_s"]}))
+    print(
+        json.dumps(
+            {
+                "import_s": import_s,
+                "load_s": s.load_s,
+                "rss_loaded_mb": rss_loaded,
+                "peak_rss_mb": status_mb(os.getpid(), "VmHWM"),
+                "tokens": res["tokens"],
+                "tokens_per_s": res["tokens_per_s"],
+                "ttft_s": res["ttft_s"],
+            }
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------ section 3
@@ -537,18 +650,27 @@ def concurrency(backend: Any, args: Any) -> dict[str, Any]:
         wall = run_together([lambda i=i: one(out, i) for i in range(k)])
         total = sum(o["tokens"] for o in out)
         speeds = [o["tokens_per_s"] for o in out if o["tokens_per_s"]]
-        return {"users": k, "aggregate_tokens_per_s": total / wall, "wall_s": wall, "tokens": total,
-                "per_user_tokens_per_s": speeds, "ttft_s": [o["ttft_s"] for o in out],
-                "slowest_over_fastest": (min(speeds) / max(speeds)) if speeds else None}
+        return {
+            "users": k,
+            "aggregate_tokens_per_s": total / wall,
+            "wall_s": wall,
+            "tokens": total,
+            "per_user_tokens_per_s": speeds,
+            "ttft_s": [o["ttft_s"] for o in out],
+            "slowest_over_fastest": (min(speeds) / max(speeds)) if speeds else None,
+        }
 
     wave(1)  # warm-up (fills the prompt cache of one slot, as the waves below then find it)
     one_user = wave(1)
     many = wave(args.users)
     base = one_user["aggregate_tokens_per_s"]
     res = {"one": one_user, "many": many, "ratio": many["aggregate_tokens_per_s"] / base if base else None}
-    print(f"  concurrency (app backend): 1 user {base:.1f} tok/s; {args.users} users "
-          f"{many['aggregate_tokens_per_s']:.1f} tok/s in all ({_fmt(res['ratio'], 2)}x), slowest/fastest "
-          f"{_fmt(many['slowest_over_fastest'], 2)}", flush=True)
+    print(
+        f"  concurrency (app backend): 1 user {base:.1f} tok/s; {args.users} users "
+        f"{many['aggregate_tokens_per_s']:.1f} tok/s in all ({_fmt(res['ratio'], 2)}x), slowest/fastest "
+        f"{_fmt(many['slowest_over_fastest'], 2)}",
+        flush=True,
+    )
     return res
 
 
@@ -564,61 +686,98 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     dec = {row["key"]: row for row in results.get("decode", [])}
     if r:
         v = r.get("app_over_standalone")
-        add("app backend decode ≥ 0.9× llama.cpp standalone",
+        add(
+            "app backend decode ≥ 0.9× llama.cpp standalone",
             f"{_fmt(v, 2)}× ({_fmt(dec['app']['tokens_per_s'], 1)} vs {_fmt(dec['standalone']['tokens_per_s'], 1)} "
-            "tok/s)", None if v is None else v >= 0.9)
+            "tok/s)",
+            None if v is None else v >= 0.9,
+        )
         x = r.get("app_ttft_extra_ms")
         c = results.get("cached_ttft") or {}
-        cached = (f"; prompt cached: {c['app_s'] * 1000:.0f} vs {c['standalone_s'] * 1000:.0f} ms "
-                  f"({c['extra_ms']:+.0f} ms)") if c else ""
-        add("app backend TTFT ≤ standalone + 20 ms",
+        cached = (
+            (f"; prompt cached: {c['app_s'] * 1000:.0f} vs {c['standalone_s'] * 1000:.0f} ms ({c['extra_ms']:+.0f} ms)")
+            if c
+            else ""
+        )
+        add(
+            "app backend TTFT ≤ standalone + 20 ms",
             f"{_fmt(_ms(dec['app']['ttft_s']), 0)} vs {_fmt(_ms(dec['standalone']['ttft_s']), 0)} ms "
             f"({_fmt(x, 0, sign=True)} ms){cached}",
-            None if x is None else (x <= 20 and (not c or c["extra_ms"] <= 20)))
-        add("llama.cpp vs naive transformers (no goal: the reason for the switch)",
+            None if x is None else (x <= 20 and (not c or c["extra_ms"] <= 20)),
+        )
+        add(
+            "llama.cpp vs naive transformers (no goal: the reason for the switch)",
             f"standalone {_fmt(r.get('standalone_over_naive'), 2)}×, app {_fmt(r.get('app_over_naive'), 2)}× "
-            f"({_fmt(dec['naive']['tokens_per_s'], 1)} tok/s naive)", None)
+            f"({_fmt(dec['naive']['tokens_per_s'], 1)} tok/s naive)",
+            None,
+        )
         if "standalone_1t" in dec:
             threads = (results.get("settings") or {}).get("threads")
-            add(f"llama.cpp 1 thread vs {threads} threads (no goal: the app's default is one per core)",
+            add(
+                f"llama.cpp 1 thread vs {threads} threads (no goal: the app's default is one per core)",
                 f"{_fmt(dec['standalone_1t']['tokens_per_s'], 1)} vs {_fmt(dec['standalone']['tokens_per_s'], 1)} "
                 f"tok/s ({_fmt(_ratio(dec['standalone_1t']['tokens_per_s'], dec['standalone']['tokens_per_s']), 2)}×)",
-                None)
+                None,
+            )
     cc = results.get("concurrency")
     if cc:
-        add(f"{cc['many']['users']} users at once ≥ 1.25× one user (aggregate tok/s)",
+        add(
+            f"{cc['many']['users']} users at once ≥ 1.25× one user (aggregate tok/s)",
             f"{_fmt(cc['ratio'], 2)}× ({cc['many']['aggregate_tokens_per_s']:.1f} vs "
-            f"{cc['one']['aggregate_tokens_per_s']:.1f})", None if cc["ratio"] is None else cc["ratio"] >= 1.25)
+            f"{cc['one']['aggregate_tokens_per_s']:.1f})",
+            None if cc["ratio"] is None else cc["ratio"] >= 1.25,
+        )
         s = cc["many"]["slowest_over_fastest"]
         add("slowest / fastest of them ≥ 0.8", _fmt(s, 2), None if s is None else s >= 0.8)
     app = results.get("app") or {}
     st = app.get("startup")
     if st:
-        add("warm start: page served ≤ 4 s", f"{st['page_s']:.2f} s (median of "
-            f"{' / '.join(f'{v:.2f}' for v in st['page_all_s'])})", st["page_s"] <= 4)
-        add("llama.cpp ready ≤ 1.5 s after the page", f"+{st['ready_after_page_s']:.2f} s (ready at "
-            f"{st['ready_s']:.2f} s; {app.get('readiness')})", st["ready_after_page_s"] <= 1.5)
+        add(
+            "warm start: page served ≤ 4 s",
+            f"{st['page_s']:.2f} s (median of {' / '.join(f'{v:.2f}' for v in st['page_all_s'])})",
+            st["page_s"] <= 4,
+        )
+        add(
+            "llama.cpp ready ≤ 1.5 s after the page",
+            f"+{st['ready_after_page_s']:.2f} s (ready at {st['ready_s']:.2f} s; {app.get('readiness')})",
+            st["ready_after_page_s"] <= 1.5,
+        )
     mem = app.get("memory") or {}
     if mem.get("peak_llama_cpp_only_mb"):
-        add("app peak RSS, llama.cpp only ≤ 450 MB", f"{mem['peak_llama_cpp_only_mb']:.0f} MB",
-            mem["peak_llama_cpp_only_mb"] <= 450)
+        add(
+            "app peak RSS, llama.cpp only ≤ 450 MB",
+            f"{mem['peak_llama_cpp_only_mb']:.0f} MB",
+            mem["peak_llama_cpp_only_mb"] <= 450,
+        )
     tf = app.get("transformers")
     if tf:
-        add("app peak RSS with transformers loaded too (no goal)", f"{_fmt(tf.get('peak_both_mb'), 0)} MB "
-            f"(now {_fmt(tf.get('rss_both_mb'), 0)} MB)", None)
+        add(
+            "app peak RSS with transformers loaded too (no goal)",
+            f"{_fmt(tf.get('peak_both_mb'), 0)} MB (now {_fmt(tf.get('rss_both_mb'), 0)} MB)",
+            None,
+        )
     sm = app.get("streaming")
     if sm:
         fl = (app.get("floor") or {}).get("http")
-        add("through the page (event stream) ≥ 0.85× the backend's own tok/s (the app's figure for the same turns)",
+        add(
+            "through the page (event stream) ≥ 0.85× the backend's own tok/s (the app's figure for the same turns)",
             f"{_fmt(sm['ratio'], 2)}× ({sm['client_tokens_per_s']:.1f} vs {sm['app_tokens_per_s']:.1f})",
-            None if sm["ratio"] is None else sm["ratio"] >= 0.85)
+            None if sm["ratio"] is None else sm["ratio"] >= 0.85,
+        )
         if dec.get("app", {}).get("tokens_per_s"):
-            add("the running app's own decode vs the same backend in the bench process (no goal; llama.cpp's "
+            add(
+                "the running app's own decode vs the same backend in the bench process (no goal; llama.cpp's "
                 "threads stall whenever another process takes one of the 2 cores)",
                 f"{_fmt(_ratio(sm['app_tokens_per_s'], dec['app']['tokens_per_s']), 2)}× "
-                f"({sm['app_tokens_per_s']:.1f} vs {dec['app']['tokens_per_s']:.1f} tok/s)", None)
-        add("TTFT extra through the page (no goal)", f"{sm['extra_ttft_ms']:.0f} ms"
-            + (f" (a do-nothing Gradio app: {fl['extra_ttft_ms']:.0f} ms)" if fl else ""), None)
+                f"({sm['app_tokens_per_s']:.1f} vs {dec['app']['tokens_per_s']:.1f} tok/s)",
+                None,
+            )
+        add(
+            "TTFT extra through the page (no goal)",
+            f"{sm['extra_ttft_ms']:.0f} ms"
+            + (f" (a do-nothing Gradio app: {fl['extra_ttft_ms']:.0f} ms)" if fl else ""),
+            None,
+        )
     for section, err in sorted({**(results.get("errors") or {}), **(app.get("errors") or {})}.items()):
         add(f"not measured: {section}", err, None)
     return out
@@ -647,8 +806,10 @@ def table(results: dict[str, Any]) -> str:
     """The decode rows and every other figure, as Markdown tables."""
     lines = ["| configuration | decode tok/s (median) | × naive | TTFT ms | tokens |", "|---|---:|---:|---:|---:|"]
     for r in results.get("decode", []):
-        lines.append(f"| {r['config']} | {_fmt(r['tokens_per_s'], 1)} | {_fmt(r['speedup'], 2)} | "
-                     f"{_fmt(_ms(r['ttft_s']), 0)} | {_fmt(r['tokens'], 0)} |")
+        lines.append(
+            f"| {r['config']} | {_fmt(r['tokens_per_s'], 1)} | {_fmt(r['speedup'], 2)} | "
+            f"{_fmt(_ms(r['ttft_s']), 0)} | {_fmt(r['tokens'], 0)} |"
+        )
     lines += ["", "| figure | value |", "|---|---:|"]
 
     def row(label: str, value: str) -> None:
@@ -656,42 +817,54 @@ def table(results: dict[str, Any]) -> str:
 
     ld = results.get("load") or {}
     if ld:
-        row("load: transformers (float32" + (", converted copy" if ld.get("transformers_from_cache") else "") + "), s",
-            f"{ld['transformers_s']:.2f}")
-        row("load in this process: llama.cpp for the app (the first: pays llama.cpp's one-time set-up) / "
-            "standalone, s",
-            f"{ld['llama_cpp_app_s']:.2f} / {ld['llama_cpp_standalone_s']:.2f}")
+        row(
+            "load: transformers (float32" + (", converted copy" if ld.get("transformers_from_cache") else "") + "), s",
+            f"{ld['transformers_s']:.2f}",
+        )
+        row(
+            "load in this process: llama.cpp for the app (the first: pays llama.cpp's one-time set-up) / standalone, s",
+            f"{ld['llama_cpp_app_s']:.2f} / {ld['llama_cpp_standalone_s']:.2f}",
+        )
     pt = results.get("prompt_tokens")
     if pt:
         row("prompt tokens (transformers / llama.cpp chat template)", f"{pt['transformers']} / {pt['llama_cpp']}")
     c = results.get("cached_ttft")
     if c:
-        row(f"TTFT, prompt cached (same prompt again): standalone / app, ms (median of {c['runs']})",
-            f"{c['standalone_s'] * 1000:.0f} / {c['app_s'] * 1000:.0f} ({c['extra_ms']:+.0f})")
+        row(
+            f"TTFT, prompt cached (same prompt again): standalone / app, ms (median of {c['runs']})",
+            f"{c['standalone_s'] * 1000:.0f} / {c['app_s'] * 1000:.0f} ({c['extra_ms']:+.0f})",
+        )
     r = results.get("ratios") or {}
     if r:
         row("app's answer = standalone's answer (same words)", "yes" if r.get("app_text_equals_standalone") else "no")
         row("naive and llama.cpp answers: same first words", str(r.get("naive_llama_cpp_common_words")))
         if r.get("app_prepare_ms") is not None:
-            row("app backend: prompt preparation before the engine starts (template + tokenize), ms",
-                f"{r['app_prepare_ms']:.1f}")
+            row(
+                "app backend: prompt preparation before the engine starts (template + tokenize), ms",
+                f"{r['app_prepare_ms']:.1f}",
+            )
     sp = results.get("standalone_process")
     if sp:
         row("llama.cpp alone in a fresh process: import / load, s", f"{sp['import_s']:.2f} / {sp['load_s']:.2f}")
-        row("llama.cpp alone in a fresh process: RSS loaded / peak after one answer, MB",
-            f"{sp['rss_loaded_mb']:.0f} / {sp['peak_rss_mb']:.0f}")
+        row(
+            "llama.cpp alone in a fresh process: RSS loaded / peak after one answer, MB",
+            f"{sp['rss_loaded_mb']:.0f} / {sp['peak_rss_mb']:.0f}",
+        )
     cc = results.get("concurrency")
     if cc:
         row("app backend: 1 user, tok/s", f"{cc['one']['aggregate_tokens_per_s']:.1f}")
-        row(f"app backend: {cc['many']['users']} users at once, aggregate tok/s",
-            f"{cc['many']['aggregate_tokens_per_s']:.1f} ({_fmt(cc['ratio'], 2)}×)")
+        row(
+            f"app backend: {cc['many']['users']} users at once, aggregate tok/s",
+            f"{cc['many']['aggregate_tokens_per_s']:.1f} ({_fmt(cc['ratio'], 2)}×)",
+        )
         row("app backend: each user's tok/s", " / ".join(f"{v:.1f}" for v in cc["many"]["per_user_tokens_per_s"]))
     app = results.get("app") or {}
     st = app.get("startup")
     if st:
         row("app start: page served, s", " / ".join(f"{v:.2f}" for v in st["page_all_s"]))
-        row(f"app start: llama.cpp ready ({app.get('readiness')}), s",
-            " / ".join(f"{v:.2f}" for v in st["ready_all_s"]))
+        row(
+            f"app start: llama.cpp ready ({app.get('readiness')}), s", " / ".join(f"{v:.2f}" for v in st["ready_all_s"])
+        )
         logged = [v for v in app.get("engine_log_s") or [] if v is not None]
         if logged:
             row("app start: 'llama.cpp ready' in the app's log, s", " / ".join(f"{v:.2f}" for v in logged))
@@ -700,22 +873,32 @@ def table(results: dict[str, Any]) -> str:
             row("app start: llama.cpp's own load time (the app's log), s", " / ".join(f"{v:.2f}" for v in loads))
     mem = app.get("memory") or {}
     if mem:
-        row("app RSS: at ready / peak after streaming (llama.cpp only), MB",
-            f"{_fmt(mem.get('rss_at_ready_mb'), 0)} / {_fmt(mem.get('peak_llama_cpp_only_mb'), 0)}")
+        row(
+            "app RSS: at ready / peak after streaming (llama.cpp only), MB",
+            f"{_fmt(mem.get('rss_at_ready_mb'), 0)} / {_fmt(mem.get('peak_llama_cpp_only_mb'), 0)}",
+        )
     tf = app.get("transformers")
     if tf:
-        row(f"app RSS with transformers loaded too ({tf['how']}): peak / now, MB",
-            f"{_fmt(tf.get('peak_both_mb'), 0)} / {_fmt(tf.get('rss_both_mb'), 0)}")
+        row(
+            f"app RSS with transformers loaded too ({tf['how']}): peak / now, MB",
+            f"{_fmt(tf.get('peak_both_mb'), 0)} / {_fmt(tf.get('rss_both_mb'), 0)}",
+        )
     sm = app.get("streaming")
     if sm:
-        row("through the page (event stream): tok/s seen vs the app's own",
-            f"{sm['client_tokens_per_s']:.1f} vs {sm['app_tokens_per_s']:.1f} ({_fmt(sm['ratio'], 2)}×)")
-        row(f"through the page: TTFT extra, ms (median of {sm['ttft_turns']} turns; min / max)",
-            f"{sm['extra_ttft_ms']:.0f} ({sm['extra_ttft_min_ms']:.0f} / {sm['extra_ttft_max_ms']:.0f})")
+        row(
+            "through the page (event stream): tok/s seen vs the app's own",
+            f"{sm['client_tokens_per_s']:.1f} vs {sm['app_tokens_per_s']:.1f} ({_fmt(sm['ratio'], 2)}×)",
+        )
+        row(
+            f"through the page: TTFT extra, ms (median of {sm['ttft_turns']} turns; min / max)",
+            f"{sm['extra_ttft_ms']:.0f} ({sm['extra_ttft_min_ms']:.0f} / {sm['extra_ttft_max_ms']:.0f})",
+        )
     fl = (app.get("floor") or {}).get("http")
     if fl:
-        row("a do-nothing Gradio app, same consumer: TTFT extra, ms",
-            f"{fl['extra_ttft_ms']:.0f} ({fl['min_ms']:.0f} / {fl['max_ms']:.0f})")
+        row(
+            "a do-nothing Gradio app, same consumer: TTFT extra, ms",
+            f"{fl['extra_ttft_ms']:.0f} ({fl['min_ms']:.0f} / {fl['max_ms']:.0f})",
+        )
     la = results.get("load_average_by_section")
     if la:
         row("1-minute load average as each section started", ", ".join(f"{k} {v:.1f}" for k, v in la.items()))
@@ -734,9 +917,12 @@ def answers_table(results: dict[str, Any]) -> str:
     if "naive" not in dec or "standalone" not in dec:
         return ""
     m = results.get("machine") or {}
-    lines = [f"| naive transformers (float32, torch {m.get('torch')}) | llama.cpp ({results['settings'].get('gguf')}, "
-             f"xllamacpp {m.get('xllamacpp')}) |", "|---|---|",
-             f"| {_cell(dec['naive']['reply'].strip())} | {_cell(dec['standalone']['reply'].strip())} |"]
+    lines = [
+        f"| naive transformers (float32, torch {m.get('torch')}) | llama.cpp ({results['settings'].get('gguf')}, "
+        f"xllamacpp {m.get('xllamacpp')}) |",
+        "|---|---|",
+        f"| {_cell(dec['naive']['reply'].strip())} | {_cell(dec['standalone']['reply'].strip())} |",
+    ]
     return "\n".join(lines)
 
 
@@ -747,7 +933,8 @@ def report_block(results: dict[str, Any]) -> str:
     loads = ""
     if load_start:
         loads = f"; load average {load_start[0]:.1f} at the start" + (
-            f", {load_end[0]:.1f} at the end" if load_end else "")
+            f", {load_end[0]:.1f} at the end" if load_end else ""
+        )
     parts = [
         f"Run of {results.get('started')} (`{results.get('command')}`, {results.get('wall_s', 0):.0f} s in all). "
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gb')} GB, no GPU{loads}; python "
@@ -757,14 +944,28 @@ def report_block(results: dict[str, Any]) -> str:
         f"llama.cpp: {s.get('threads')} threads, {s.get('parallel')} slots × {s.get('context')} tokens, "
         f"settings beyond llama.cpp's defaults (the app's, used for the standalone engine too): "
         f"{_overrides_text(s.get('engine_overrides'))}.",
-        "", "### Goals", "", goals_table(results), "", "### Every figure", "", table(results)]
+        "",
+        "### Goals",
+        "",
+        goals_table(results),
+        "",
+        "### Every figure",
+        "",
+        table(results),
+    ]
     answers = answers_table(results)
     if answers:
         r = results.get("ratios") or {}
-        parts += ["", "### The same prompt, naive transformers and llama.cpp", "", answers, "",
-                  f"The app's answer is {'word for word' if r.get('app_text_equals_standalone') else 'not'} the "
-                  "standalone llama.cpp answer; naive transformers and llama.cpp share the first "
-                  f"{r.get('naive_llama_cpp_common_words')} words."]
+        parts += [
+            "",
+            "### The same prompt, naive transformers and llama.cpp",
+            "",
+            answers,
+            "",
+            f"The app's answer is {'word for word' if r.get('app_text_equals_standalone') else 'not'} the "
+            "standalone llama.cpp answer; naive transformers and llama.cpp share the first "
+            f"{r.get('naive_llama_cpp_common_words')} words.",
+        ]
     return "\n".join(parts)
 
 
@@ -792,9 +993,12 @@ def write_report(results: dict[str, Any], path: Path) -> None:
 def chart_bars(results: dict[str, Any]) -> list[tuple[str, float]]:
     """(label, tok/s) per configuration: the decode rows, the concurrency aggregate, the page stream."""
     threads = (results.get("settings") or {}).get("threads")
-    short = {"naive": "naive transformers (float32 generate)",
-             "standalone": f"llama.cpp standalone, {threads} threads" if threads else "llama.cpp standalone",
-             "app": "app backend (llama.cpp)", "standalone_1t": "llama.cpp standalone, 1 thread"}
+    short = {
+        "naive": "naive transformers (float32 generate)",
+        "standalone": f"llama.cpp standalone, {threads} threads" if threads else "llama.cpp standalone",
+        "app": "app backend (llama.cpp)",
+        "standalone_1t": "llama.cpp standalone, 1 thread",
+    }
     bars = [(short.get(r.get("key"), r["config"]), r["tokens_per_s"] or 0.0) for r in results.get("decode", [])]
     c = results.get("concurrency")
     if c:
@@ -826,16 +1030,29 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
         font = small = ImageFont.load_default()
     m = results.get("machine", {})
     s = results.get("settings", {})
-    d.text((16, 12), f"SmolLM2-135M-Instruct: decode tokens/s (greedy, median of {s.get('runs')})", fill="black",
-           font=font)
-    d.text((16, 36), f"{m.get('cpu', '')}, {m.get('cores', '?')} cores, no GPU; {s.get('tokens')} new tokens; "
-           f"{results.get('started', '')}; higher is better", fill="#555555", font=small)
+    d.text(
+        (16, 12), f"SmolLM2-135M-Instruct: decode tokens/s (greedy, median of {s.get('runs')})", fill="black", font=font
+    )
+    d.text(
+        (16, 36),
+        f"{m.get('cpu', '')}, {m.get('cores', '?')} cores, no GPU; {s.get('tokens')} new tokens; "
+        f"{results.get('started', '')}; higher is better",
+        fill="#555555",
+        font=small,
+    )
     top_val = max(v for _, v in bars) or 1.0
     span = width - left - 90
     for i, (label, v) in enumerate(bars):
         y = top + i * row
-        colour = ("#9aa5b1" if label.startswith("naive") else "#2b7a4b" if "users" in label
-                  else "#b36b2f" if "page" in label else "#2f6fb3")
+        colour = (
+            "#9aa5b1"
+            if label.startswith("naive")
+            else "#2b7a4b"
+            if "users" in label
+            else "#b36b2f"
+            if "page" in label
+            else "#2f6fb3"
+        )
         d.text((16, y + 10), label[:48], fill="black", font=small)
         d.rectangle([left, y + 6, left + int(span * v / top_val), y + row - 10], fill=colour)
         d.text((left + int(span * v / top_val) + 8, y + 12), f"{v:.1f}", fill="black", font=small)

@@ -74,11 +74,17 @@ def fresh_env(port: int, cache_dir: Path) -> dict[str, str]:
     names = re.findall(r"^([A-Z][A-Z0-9_]*)=", example.read_text(), flags=re.M) if example.exists() else []
     for name in names:  # app.py's load_dotenv() never overrides a set variable: a local .env cannot leak in
         env[name] = ""
-    env.update({
-        "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-        "LLM_LEVELS_CACHE_DIR": str(cache_dir),
-    })
+    env.update(
+        {
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(port),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "LLM_LEVELS_CACHE_DIR": str(cache_dir),
+        }
+    )
     return env
 
 
@@ -108,8 +114,14 @@ def measure_start(kind: str, cache_dir: Path, log_path: Path) -> StartResult:
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([str(PY), "app.py"], cwd=ROOT, env=fresh_env(port, cache_dir),
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(PY), "app.py"],
+            cwd=ROOT,
+            env=fresh_env(port, cache_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         deadline = t0 + TIMEOUT_S
         while not page_answers(url):

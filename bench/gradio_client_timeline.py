@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(msg, dict) and msg.get("msg") == "process_generating" and "inbox" not in marks:
                 # The server sends diffs of the outputs: rebuild them to see when the answer has text.
                 diffs = list((msg.get("output") or {}).get("data") or [])
-                self.outputs = diffs if self.outputs is None else [
-                    apply_diff(v, d) for v, d in zip(self.outputs, diffs)]
+                self.outputs = (
+                    diffs if self.outputs is None else [apply_diff(v, d) for v, d in zip(self.outputs, diffs)]
+                )
                 if served_app.answer_on_screen(self.outputs) or (args.floor and _floor_has_text(self.outputs)):
                     marks["inbox"] = time.perf_counter()
             super().append(msg)
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             turn = served_app.client_local_send(client, values)
             return t0, turn["client"]["ttft_s"] * 1000, float(turn["app"]["ttft_s"]) * 1000
+
     rows = []
     try:
         app.wait_page(120)
@@ -103,15 +105,21 @@ def main(argv: list[str] | None = None) -> int:
             t0, seen, own = one_turn(gc.Client(app.url, verbose=False))
             row = {"post": (marks["post"] - t0) * 1000, "inbox": (marks["inbox"] - t0) * 1000, "seen": seen, "app": own}
             rows.append(row)
-            print("  post {post:4.0f}  inbox {inbox:4.0f}  seen {seen:4.0f}  app {app:4.0f} ms  |  "
-                  "inbox-app {a:4.0f}  seen-inbox {b:4.0f}  extra {c:4.0f}".format(
-                      **row, a=row["inbox"] - own, b=seen - row["inbox"], c=seen - own), flush=True)
+            print(
+                "  post {post:4.0f}  inbox {inbox:4.0f}  seen {seen:4.0f}  app {app:4.0f} ms  |  "
+                "inbox-app {a:4.0f}  seen-inbox {b:4.0f}  extra {c:4.0f}".format(
+                    **row, a=row["inbox"] - own, b=seen - row["inbox"], c=seen - own
+                ),
+                flush=True,
+            )
     finally:
         app.stop()
     med = lambda f: statistics.median(f(r) for r in rows)  # noqa: E731
-    print(f"median over {len(rows)} turns: POST returned {med(lambda r: r['post']):.0f} ms; first text in the inbox "
-          f"{med(lambda r: r['inbox'] - r['app']):.0f} ms after the app's TTFT; reader "
-          f"{med(lambda r: r['seen'] - r['inbox']):.0f} ms; extra TTFT {med(lambda r: r['seen'] - r['app']):.0f} ms")
+    print(
+        f"median over {len(rows)} turns: POST returned {med(lambda r: r['post']):.0f} ms; first text in the inbox "
+        f"{med(lambda r: r['inbox'] - r['app']):.0f} ms after the app's TTFT; reader "
+        f"{med(lambda r: r['seen'] - r['inbox']):.0f} ms; extra TTFT {med(lambda r: r['seen'] - r['app']):.0f} ms"
+    )
     return 0
 
 

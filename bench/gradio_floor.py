@@ -59,8 +59,7 @@ def build(ttft_s: float) -> Any:
     return demo.queue()
 
 
-def measure(runs: int, ttft_s: float = 0.05, consumers: tuple[str, ...] = ("gradio_client", "http")
-            ) -> dict[str, Any]:
+def measure(runs: int, ttft_s: float = 0.05, consumers: tuple[str, ...] = ("gradio_client", "http")) -> dict[str, Any]:
     """Serve :func:`build` in a subprocess and time ``runs`` turns with each of ``consumers``
     (``gradio_client``, ``http``: the event stream, as the page reads it).
 
@@ -73,11 +72,13 @@ def measure(runs: int, ttft_s: float = 0.05, consumers: tuple[str, ...] = ("grad
 
     def has_text(outputs: Any) -> bool:
         chat = outputs[0] if isinstance(outputs, (list, tuple)) and outputs else None
-        return bool(isinstance(chat, list) and chat and isinstance(chat[-1], dict)
-                    and chat[-1].get("role") == "assistant")
+        return bool(
+            isinstance(chat, list) and chat and isinstance(chat[-1], dict) and chat[-1].get("role") == "assistant"
+        )
 
-    app = AppProcess(Path(os.devnull), 1, {"FLOOR_TTFT_S": str(ttft_s)},
-                     command=[sys.executable, str(here)], cwd=here.parents[1])
+    app = AppProcess(
+        Path(os.devnull), 1, {"FLOOR_TTFT_S": str(ttft_s)}, command=[sys.executable, str(here)], cwd=here.parents[1]
+    )
     try:
         app.wait_page(120)
 
@@ -106,7 +107,9 @@ def measure(runs: int, ttft_s: float = 0.05, consumers: tuple[str, ...] = ("grad
 def main() -> None:
     build(float(os.environ.get("FLOOR_TTFT_S", "0.05"))).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7861")), quiet=True)
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7861")),
+        quiet=True,
+    )
 
 
 if __name__ == "__main__":

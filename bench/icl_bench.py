@@ -68,25 +68,44 @@ def main() -> int:
     load_s = time.perf_counter() - t0
     ev, pool = load_demo()
     labels, rows, pool_rows = ev.labels, ev.examples, pool.examples
-    lines = ["# ICL lab benchmark (embedded SmolLM2-135M-Instruct, shipped demo set)", "",
-             f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
-             f"python {platform.python_version()}; model load {load_s:.1f} s; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-             "The machine is shared with other jobs: timings are noisy (load average at the start: "
-             f"{os.getloadavg()[0]:.1f}).", "", ARTICLE, "",
-             "Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/icl_bench.py`", "", "## Speed (score method)", "",
-             "| k | batch | prompt tokens | sentences/s | torch threads |", "|---|---|---|---|---|"]
+    lines = [
+        "# ICL lab benchmark (embedded SmolLM2-135M-Instruct, shipped demo set)",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}; model load {load_s:.1f} s; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "The machine is shared with other jobs: timings are noisy (load average at the start: "
+        f"{os.getloadavg()[0]:.1f}).",
+        "",
+        ARTICLE,
+        "",
+        "Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/icl_bench.py`",
+        "",
+        "## Speed (score method)",
+        "",
+        "| k | batch | prompt tokens | sentences/s | torch threads |",
+        "|---|---|---|---|---|",
+    ]
     sample = rows[:64]
     for k in (0, 5):
         for batch in (8, 16):
             rate, threads = speed(loaded, sample, pool_rows, labels, k, batch)
-            ntok = len(LabelScorer(loaded).prompt_ids(get_template("instruct").messages(
-                sample[0].text, select_examples(pool_rows, k, labels, 0, exclude=rows), labels)))
+            ntok = len(
+                LabelScorer(loaded).prompt_ids(
+                    get_template("instruct").messages(
+                        sample[0].text, select_examples(pool_rows, k, labels, 0, exclude=rows), labels
+                    )
+                )
+            )
             lines.append(f"| {k} | {batch} | {ntok} | {rate:.1f} | {threads} |")
             print(lines[-1], flush=True)
 
-    lines += ["", "## Quality, score method (all 150 rows; weighted F1, accuracy in brackets)", "",
-              "| template | k | " + " | ".join(f"calibrate={c}" for c in CALIBRATIONS) + " | neutral recall (batch) | s |",
-              "|---|---|" + "---|" * len(CALIBRATIONS) + "---|---|"]
+    lines += [
+        "",
+        "## Quality, score method (all 150 rows; weighted F1, accuracy in brackets)",
+        "",
+        "| template | k | " + " | ".join(f"calibrate={c}" for c in CALIBRATIONS) + " | neutral recall (batch) | s |",
+        "|---|---|" + "---|" * len(CALIBRATIONS) + "---|---|",
+    ]
     best = (0.0, "")
     scorer = LabelScorer(loaded, batch_size=16)
     for t in templates:
@@ -106,24 +125,38 @@ def main() -> int:
                 if cal == "batch":
                     nrec = m.per_class["neutral"].recall
                 if m.weighted_f1 > best[0]:
-                    best = (m.weighted_f1, f"score, template={t}, k={run.shots}, calibrate={cal} "
-                                           f"(accuracy {m.accuracy:.3f}, macro F1 {m.macro_f1:.3f})")
+                    best = (
+                        m.weighted_f1,
+                        f"score, template={t}, k={run.shots}, calibrate={cal} "
+                        f"(accuracy {m.accuracy:.3f}, macro F1 {m.macro_f1:.3f})",
+                    )
             lines.append(f"| {t} | {run.shots} | " + " | ".join(cells) + f" | {nrec:.2f} | {run.elapsed_s:.0f} |")
             print(lines[-1], flush=True)
 
     if args.generate_limit > 0:
         gen_rows = sample_eval(rows, args.generate_limit, 0)
-        lines += ["", f"## Quality, generate method (greedy, max 10 new tokens; {len(gen_rows)} stratified rows)", "",
-                  "| template | k | weighted F1 | accuracy | invalid % | s |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Quality, generate method (greedy, max 10 new tokens; {len(gen_rows)} stratified rows)",
+            "",
+            "| template | k | weighted F1 | accuracy | invalid % | s |",
+            "|---|---|---|---|---|---|",
+        ]
         backend = LocalBackend(loaded)
         for t in ("instruct", "article"):
-            cfg = LabConfig(shots=tuple(int(x) for x in args.generate_shots.split(",")), method="generate",
-                            template=t, max_new_tokens=10)
+            cfg = LabConfig(
+                shots=tuple(int(x) for x in args.generate_shots.split(",")),
+                method="generate",
+                template=t,
+                max_new_tokens=10,
+            )
             final = list(run_lab(gen_rows, pool_rows, labels, cfg, backend=backend))[-1]
             for run in final.runs:
                 m = run.metrics
-                lines.append(f"| {t} | {run.shots} | {m.weighted_f1:.3f} | {m.accuracy:.3f} | "
-                             f"{100 * m.invalid_rate:.0f} | {run.elapsed_s:.0f} |")
+                lines.append(
+                    f"| {t} | {run.shots} | {m.weighted_f1:.3f} | {m.accuracy:.3f} | "
+                    f"{100 * m.invalid_rate:.0f} | {run.elapsed_s:.0f} |"
+                )
                 print(lines[-1], flush=True)
 
     lines += ["", f"**Best configuration:** weighted F1 {best[0]:.3f} — {best[1]}.", ""]

@@ -94,13 +94,15 @@ def _turns(chat: Any) -> list[dict[str, Any]]:
         if m is None:
             continue
         meta = H._as_mapping(m.get("metadata")) if m.get("metadata") is not None else None
-        out.append({
-            "role": H.role_of(m),
-            "text": H.content_text(m.get("content")),
-            "note": H.is_note(m),
-            "pending": H.is_pending(m),
-            "kind": (meta or {}).get("log"),
-        })
+        out.append(
+            {
+                "role": H.role_of(m),
+                "text": H.content_text(m.get("content")),
+                "note": H.is_note(m),
+                "pending": H.is_pending(m),
+                "kind": (meta or {}).get("log"),
+            }
+        )
     return out
 
 
@@ -141,9 +143,18 @@ def _submit_and_watch(client, args_: tuple, res: SessionResult, t_limit: float) 
     return result, ttft, time.perf_counter() - t0
 
 
-def run_session(i: int, url: str, backend_id: str, kind: str, seconds: float, max_new: int,
-                clear_every: int, request_timeout_s: float, start_barrier: threading.Barrier,
-                new_session_every: int = 0) -> SessionResult:
+def run_session(
+    i: int,
+    url: str,
+    backend_id: str,
+    kind: str,
+    seconds: float,
+    max_new: int,
+    clear_every: int,
+    request_timeout_s: float,
+    start_barrier: threading.Barrier,
+    new_session_every: int = 0,
+) -> SessionResult:
     """One simulated user; with ``new_session_every`` N it closes its Client and opens a new one (a new
     Gradio session, like a visitor leaving and another arriving) after every N requests."""
     res = SessionResult(session=i)
@@ -181,7 +192,8 @@ def run_session(i: int, url: str, backend_id: str, kind: str, seconds: float, ma
         res.requests += 1
         try:
             result, ttft, total = _submit_and_watch(
-                client, (prompt, backend_id, max_new), res, time.perf_counter() + request_timeout_s)
+                client, (prompt, backend_id, max_new), res, time.perf_counter() + request_timeout_s
+            )
         except Exception as e:  # noqa: BLE001
             if "Too many requests" in str(e):
                 # The app refuses over-limit sends with a validation error before anything changes:
@@ -277,11 +289,13 @@ class RssSampler(threading.Thread):
         for t, v in self.samples:
             minutes.setdefault(int(t // 60), []).append(v)
         return {
-            "pid": self.pid, "samples": len(vals),
-            "start_mb": round(vals[0] / 2**20, 1), "end_mb": round(vals[-1] / 2**20, 1),
+            "pid": self.pid,
+            "samples": len(vals),
+            "start_mb": round(vals[0] / 2**20, 1),
+            "end_mb": round(vals[-1] / 2**20, 1),
             "peak_mb": round(max(vals) / 2**20, 1),
             # bounded memory: the last quarter of the run should not sit far above the second quarter
-            "q2_mean_mb": round(statistics.mean(vals[n:2 * n]) / 2**20, 1) if len(vals) >= 4 else None,
+            "q2_mean_mb": round(statistics.mean(vals[n : 2 * n]) / 2**20, 1) if len(vals) >= 4 else None,
             "q4_mean_mb": round(statistics.mean(vals[-n:]) / 2**20, 1),
             "per_minute_mean_mb": [round(statistics.mean(minutes[m]) / 2**20, 1) for m in sorted(minutes)],
             "per_minute_max_mb": [round(max(minutes[m]) / 2**20, 1) for m in sorted(minutes)],
@@ -321,8 +335,12 @@ def stop_test(url: str, max_new_long: int, repeats: int = 3) -> list[dict[str, A
             time.sleep(0.01)
         jb0.result(timeout=60)
         b.predict(api_name=CLEAR_API)
-        ja = a.submit("Write a very long story about a lighthouse keeper, with many chapters.", "local",
-                      max_new_long, api_name=CHAT_API)
+        ja = a.submit(
+            "Write a very long story about a lighthouse keeper, with many chapters.",
+            "local",
+            max_new_long,
+            api_name=CHAT_API,
+        )
         t = time.perf_counter()
         while time.perf_counter() - t < 120:  # until A is visibly generating
             outs = ja.outputs()
@@ -367,14 +385,20 @@ def stop_test(url: str, max_new_long: int, repeats: int = 3) -> list[dict[str, A
             a_text = _first_answer_text(a_outs[-1][0]) if a_outs else ""
         except Exception:  # noqa: BLE001
             pass
-        out.append({"repeat": r, "cancel_error": cancel_errors[0] if cancel_errors else None,
-                    "b_status_while_waiting": b_code, "b_rank_while_waiting": b_rank,
-                    "a_chars_before_stop": len(a_text),
-                    "stop_to_b_started_s": None if started is None else round(started, 3),
-                    "b_idle_first_token_s": None if idle_first is None else round(idle_first, 3),
-                    "stop_to_b_first_token_s": None if first is None else round(first, 3),
-                    # what the Stop itself costs: the wait beyond B's own time to first token
-                    "stop_overhead_s": None if first is None or idle_first is None else round(first - idle_first, 3)})
+        out.append(
+            {
+                "repeat": r,
+                "cancel_error": cancel_errors[0] if cancel_errors else None,
+                "b_status_while_waiting": b_code,
+                "b_rank_while_waiting": b_rank,
+                "a_chars_before_stop": len(a_text),
+                "stop_to_b_started_s": None if started is None else round(started, 3),
+                "b_idle_first_token_s": None if idle_first is None else round(idle_first, 3),
+                "stop_to_b_first_token_s": None if first is None else round(first, 3),
+                # what the Stop itself costs: the wait beyond B's own time to first token
+                "stop_overhead_s": None if first is None or idle_first is None else round(first - idle_first, 3),
+            }
+        )
     return out
 
 
@@ -419,19 +443,41 @@ class Started:
         self.app_log = log_dir / "app.log"
         venv_bin = Path(sys.executable).parent
         self.katan = subprocess.Popen(
-            [str(venv_bin / "llm-katan"), "--model", "echo-model", "--backend", "echo", "--host", "127.0.0.1",
-             "--port", str(self.katan_port), "--log-level", "warning",
-             "--stats-file", str(log_dir / "katan-stats.json")],
-            stdout=self.katan_log.open("w"), stderr=subprocess.STDOUT)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1",
-               "GRADIO_SERVER_PORT": str(self.app_port),
-               "OPENAI_BASE_URL": f"http://127.0.0.1:{self.katan_port}/v1",
-               "OPENAI_API_KEY": TEST_KEY, "OPENAI_MODEL": "echo-model", **extra_env}
+            [
+                str(venv_bin / "llm-katan"),
+                "--model",
+                "echo-model",
+                "--backend",
+                "echo",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.katan_port),
+                "--log-level",
+                "warning",
+                "--stats-file",
+                str(log_dir / "katan-stats.json"),
+            ],
+            stdout=self.katan_log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(self.app_port),
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{self.katan_port}/v1",
+            "OPENAI_API_KEY": TEST_KEY,
+            "OPENAI_MODEL": "echo-model",
+            **extra_env,
+        }
         # With probe_args the app runs under bench/mem_probe.py (the same app, plus a memory recorder).
         cmd = [str(ROOT / "app.py")] if probe_args is None else [str(ROOT / "bench" / "mem_probe.py"), *probe_args]
-        self.app = subprocess.Popen([sys.executable, *cmd], cwd=str(ROOT), env=env,
-                                    stdout=self.app_log.open("w"), stderr=subprocess.STDOUT)
+        self.app = subprocess.Popen(
+            [sys.executable, *cmd], cwd=str(ROOT), env=env, stdout=self.app_log.open("w"), stderr=subprocess.STDOUT
+        )
         self.url = f"http://127.0.0.1:{self.app_port}"
 
     def wait(self) -> None:
@@ -463,16 +509,27 @@ def warm_local(url: str, timeout_s: float = 300) -> float:
 
 
 # ============================================================================================= main
-def run(url: str, sessions: int, seconds: float, kind: str, backend_id: str, max_new: int, clear_every: int,
-        pid: int | None, request_timeout_s: float, new_session_every: int = 0) -> dict[str, Any]:
+def run(
+    url: str,
+    sessions: int,
+    seconds: float,
+    kind: str,
+    backend_id: str,
+    max_new: int,
+    clear_every: int,
+    pid: int | None,
+    request_timeout_s: float,
+    new_session_every: int = 0,
+) -> dict[str, Any]:
     sampler = RssSampler(pid)
     sampler.start()
     barrier = threading.Barrier(sessions)
     results: list[SessionResult | None] = [None] * sessions
 
     def worker(i: int) -> None:
-        results[i] = run_session(i, url, backend_id, kind, seconds, max_new, clear_every, request_timeout_s, barrier,
-                                 new_session_every)
+        results[i] = run_session(
+            i, url, backend_id, kind, seconds, max_new, clear_every, request_timeout_s, barrier, new_session_every
+        )
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(sessions)]
     t0 = time.perf_counter()
@@ -487,22 +544,34 @@ def run(url: str, sessions: int, seconds: float, kind: str, backend_id: str, max
     ttft = [x for r in done for x in r.ttfts_s]
     ranks = [r.max_rank for r in done if r.max_rank is not None]
     return {
-        "kind": kind, "backend_id": backend_id, "url": url, "sessions": sessions, "seconds": seconds,
-        "max_new_tokens": max_new, "wall_s": round(wall, 1), "new_session_every": new_session_every,
-        "sessions_finished": len(done), "gradio_sessions_opened": sum(r.clients for r in done),
-        "requests": sum(r.requests for r in done), "ok": sum(r.ok for r in done),
+        "kind": kind,
+        "backend_id": backend_id,
+        "url": url,
+        "sessions": sessions,
+        "seconds": seconds,
+        "max_new_tokens": max_new,
+        "wall_s": round(wall, 1),
+        "new_session_every": new_session_every,
+        "sessions_finished": len(done),
+        "gradio_sessions_opened": sum(r.clients for r in done),
+        "requests": sum(r.requests for r in done),
+        "ok": sum(r.ok for r in done),
         "lost": sum(r.lost for r in done) + (sessions - len(done)),
-        "mixed": sum(r.mixed for r in done), "rate_limited": sum(r.rate_limited for r in done),
+        "mixed": sum(r.mixed for r in done),
+        "rate_limited": sum(r.rate_limited for r in done),
         "throughput_rps": round(sum(r.ok for r in done) / seconds, 2) if seconds else None,
-        "latency_p50_s": _round(_pct(lat, 50)), "latency_p95_s": _round(_pct(lat, 95)),
+        "latency_p50_s": _round(_pct(lat, 50)),
+        "latency_p95_s": _round(_pct(lat, 95)),
         "latency_max_s": _round(max(lat) if lat else None),
-        "ttft_p50_s": _round(_pct(ttft, 50)), "ttft_p95_s": _round(_pct(ttft, 95)),
+        "ttft_p50_s": _round(_pct(ttft, 50)),
+        "ttft_p95_s": _round(_pct(ttft, 95)),
         "max_queue_rank_seen": max(ranks) if ranks else None,
         "sessions_that_saw_a_queue_position": len(ranks),
         "memory": mem,
         "errors": [e for r in done for e in r.errors][:50],
-        "per_session": [{k: v for k, v in asdict(r).items() if k not in ("latencies_s", "ttfts_s", "errors")}
-                        for r in done],
+        "per_session": [
+            {k: v for k, v in asdict(r).items() if k not in ("latencies_s", "ttfts_s", "errors")} for r in done
+        ],
     }
 
 
@@ -519,11 +588,15 @@ def print_table(report: dict[str, Any]) -> None:
         ("lost / mixed", f"{report['lost']} / {report['mixed']}"),
         ("rate-limited", report["rate_limited"]),
         ("throughput", f"{report['throughput_rps']} replies/s"),
-        ("latency p50 / p95 / max", f"{report['latency_p50_s']} / {report['latency_p95_s']} / "
-                                    f"{report['latency_max_s']} s"),
+        (
+            "latency p50 / p95 / max",
+            f"{report['latency_p50_s']} / {report['latency_p95_s']} / {report['latency_max_s']} s",
+        ),
         ("first text p50 / p95", f"{report['ttft_p50_s']} / {report['ttft_p95_s']} s"),
-        ("queue position seen (max)", f"{report['max_queue_rank_seen']} "
-                                      f"({report['sessions_that_saw_a_queue_position']} sessions saw one)"),
+        (
+            "queue position seen (max)",
+            f"{report['max_queue_rank_seen']} ({report['sessions_that_saw_a_queue_position']} sessions saw one)",
+        ),
     ]
     m = report.get("memory", {})
     if m.get("samples"):
@@ -546,17 +619,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="the running app, e.g. http://127.0.0.1:7860 (or use --start)")
     ap.add_argument("--start", action="store_true", help="start an llm-katan echo server and the app, then stop them")
-    ap.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra environment for the started app (repeatable), e.g. REQUESTS_PER_MINUTE=100000")
+    ap.add_argument(
+        "--app-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the started app (repeatable), e.g. REQUESTS_PER_MINUTE=100000",
+    )
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--backend", choices=("hosted", "local"), default="hosted")
     ap.add_argument("--backend-id", help="the Chat backend picker id (default: the first hosted one, or 'local')")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default 64 (hosted) / 16 (local)")
     ap.add_argument("--clear-every", type=int, default=8, help="clear the chat every N turns (0 = never)")
-    ap.add_argument("--new-session-every", type=int, default=0, metavar="N",
-                    help="each user closes its Client and opens a new Gradio session every N requests "
-                         "(0 = one session per user for the whole run)")
+    ap.add_argument(
+        "--new-session-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="each user closes its Client and opens a new Gradio session every N requests "
+        "(0 = one session per user for the whole run)",
+    )
     ap.add_argument("--request-timeout", type=float, default=300)
     ap.add_argument("--app-pid", type=int, help="pid of the app, for memory (default: found by its port)")
     ap.add_argument("--stop-test", action="store_true", help="also measure how fast Stop frees the local model")
@@ -564,12 +647,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--secret", help="a key that must not appear in --app-log (checked at the end)")
     ap.add_argument("--app-log", type=Path, help="the app's log file, searched for --secret")
     ap.add_argument("--json", type=Path, help="write the report here")
-    ap.add_argument("--probe", type=Path, metavar="JSONL",
-                    help="with --start: run the app under bench/mem_probe.py, recording its memory stores here")
+    ap.add_argument(
+        "--probe",
+        type=Path,
+        metavar="JSONL",
+        help="with --start: run the app under bench/mem_probe.py, recording its memory stores here",
+    )
     ap.add_argument("--probe-every", type=float, default=30.0, help="seconds between two probe records")
     ap.add_argument("--probe-tracemalloc", action="store_true", help="the probe also traces Python allocations")
-    ap.add_argument("--probe-malloc-trim", action="store_true",
-                    help="the probe calls malloc_trim(0) after each record and records the RSS after it")
+    ap.add_argument(
+        "--probe-malloc-trim",
+        action="store_true",
+        help="the probe calls malloc_trim(0) after each record and records the RSS after it",
+    )
     args = ap.parse_args(argv)
 
     started = None
@@ -586,8 +676,11 @@ def main(argv: list[str] | None = None) -> int:
             url, pid = started.url, started.app.pid
             args.secret = args.secret or TEST_KEY
             args.app_log = args.app_log or started.app_log
-            print(f"started app {url} (pid {pid}), echo server on port {started.katan_port}; logs in "
-                  f"{started.app_log.parent}", flush=True)
+            print(
+                f"started app {url} (pid {pid}), echo server on port {started.katan_port}; logs in "
+                f"{started.app_log.parent}",
+                flush=True,
+            )
         else:
             if not args.url:
                 ap.error("give --url of a running app, or --start")
@@ -601,15 +694,28 @@ def main(argv: list[str] | None = None) -> int:
         # With --start the local model is loading in the background: wait for it, so the run measures a
         # ready app rather than one busy loading (on a 2-core machine that halves everything else).
         warm_s = warm_local(url) if args.start or args.backend == "local" or args.stop_test else None
-        report = run(url, args.sessions, args.seconds, args.backend, backend_id, max_new, args.clear_every,
-                     pid, args.request_timeout, args.new_session_every)
+        report = run(
+            url,
+            args.sessions,
+            args.seconds,
+            args.backend,
+            backend_id,
+            max_new,
+            args.clear_every,
+            pid,
+            args.request_timeout,
+            args.new_session_every,
+        )
         report["warmup_s"] = None if warm_s is None else round(warm_s, 1)
         if args.stop_test:
             report["stop_test"] = stop_test(url, max_new_long=256, repeats=args.stop_repeats)
         if args.secret and args.app_log:
             text = Path(args.app_log).read_text(errors="replace")
-            report["secret_in_log"] = {"log": str(args.app_log), "lines": text.count("\n"),
-                                       "found": args.secret in text}
+            report["secret_in_log"] = {
+                "log": str(args.app_log),
+                "lines": text.count("\n"),
+                "found": args.secret in text,
+            }
         print_table(report)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

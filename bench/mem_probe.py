@@ -43,9 +43,21 @@ from llm_levels.allocator import malloc_arena_count  # noqa: E402
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-                 "fordblks", "keepcost")]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def malloc_stats() -> dict[str, float]:
@@ -56,10 +68,14 @@ def malloc_stats() -> dict[str, float]:
         mi = libc.mallinfo2()
     except (OSError, AttributeError):
         return {}
-    mb = 2 ** 20
-    return {"heap_in_use_mb": round(mi.uordblks / mb, 1), "heap_free_mb": round(mi.fordblks / mb, 1),
-            "heap_arena_mb": round(mi.arena / mb, 1), "mmap_mb": round(mi.hblkhd / mb, 1),
-            "mmap_blocks": mi.hblks}
+    mb = 2**20
+    return {
+        "heap_in_use_mb": round(mi.uordblks / mb, 1),
+        "heap_free_mb": round(mi.fordblks / mb, 1),
+        "heap_arena_mb": round(mi.arena / mb, 1),
+        "mmap_mb": round(mi.hblkhd / mb, 1),
+        "mmap_blocks": mi.hblks,
+    }
 
 
 def rss_mb() -> float:
@@ -67,7 +83,7 @@ def rss_mb() -> float:
         pages = int(f.read().split()[1])
     import resource
 
-    return round(pages * resource.getpagesize() / 2 ** 20, 1)
+    return round(pages * resource.getpagesize() / 2**20, 1)
 
 
 def find_blocks():
@@ -144,9 +160,14 @@ class Probe(threading.Thread):
             time.sleep(self.every_s)
             if blocks is None:
                 blocks = find_blocks()
-            rec: dict[str, Any] = {"t_s": round(time.monotonic() - self.t0, 1), "rss_mb": rss_mb(),
-                                   **malloc_stats(), "arenas": malloc_arena_count(),
-                                   "threads": threading.active_count(), "py_objects": len(gc.get_objects())}
+            rec: dict[str, Any] = {
+                "t_s": round(time.monotonic() - self.t0, 1),
+                "rss_mb": rss_mb(),
+                **malloc_stats(),
+                "arenas": malloc_arena_count(),
+                "threads": threading.active_count(),
+                "py_objects": len(gc.get_objects()),
+            }
             if self.trim:
                 # Hand malloc's free pages back to the OS: RSS that this removes was free memory malloc
                 # kept (allocator high-water/fragmentation), not live data.
@@ -156,17 +177,18 @@ class Probe(threading.Thread):
             rec.update(stores(blocks, self.runtime))
             rec["session_state_bytes"] = session_size_bytes(blocks)
             if self.tm:
-                snap = tracemalloc.take_snapshot().filter_traces(
-                    [tracemalloc.Filter(False, tracemalloc.__file__)])
+                snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
                 cur, peak = tracemalloc.get_traced_memory()
-                rec["traced_mb"] = round(cur / 2 ** 20, 1)
+                rec["traced_mb"] = round(cur / 2**20, 1)
                 if self.baseline is None:
                     self.baseline = snap
                 else:
                     diff = snap.compare_to(self.baseline, "lineno")[:12]
-                    rec["grew"] = [f"{d.size_diff / 1024:+.0f} KiB {d.count_diff:+d} "
-                                   f"{d.traceback[0].filename.split('site-packages/')[-1]}:{d.traceback[0].lineno}"
-                                   for d in diff]
+                    rec["grew"] = [
+                        f"{d.size_diff / 1024:+.0f} KiB {d.count_diff:+d} "
+                        f"{d.traceback[0].filename.split('site-packages/')[-1]}:{d.traceback[0].lineno}"
+                        for d in diff
+                    ]
             with self.out.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
 
@@ -176,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--every", type=float, default=15.0)
     ap.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (slower)")
-    ap.add_argument("--malloc-trim", action="store_true",
-                    help="after each record call malloc_trim(0) and record the RSS after it (a diagnosis: "
-                         "what it frees was malloc's retained free memory)")
+    ap.add_argument(
+        "--malloc-trim",
+        action="store_true",
+        help="after each record call malloc_trim(0) and record the RSS after it (a diagnosis: "
+        "what it frees was malloc's retained free memory)",
+    )
     args = ap.parse_args(argv)
     if args.tracemalloc:
         tracemalloc.start(1)

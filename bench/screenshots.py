@@ -67,12 +67,20 @@ def start_app(stack: ExitStack, log_dir: Path) -> str:
     example = ROOT / ".env.example"
     for name in re.findall(r"^([A-Z][A-Z0-9_]*)=", example.read_text(), flags=re.M) if example.exists() else []:
         env.setdefault(name, "")  # defaults, whatever a local .env says
-    env.update({"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    env.update(
+        {
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(port),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+        }
+    )
     log = open(log_dir / "app.log", "wb")
     stack.callback(log.close)
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
     stack.callback(stop_app, proc)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 300
@@ -185,10 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="a running app (default: start llm-katan and the app here)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for the PNGs (default docs/)")
-    ap.add_argument("--only", nargs="*", choices=["chat", "api", "local", "compare", "lab"],
-                    help="only these tabs")
-    ap.add_argument("--lab-run", action="store_true",
-                    help="in the Lab tab, click its primary button (with its defaults) before the picture")
+    ap.add_argument("--only", nargs="*", choices=["chat", "api", "local", "compare", "lab"], help="only these tabs")
+    ap.add_argument(
+        "--lab-run",
+        action="store_true",
+        help="in the Lab tab, click its primary button (with its defaults) before the picture",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -103,19 +103,38 @@ def status_mb(pid: int, field: str) -> float | None:
 class AppProcess:
     """``app.py`` (or ``command``) in a subprocess on a free port; timings of its start from the spawn."""
 
-    def __init__(self, cache_dir: Path, users: int, extra_env: dict[str, str] | None = None, *,
-                 command: list[str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        users: int,
+        extra_env: dict[str, str] | None = None,
+        *,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
-                   LLM_LEVELS_CACHE_DIR=str(cache_dir), HF_HUB_OFFLINE="1", LOCAL_CONCURRENCY=str(users),
-                   GRADIO_ANALYTICS_ENABLED="False", **(extra_env or {}))
+        env = dict(
+            os.environ,
+            GRADIO_SERVER_NAME="127.0.0.1",
+            GRADIO_SERVER_PORT=str(self.port),
+            LLM_LEVELS_CACHE_DIR=str(cache_dir),
+            HF_HUB_OFFLINE="1",
+            LOCAL_CONCURRENCY=str(users),
+            GRADIO_ANALYTICS_ENABLED="False",
+            **(extra_env or {}),
+        )
         self.log = tempfile.NamedTemporaryFile("w+", prefix="llm-levels-bench-", suffix=".log", delete=False)
         self.keep_log = False  # kept only when an error message points to it
         self.spawned_at = time.time()
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(command or [sys.executable, str(ROOT / "app.py")], cwd=cwd or ROOT, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command or [sys.executable, str(ROOT / "app.py")],
+            cwd=cwd or ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_page(self, timeout: float) -> float:
         """Seconds from the spawn to the first HTTP 200 for ``/``."""
@@ -188,8 +207,12 @@ def dependency(cfg: dict[str, Any], api_name: str) -> tuple[dict[str, Any], int]
     raise RuntimeError(f"the app has no event with api_name {api_name!r}")
 
 
-def sse_turn(url: str, api_name: str, values: list | Callable[[dict[str, Any], dict[str, Any]], list],
-             has_text: Callable[[Any], bool]) -> tuple[float, float | None, float, Any]:
+def sse_turn(
+    url: str,
+    api_name: str,
+    values: list | Callable[[dict[str, Any], dict[str, Any]], list],
+    has_text: Callable[[Any], bool],
+) -> tuple[float, float | None, float, Any]:
     """One call the way the page itself streams it: join Gradio's queue over HTTP and read the server-sent
     events as they arrive. ``values`` are the event's inputs without its ``gr.State`` ones (the server keeps
     those), or a function of (config, dependency) giving every input (``None`` for states).
@@ -214,8 +237,9 @@ def sse_turn(url: str, api_name: str, values: list | Callable[[dict[str, Any], d
     final: Any = None
     with httpx.Client(timeout=120) as client:
         t0 = time.perf_counter()
-        client.post(root + "/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
-                                                          "session_hash": session}).raise_for_status()
+        client.post(
+            root + "/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session}
+        ).raise_for_status()
         with client.stream("GET", root + "/gradio_api/queue/data", params={"session_hash": session}) as events:
             for line in events.iter_lines():
                 if not line.startswith("data:"):
@@ -235,8 +259,9 @@ def sse_turn(url: str, api_name: str, values: list | Callable[[dict[str, Any], d
     return t0, first, time.perf_counter(), final
 
 
-def client_turn(client: Any, api_name: str, values: list, has_text: Callable[[Any], bool]
-                ) -> tuple[float, float | None, float, Any]:
+def client_turn(
+    client: Any, api_name: str, values: list, has_text: Callable[[Any], bool]
+) -> tuple[float, float | None, float, Any]:
     """One call through ``gradio_client``: (start, first output with text, end, final outputs)."""
     t0 = time.perf_counter()
     job = client.submit(*values, api_name=api_name)
@@ -256,6 +281,7 @@ def local_inputs(prompt: str, tokens: int, engine: str = "llama.cpp") -> Callabl
     """The Local tab's ``local_send`` inputs, found by the components' labels (the tab is changing: any
     input not named here gets its component's default value): the message, no system prompt, greedy
     (``do_sample`` off), ``max_new_tokens``, no seed, the engine."""
+
     def build(cfg: dict[str, Any], dep: dict[str, Any]) -> list:
         comps = {c["id"]: c for c in cfg["components"]}
         data: list = []
@@ -337,10 +363,15 @@ def turn_figures(turn: tuple[float, float | None, float, Any]) -> dict[str, Any]
     n = int(float(_pick(row, "Out tokens", "Output tokens") or 0))
     ttft, tps = _pick(row, "TTFT (s)", "TTFT"), _pick(row, "Tokens/s", "tok/s")
     hist = final[0] if final else None
-    return {"client": figures("", n, t0, first, end),
-            "app": {"ttft_s": float(ttft) if ttft not in (None, "") else None,
-                    "tokens_per_s": float(tps) if tps not in (None, "") else None, "tokens": n},
-            "text": assistant_text(hist)}
+    return {
+        "client": figures("", n, t0, first, end),
+        "app": {
+            "ttft_s": float(ttft) if ttft not in (None, "") else None,
+            "tokens_per_s": float(tps) if tps not in (None, "") else None,
+            "tokens": n,
+        },
+        "text": assistant_text(hist),
+    }
 
 
 def sse_local_send(url: str, prompt: str, tokens: int) -> dict[str, Any]:
@@ -375,8 +406,9 @@ def model_status(url: str) -> dict[str, Any]:
 
 
 def v1_answer(url: str, model: str = "local", max_tokens: int = 1, timeout: float = 300) -> tuple[int, dict]:
-    body = json.dumps({"model": model, "max_tokens": max_tokens, "temperature": 0,
-                       "messages": [{"role": "user", "content": "Hi"}]}).encode()
+    body = json.dumps(
+        {"model": model, "max_tokens": max_tokens, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}]}
+    ).encode()
     status, raw = http(url + "/v1/chat/completions", body, timeout=timeout)
     try:
         return status, json.loads(raw)
@@ -410,8 +442,7 @@ def wait_ready(app: AppProcess, timeout: float) -> dict[str, Any]:
             raise
         out["how"] = "first /v1 answer"
         out["model_status_error"] = errors[-1][:300]
-        out["ready_s"] = app.poll(lambda: v1_answer(app.url, timeout=60)[0] == 200, timeout,
-                                  "a ready model (/v1)")
+        out["ready_s"] = app.poll(lambda: v1_answer(app.url, timeout=60)[0] == 200, timeout, "a ready model (/v1)")
         print(f"  model_status failed ({e}); readiness taken from the first /v1 answer", flush=True)
     out["engine_log_s"] = app.log_event_s(r"llama\.cpp ready")
     m = re.search(r"llama\.cpp ready: .* in ([0-9.]+) s", app.log_text())
@@ -450,24 +481,35 @@ def app_sections(args: Any, settings: Any, results: dict[str, Any], floor_module
             app_res.setdefault("engine_log_s", []).append(r.get("engine_log_s"))
             app_res.setdefault("engine_load_s", []).append(r.get("engine_load_s"))
             app_res["status_model"] = r.get("model")
-            print(f"  start {i + 1}: page {pages[-1]:.2f} s, llama.cpp ready {readies[-1]:.2f} s ({r['how']}"
-                  + (f"; 'llama.cpp ready' logged at {r['engine_log_s']:.2f} s" if r.get("engine_log_s") else "")
-                  + ")", flush=True)
+            print(
+                f"  start {i + 1}: page {pages[-1]:.2f} s, llama.cpp ready {readies[-1]:.2f} s ({r['how']}"
+                + (f"; 'llama.cpp ready' logged at {r['engine_log_s']:.2f} s" if r.get("engine_log_s") else "")
+                + ")",
+                flush=True,
+            )
             if i < WARM_STARTS - 1:
                 app.stop()
                 app = None
         after = [max(0.0, r - p) for p, r in zip(pages, readies)]
-        app_res["startup"] = {"page_s": statistics.median(pages), "ready_s": statistics.median(readies),
-                              "ready_after_page_s": statistics.median(after), "page_all_s": pages,
-                              "ready_all_s": readies, "ready_after_page_all_s": after}
+        app_res["startup"] = {
+            "page_s": statistics.median(pages),
+            "ready_s": statistics.median(readies),
+            "ready_after_page_s": statistics.median(after),
+            "page_all_s": pages,
+            "ready_all_s": readies,
+            "ready_after_page_all_s": after,
+        }
         assert app is not None
         app_res["memory"] = {"rss_at_ready_mb": app.rss_mb()}
         mark_load(results, "app_streaming")
         _step(app_res, "streaming", lambda: streaming(app.url, args))
         app_res["memory"]["peak_llama_cpp_only_mb"] = app.peak_rss_mb()
         app_res["memory"]["rss_llama_cpp_only_mb"] = app.rss_mb()
-        print(f"  app memory, llama.cpp only: peak {_mb(app_res['memory']['peak_llama_cpp_only_mb'])}, "
-              f"now {_mb(app_res['memory']['rss_llama_cpp_only_mb'])}", flush=True)
+        print(
+            f"  app memory, llama.cpp only: peak {_mb(app_res['memory']['peak_llama_cpp_only_mb'])}, "
+            f"now {_mb(app_res['memory']['rss_llama_cpp_only_mb'])}",
+            flush=True,
+        )
         mark_load(results, "app_transformers")
         _step(app_res, "transformers", lambda: load_transformers(app, args))
     finally:
@@ -501,16 +543,25 @@ def streaming(url: str, args: Any) -> dict[str, Any]:
     a_tps = statistics.median([r["app"]["tokens_per_s"] or 0 for r in runs])
     every = runs + short
     extra = [((r["client"]["ttft_s"] or 0) - (r["app"]["ttft_s"] or 0)) * 1000 for r in every]
-    res = {"client_tokens_per_s": c_tps, "app_tokens_per_s": a_tps, "ratio": c_tps / a_tps if a_tps else None,
-           "client_ttft_s": statistics.median([r["client"]["ttft_s"] or 0 for r in every]),
-           "app_ttft_s": statistics.median([r["app"]["ttft_s"] or 0 for r in every]),
-           "extra_ttft_ms": statistics.median(extra), "extra_ttft_min_ms": min(extra),
-           "extra_ttft_max_ms": max(extra), "ttft_turns": len(every), "tokens": [r["client"]["tokens"] for r in runs],
-           "reply": runs[-1]["text"],
-           "runs": [{k: v for k, v in r.items() if k != "text"} for r in runs]}
-    print(f"  through the page (event stream): {c_tps:.1f} tok/s seen vs {a_tps:.1f} measured by the app "
-          f"({res['ratio'] or 0:.2f}x); TTFT extra {res['extra_ttft_ms']:.0f} ms (median of {len(every)} turns)",
-          flush=True)
+    res = {
+        "client_tokens_per_s": c_tps,
+        "app_tokens_per_s": a_tps,
+        "ratio": c_tps / a_tps if a_tps else None,
+        "client_ttft_s": statistics.median([r["client"]["ttft_s"] or 0 for r in every]),
+        "app_ttft_s": statistics.median([r["app"]["ttft_s"] or 0 for r in every]),
+        "extra_ttft_ms": statistics.median(extra),
+        "extra_ttft_min_ms": min(extra),
+        "extra_ttft_max_ms": max(extra),
+        "ttft_turns": len(every),
+        "tokens": [r["client"]["tokens"] for r in runs],
+        "reply": runs[-1]["text"],
+        "runs": [{k: v for k, v in r.items() if k != "text"} for r in runs],
+    }
+    print(
+        f"  through the page (event stream): {c_tps:.1f} tok/s seen vs {a_tps:.1f} measured by the app "
+        f"({res['ratio'] or 0:.2f}x); TTFT extra {res['extra_ttft_ms']:.0f} ms (median of {len(every)} turns)",
+        flush=True,
+    )
     return res
 
 
@@ -522,16 +573,27 @@ def load_transformers(app: AppProcess, args: Any) -> dict[str, Any]:
     took = time.perf_counter() - t0
     if status != 200:
         raise RuntimeError(f"/v1 with model local-transformers answered HTTP {status}: {str(body)[:300]}")
-    res = {"how": "/v1 model local-transformers", "request_s": took, "peak_both_mb": app.peak_rss_mb(),
-           "rss_both_mb": app.rss_mb(), "model": body.get("model")}
-    print(f"  app memory with transformers loaded too ({took:.1f} s for the request): peak "
-          f"{_mb(res['peak_both_mb'])}, now {_mb(res['rss_both_mb'])}", flush=True)
+    res = {
+        "how": "/v1 model local-transformers",
+        "request_s": took,
+        "peak_both_mb": app.peak_rss_mb(),
+        "rss_both_mb": app.rss_mb(),
+        "model": body.get("model"),
+    }
+    print(
+        f"  app memory with transformers loaded too ({took:.1f} s for the request): peak "
+        f"{_mb(res['peak_both_mb'])}, now {_mb(res['rss_both_mb'])}",
+        flush=True,
+    )
     return res
 
 
 def floor(floor_module: Any) -> dict[str, Any]:
     res = floor_module.measure(runs=TTFT_TURNS, consumers=("http",))
     f = res["http"]
-    print(f"  do-nothing Gradio app (event stream): TTFT extra {f['extra_ttft_ms']:.0f} ms "
-          f"(min {f['min_ms']:.0f}, max {f['max_ms']:.0f}, {res['runs']} turns)", flush=True)
+    print(
+        f"  do-nothing Gradio app (event stream): TTFT extra {f['extra_ttft_ms']:.0f} ms "
+        f"(min {f['min_ms']:.0f}, max {f['max_ms']:.0f}, {res['runs']} turns)",
+        flush=True,
+    )
     return res

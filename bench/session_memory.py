@@ -50,8 +50,10 @@ def measure(mode: str, sessions: int) -> dict:
 
     def one(http: httpx.Client) -> None:
         session = uuid.uuid4().hex[:12]
-        http.post(root + "/gradio_api/queue/join", json={"data": [None] * len(dep["inputs"]), "fn_index": dep["id"],
-                                                          "session_hash": session}).raise_for_status()
+        http.post(
+            root + "/gradio_api/queue/join",
+            json={"data": [None] * len(dep["inputs"]), "fn_index": dep["id"], "session_hash": session},
+        ).raise_for_status()
         with http.stream("GET", root + "/gradio_api/queue/data", params={"session_hash": session}) as events:
             for line in events.iter_lines():
                 if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_completed":
@@ -71,9 +73,15 @@ def measure(mode: str, sessions: int) -> dict:
         time.sleep(1)
         after = rss_mb()
     server.should_exit = True
-    return {"mode": mode, "sessions_held": len(demo.state_holder.session_data), "rss_before_mb": before,
-            "rss_after_mb": after, "rss_kb_per_session": (after - before) * 1024 / sessions,
-            "deep_kb_per_session": (session_size_bytes(demo) or 0) / 1024, "ms_per_request": elapsed / sessions * 1000}
+    return {
+        "mode": mode,
+        "sessions_held": len(demo.state_holder.session_data),
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "rss_kb_per_session": (after - before) * 1024 / sessions,
+        "deep_kb_per_session": (session_size_bytes(demo) or 0) / 1024,
+        "ms_per_request": elapsed / sessions * 1000,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,12 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.mode, args.sessions)), flush=True)
         os._exit(0)  # the server thread and the runtime's threads need no orderly shutdown here
     for mode in ("gradio", "lean"):
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--sessions", str(args.sessions)],
-                             capture_output=True, text=True, cwd=ROOT, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--mode", mode, "--sessions", str(args.sessions)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"{mode:7} RSS {r['rss_before_mb']:.0f} -> {r['rss_after_mb']:.0f} MB over {args.sessions} new sessions: "
-              f"{r['rss_kb_per_session']:.0f} KB/session (deep size {r['deep_kb_per_session']:.0f} KB); "
-              f"{r['ms_per_request']:.1f} ms per request; {r['sessions_held']} sessions held")
+        print(
+            f"{mode:7} RSS {r['rss_before_mb']:.0f} -> {r['rss_after_mb']:.0f} MB over {args.sessions} new sessions: "
+            f"{r['rss_kb_per_session']:.0f} KB/session (deep size {r['deep_kb_per_session']:.0f} KB); "
+            f"{r['ms_per_request']:.1f} ms per request; {r['sessions_held']} sessions held"
+        )
     return 0
 
 

@@ -14,7 +14,7 @@ COMMANDS = {
     "chat": "Send one prompt to a backend and stream the answer (or print JSON with --json).",
     "icl": "In-context learning lab: zero-/one-/few-shot classification of a labelled file, scored.",
     "bench": "Benchmark the local model: naive transformers, llama.cpp and the app; start-up, streaming, "
-             "concurrency, memory.",
+    "concurrency, memory.",
 }
 
 

@@ -100,8 +100,14 @@ class Settings:
         """Every configured hosted endpoint: the main OpenAI one (if a key or base URL is set) first."""
         main: tuple[HostedEndpoint, ...] = ()
         if self.has_openai_key or self.openai_base_url:
-            main = (HostedEndpoint("OpenAI" if not self.openai_base_url else "OpenAI-compatible",
-                                   self.openai_base_url, self.openai_model, "OPENAI_API_KEY"),)
+            main = (
+                HostedEndpoint(
+                    "OpenAI" if not self.openai_base_url else "OpenAI-compatible",
+                    self.openai_base_url,
+                    self.openai_model,
+                    "OPENAI_API_KEY",
+                ),
+            )
         return main + self.extra_endpoints
 
     @classmethod
@@ -136,7 +142,7 @@ class Settings:
             allow_custom_base_url=_bool(env, "ALLOW_CUSTOM_BASE_URL", not public),
             # Only the machine's own user can reach a loopback-bound UI, and they can reach its private
             # addresses anyway: there a typed http://localhost:11434/v1 (Ollama) just works.
-            allow_private_base_url=_bool(env, "ALLOW_PRIVATE_BASE_URL", not public and _is_loopback(server_name)),
+            allow_private_base_url=_bool(env, "ALLOW_PRIVATE_BASE_URL", not public and is_loopback(server_name)),
             allow_model_downloads=_bool(env, "ALLOW_MODEL_DOWNLOADS", not public),
             max_new_tokens_cap=int(_number(env, "MAX_NEW_TOKENS_CAP", 1024, 1, 32_768, integer=True)),
             max_prompt_chars=int(_number(env, "MAX_PROMPT_CHARS", 20_000, 100, 10_000_000, integer=True)),
@@ -154,7 +160,7 @@ class Settings:
         )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """True for a bind address only this machine can reach (127.0.0.1, ::1, localhost)."""
     host = host.strip().strip("[]").lower()
     if host == "localhost":
@@ -227,10 +233,13 @@ def _endpoints(env: Mapping[str, str]) -> tuple[HostedEndpoint, ...]:
             key_env = it.get("key_env")
             if not name or not model:
                 raise ValueError("name and model must not be empty")
-            out.append(HostedEndpoint(name, str(base).rstrip("/") if base else None, model,
-                                      str(key_env) if key_env else None))
+            out.append(
+                HostedEndpoint(name, str(base).rstrip("/") if base else None, model, str(key_env) if key_env else None)
+            )
         return tuple(out)
     except (ValueError, KeyError, TypeError) as e:
-        raise _err("HOSTED_ENDPOINTS",
-                   'must be a JSON list like [{"name": "vLLM", "base_url": "http://host:8000/v1", '
-                   f'"model": "my-model", "key_env": "VLLM_API_KEY"}}] ({e})') from e
+        raise _err(
+            "HOSTED_ENDPOINTS",
+            'must be a JSON list like [{"name": "vLLM", "base_url": "http://host:8000/v1", '
+            f'"model": "my-model", "key_env": "VLLM_API_KEY"}}] ({e})',
+        ) from e

@@ -22,8 +22,24 @@ from typing import Any, Literal
 from .errors import BackendError
 from .params import PARAM_SPECS, GenParams, ParamSpec
 
-__all__ = ["PARAM_SPECS", "ROLES", "Backend", "BackendError", "Chunk", "GenParams", "Message", "ParamSpec", "Reply",
-           "ReplyBuilder", "Role", "TokenLogprob", "Usage", "check_conversation", "collect", "messages_from_dicts"]
+__all__ = [
+    "PARAM_SPECS",
+    "ROLES",
+    "Backend",
+    "BackendError",
+    "Chunk",
+    "GenParams",
+    "Message",
+    "ParamSpec",
+    "Reply",
+    "ReplyBuilder",
+    "Role",
+    "TokenLogprob",
+    "Usage",
+    "check_conversation",
+    "collect",
+    "messages_from_dicts",
+]
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")

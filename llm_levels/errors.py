@@ -38,9 +38,18 @@ def generation_error(error: BaseException, partial: str) -> BackendError:
     """A local engine that failed while generating, as one clear message (the partial answer kept)."""
     text = str(error)
     if isinstance(error, MemoryError) or "out of memory" in text.lower():
-        return BackendError("The local model ran out of memory: lower max new tokens or shorten the conversation.",
-                            kind="server", retryable=True, status=507, partial_text=partial)
+        return BackendError(
+            "The local model ran out of memory: lower max new tokens or shorten the conversation.",
+            kind="server",
+            retryable=True,
+            status=507,
+            partial_text=partial,
+        )
     first = text.strip().splitlines()[0][:300] if text.strip() else ""
-    return BackendError(f"The local model failed while generating ({type(error).__name__}: {first}). "
-                        "Try again; if it keeps failing, try other settings.",
-                        kind="internal", status=500, partial_text=partial)
+    return BackendError(
+        f"The local model failed while generating ({type(error).__name__}: {first}). "
+        "Try again; if it keeps failing, try other settings.",
+        kind="internal",
+        status=500,
+        partial_text=partial,
+    )

@@ -181,8 +181,13 @@ def app_failure(hist: list[dict[str, Any]], error: BaseException, partial: str =
     """``hist`` after a bug inside the app (not a backend failure): the partial answer kept, then a
     "⚠️ Not answered" note that names the error's type (the details are in the server log)."""
     return with_partial(hist, partial) + [
-        note(f"Something went wrong inside the app ({type(error).__name__}). Try again; if it keeps happening, "
-             "check the server log.", title=ERROR_TITLE, log="internal")]
+        note(
+            f"Something went wrong inside the app ({type(error).__name__}). Try again; if it keeps happening, "
+            "check the server log.",
+            title=ERROR_TITLE,
+            log="internal",
+        )
+    ]
 
 
 def answered(hist: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
@@ -243,4 +248,3 @@ def undo(history: Sequence[Any]) -> tuple[list[Any], str]:
 def without_pending(history: Sequence[Any]) -> list[Any]:
     """The history without in-progress notes (left behind when a turn was stopped while waiting)."""
     return [h for h in history if not is_pending(h)]
-

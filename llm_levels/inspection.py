@@ -24,8 +24,17 @@ MAX_TOKENS_SHOWN = 600
 MAX_CHUNKS_SHOWN = 60
 
 API_METRIC_COLUMNS = ["Turn", "Model", "In tokens", "Out tokens", "TTFT (s)", "Total (s)", "Tokens/s", "Cost"]
-LOCAL_METRIC_COLUMNS = ["Turn", "Model", "In tokens", "Out tokens", "TTFT (s)", "Total (s)", "Tokens/s",
-                        "RSS (MB)", "CUDA (MB)"]
+LOCAL_METRIC_COLUMNS = [
+    "Turn",
+    "Model",
+    "In tokens",
+    "Out tokens",
+    "TTFT (s)",
+    "Total (s)",
+    "Tokens/s",
+    "RSS (MB)",
+    "CUDA (MB)",
+]
 
 
 # ------------------------------------------------------------------------------------------ JSON
@@ -76,8 +85,7 @@ def request_view(request: Mapping[str, Any] | None, redact: Callable[[str], str]
     return None if request is None else scrub(request, redact)
 
 
-def response_view(response: Any, redact: Callable[[str], str] | None = None,
-                  max_chunks: int = MAX_CHUNKS_SHOWN) -> Any:
+def response_view(response: Any, redact: Callable[[str], str] | None = None, max_chunks: int = MAX_CHUNKS_SHOWN) -> Any:
     """The raw response for display: one JSON object, or a stream's chunks (first and last ones kept)."""
     if response is None:
         return None
@@ -150,16 +158,33 @@ def _num(x: float | int | None, digits: int) -> float | int | str:
 
 def api_metrics_row(turn: int, m: TurnMetrics, cost: str) -> list[Any]:
     """One row of :data:`API_METRIC_COLUMNS`."""
-    return [turn, m.model, _num(m.input_tokens, 0), _num(m.output_tokens, 0), _num(m.ttft_s, 3),
-            _num(m.total_s, 3), _num(m.tokens_per_s, 1), cost]
+    return [
+        turn,
+        m.model,
+        _num(m.input_tokens, 0),
+        _num(m.output_tokens, 0),
+        _num(m.ttft_s, 3),
+        _num(m.total_s, 3),
+        _num(m.tokens_per_s, 1),
+        cost,
+    ]
 
 
-def local_metrics_row(turn: int, m: TurnMetrics, memory: Mapping[str, float | None],
-                      model: str | None = None) -> list[Any]:
+def local_metrics_row(
+    turn: int, m: TurnMetrics, memory: Mapping[str, float | None], model: str | None = None
+) -> list[Any]:
     """One row of :data:`LOCAL_METRIC_COLUMNS` (``model``: what the Model column says, default ``m.model``)."""
-    return [turn, m.model if model is None else model, _num(m.input_tokens, 0), _num(m.output_tokens, 0), _num(m.ttft_s, 3),
-            _num(m.total_s, 3), _num(m.tokens_per_s, 1), _num(memory.get("rss_mb"), 0),
-            _num(memory.get("cuda_mb"), 0)]
+    return [
+        turn,
+        m.model if model is None else model,
+        _num(m.input_tokens, 0),
+        _num(m.output_tokens, 0),
+        _num(m.ttft_s, 3),
+        _num(m.total_s, 3),
+        _num(m.tokens_per_s, 1),
+        _num(memory.get("rss_mb"), 0),
+        _num(memory.get("cuda_mb"), 0),
+    ]
 
 
 def memory_text(memory: Mapping[str, float | None]) -> str:

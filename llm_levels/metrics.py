@@ -96,8 +96,9 @@ class Measured(Iterator[Chunk]):
     Closing it (or leaving its ``with`` block) closes the wrapped stream, so the backend stops working.
     """
 
-    def __init__(self, chunks: Iterable[Chunk], *, started: float | None = None,
-                 backend: str = "", model: str = "") -> None:
+    def __init__(
+        self, chunks: Iterable[Chunk], *, started: float | None = None, backend: str = "", model: str = ""
+    ) -> None:
         self._source = chunks
         self._it = iter(chunks)
         self._builder = ReplyBuilder(started)
@@ -154,7 +155,6 @@ class Measured(Iterator[Chunk]):
         return TurnMetrics.from_reply(self.reply, backend=self.backend, model=self.model)
 
 
-def measure(chunks: Iterable[Chunk], *, started: float | None = None,
-            backend: str = "", model: str = "") -> Measured:
+def measure(chunks: Iterable[Chunk], *, started: float | None = None, backend: str = "", model: str = "") -> Measured:
     """Wrap a stream of chunks: iterate it as usual, then read ``.metrics`` / ``.reply``."""
     return Measured(chunks, started=started, backend=backend, model=model)

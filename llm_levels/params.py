@@ -28,23 +28,71 @@ class ParamSpec:
 PARAM_SPECS: dict[str, ParamSpec] = {
     s.name: s
     for s in (
-        ParamSpec("max_new_tokens", int, 256, 1, 4096,
-                  "Most tokens to generate for the answer (a token is about three quarters of a word).", step=1),
-        ParamSpec("temperature", float, 0.7, 0.0, 2.0,
-                  "Randomness: 0 always picks the most likely token (greedy); higher is more varied.", step=0.05),
-        ParamSpec("top_p", float, 1.0, 0.01, 1.0,
-                  "Nucleus sampling: sample only from the smallest set of tokens whose probability adds up to p.",
-                  step=0.01),
-        ParamSpec("top_k", int, 0, 0, 1000,
-                  "Sample only from the k most likely tokens; 0 turns it off (local models only).", step=1),
-        ParamSpec("repetition_penalty", float, 1.0, 1.0, 2.0,
-                  "Above 1 makes repeating earlier tokens less likely (local models only).", step=0.01),
-        ParamSpec("seed", int, None, 0, 2**31 - 1,
-                  "Fixes the random choices so the same request gives the same answer; empty for random.",
-                  nullable=True, step=1),
-        ParamSpec("top_logprobs", int, None, 0, 20,
-                  "Report each answer token's probability and this many most likely alternatives; empty for off.",
-                  nullable=True, step=1),
+        ParamSpec(
+            "max_new_tokens",
+            int,
+            256,
+            1,
+            4096,
+            "Most tokens to generate for the answer (a token is about three quarters of a word).",
+            step=1,
+        ),
+        ParamSpec(
+            "temperature",
+            float,
+            0.7,
+            0.0,
+            2.0,
+            "Randomness: 0 always picks the most likely token (greedy); higher is more varied.",
+            step=0.05,
+        ),
+        ParamSpec(
+            "top_p",
+            float,
+            1.0,
+            0.01,
+            1.0,
+            "Nucleus sampling: sample only from the smallest set of tokens whose probability adds up to p.",
+            step=0.01,
+        ),
+        ParamSpec(
+            "top_k",
+            int,
+            0,
+            0,
+            1000,
+            "Sample only from the k most likely tokens; 0 turns it off (local models only).",
+            step=1,
+        ),
+        ParamSpec(
+            "repetition_penalty",
+            float,
+            1.0,
+            1.0,
+            2.0,
+            "Above 1 makes repeating earlier tokens less likely (local models only).",
+            step=0.01,
+        ),
+        ParamSpec(
+            "seed",
+            int,
+            None,
+            0,
+            2**31 - 1,
+            "Fixes the random choices so the same request gives the same answer; empty for random.",
+            nullable=True,
+            step=1,
+        ),
+        ParamSpec(
+            "top_logprobs",
+            int,
+            None,
+            0,
+            20,
+            "Report each answer token's probability and this many most likely alternatives; empty for off.",
+            nullable=True,
+            step=1,
+        ),
     )
 }
 
@@ -150,7 +198,11 @@ def _problems(p: GenParams) -> list[str]:
             if not spec.nullable:
                 out.append(f"{f.name} is required")
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (spec.value_type is int and not isinstance(v, int)):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or (spec.value_type is int and not isinstance(v, int))
+        ):
             out.append(f"{f.name} must be {'a whole number' if spec.value_type is int else 'a number'}")
             continue
         if isinstance(v, float) and not math.isfinite(v):

@@ -31,8 +31,10 @@ from .core import BackendError, Usage
 #: price "OpenAI's list price"; a model another provider sells under its own name stays "unknown"
 #: rather than being priced by a guess at who serves it.
 PRICE_PROVIDER = "openai"
-PRICING_NOTE = (f"List prices from genai-prices {genai_prices.__version__} (the table shipped with it, not "
-                "fetched live): check https://openai.com/api/pricing (or set PRICE_FILE) before relying on them.")
+PRICING_NOTE = (
+    f"List prices from genai-prices {genai_prices.__version__} (the table shipped with it, not "
+    "fetched live): check https://openai.com/api/pricing (or set PRICE_FILE) before relying on them."
+)
 FREE_LABEL = "free (your hardware)"
 UNKNOWN_LABEL = "unknown"
 
@@ -56,13 +58,16 @@ def base_model_id(model: str) -> str:
     return _SNAPSHOT.sub("", model.strip())
 
 
-def _calc(model: str, input_tokens: int, output_tokens: int, provider: str) -> genai_prices.types.PriceCalculation | None:
+def _calc(
+    model: str, input_tokens: int, output_tokens: int, provider: str
+) -> genai_prices.types.PriceCalculation | None:
     model = (model or "").strip()
     if not model:
         return None
     try:
-        return genai_prices.calc_price(genai_prices.Usage(input_tokens=input_tokens, output_tokens=output_tokens),
-                                       model, provider_id=provider)
+        return genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=input_tokens, output_tokens=output_tokens), model, provider_id=provider
+        )
     except LookupError:  # genai-prices' way of saying "no such model (or provider)"
         return None
 
@@ -82,8 +87,13 @@ def listed_model_id(model: str, *, provider: str = PRICE_PROVIDER) -> str | None
 class PriceTable:
     """List prices (genai-prices) with the user's ``PRICE_FILE`` entries over them; read-only once built."""
 
-    def __init__(self, user_prices: Mapping[str, Price] | None = None, *, source: str = "genai-prices",
-                 provider: str = PRICE_PROVIDER) -> None:
+    def __init__(
+        self,
+        user_prices: Mapping[str, Price] | None = None,
+        *,
+        source: str = "genai-prices",
+        provider: str = PRICE_PROVIDER,
+    ) -> None:
         self._user: dict[str, Price] = dict(user_prices or {})
         self.source = source
         self.provider = provider
@@ -99,11 +109,15 @@ class PriceTable:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise BackendError(f"PRICE_FILE {str(path)!r} does not exist: fix the path or unset PRICE_FILE.",
-                               kind="config") from None
+            raise BackendError(
+                f"PRICE_FILE {str(path)!r} does not exist: fix the path or unset PRICE_FILE.", kind="config"
+            ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BackendError(f"PRICE_FILE {str(path)!r} is not readable JSON ({e}); "
-                               'it must look like {"model": {"input": 0.5, "output": 1.5}}.', kind="config") from e
+            raise BackendError(
+                f"PRICE_FILE {str(path)!r} is not readable JSON ({e}); "
+                'it must look like {"model": {"input": 0.5, "output": 1.5}}.',
+                kind="config",
+            ) from e
         user = parse_prices(data, origin=f"PRICE_FILE {str(path)!r}")
         return cls(user, source=f"genai-prices + {path.name}")
 
@@ -142,16 +156,21 @@ class PriceTable:
 def parse_prices(data: object, *, origin: str = "prices") -> dict[str, Price]:
     """Validate ``{"model": {"input": x, "output": y}}`` (numbers >= 0) into :class:`Price` objects."""
     if not isinstance(data, Mapping):
-        raise BackendError(f'{origin} must be a JSON object like {{"model": {{"input": 0.5, "output": 1.5}}}}.',
-                           kind="config")
+        raise BackendError(
+            f'{origin} must be a JSON object like {{"model": {{"input": 0.5, "output": 1.5}}}}.', kind="config"
+        )
     out: dict[str, Price] = {}
     for model, entry in data.items():
         ok = isinstance(entry, Mapping) and all(
             isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool) and entry.get(k) >= 0
-            for k in ("input", "output"))
+            for k in ("input", "output")
+        )
         if not ok or not str(model).strip():
-            raise BackendError(f"{origin}: entry {str(model)[:60]!r} needs \"input\" and \"output\" prices "
-                               "(USD per 1M tokens, numbers >= 0).", kind="config")
+            raise BackendError(
+                f"{origin}: entry {str(model)[:60]!r} needs \"input\" and \"output\" prices "
+                "(USD per 1M tokens, numbers >= 0).",
+                kind="config",
+            )
         out[str(model).strip()] = Price(float(entry["input"]), float(entry["output"]))
     return out
 
@@ -159,8 +178,9 @@ def parse_prices(data: object, *, origin: str = "prices") -> dict[str, Price]:
 _DEFAULT_TABLE = PriceTable()
 
 
-def estimate_cost(model: str, usage: Usage | None, *, local: bool = False,
-                  table: PriceTable | None = None) -> float | None:
+def estimate_cost(
+    model: str, usage: Usage | None, *, local: bool = False, table: PriceTable | None = None
+) -> float | None:
     """Estimated USD for one request (list prices unless ``table`` is given).
 
     ``None`` means unknown (a model nobody priced); local models cost ``0.0``.

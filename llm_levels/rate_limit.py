@@ -66,9 +66,10 @@ class RateLimiter:
             if len(hits) >= self.per_minute:
                 wait = max(1, math.ceil(hits[0] + self.window_s - now))
                 raise BackendError(
-                    f"Too many requests: this session may send {self.per_minute} per minute. "
-                    f"Try again in {wait} s.",
-                    kind="rate_limit", status=429, retryable=True,
+                    f"Too many requests: this session may send {self.per_minute} per minute. Try again in {wait} s.",
+                    kind="rate_limit",
+                    status=429,
+                    retryable=True,
                 )
             hits.append(now)
 

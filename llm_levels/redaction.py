@@ -36,8 +36,7 @@ SECRET_ENV_NAMES: tuple[str, ...] = ("OPENAI_API_KEY", "LOCAL_API_KEY", "HF_TOKE
 
 def _variants(secret: str) -> set[str]:
     """The secret as it may appear in a log: raw, URL-encoded, JSON-escaped."""
-    out = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
-           json.dumps(secret)[1:-1]}
+    out = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), json.dumps(secret)[1:-1]}
     return {v for v in out if len(v) >= MIN_SECRET_CHARS}
 
 

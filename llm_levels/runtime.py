@@ -147,8 +147,8 @@ class AppRuntime:
         """The engine a picker id generates with locally (``local``, ``local:<engine>``), else None."""
         if option_id == LOCAL:
             return self.settings.local_engine
-        if option_id.startswith(LOCAL_PREFIX) and option_id[len(LOCAL_PREFIX):] in ENGINES:
-            return option_id[len(LOCAL_PREFIX):]
+        if option_id.startswith(LOCAL_PREFIX) and option_id[len(LOCAL_PREFIX) :] in ENGINES:
+            return option_id[len(LOCAL_PREFIX) :]
         return None
 
     def local_option(self, engine: str | None = None) -> str:
@@ -200,7 +200,8 @@ class AppRuntime:
             raise BackendError(
                 f"max_new_tokens is {params.max_new_tokens:,}, but this app allows at most {cap:,} "
                 "new tokens per answer (MAX_NEW_TOKENS_CAP): lower it.",
-                kind="bad_request", status=400,
+                kind="bad_request",
+                status=400,
             )
         self.rate_limiter.check(session_id)
         return params
@@ -231,8 +232,9 @@ class AppRuntime:
         return HOSTED_PREFIX + eps[0].name if eps else LOCAL
 
     # ------------------------------------------------------------------ building
-    def local_backend(self, spec: str | None = None, *, engine: str | None = None,
-                      slots: LocalSlots | SlotTicket | None = None) -> Backend:
+    def local_backend(
+        self, spec: str | None = None, *, engine: str | None = None, slots: LocalSlots | SlotTicket | None = None
+    ) -> Backend:
         """The local model ``spec`` (default: ``LOCAL_MODEL``) on ``engine`` as a backend, loading it if needed.
 
         It waits for a generation slot in the engine's line when it streams; ``slots`` may instead be a
@@ -279,7 +281,7 @@ class AppRuntime:
             )
         endpoint = None
         if option_id.startswith(HOSTED_PREFIX) and option_id != SESSION_HOSTED:
-            name = option_id[len(HOSTED_PREFIX):]
+            name = option_id[len(HOSTED_PREFIX) :]
             endpoint = next((e for e in self.hosted_endpoints() if e.name == name), None)
             if endpoint is None:
                 raise BackendError(f"No hosted endpoint named {name!r} is configured.", kind="config", status=400)
@@ -291,15 +293,23 @@ class AppRuntime:
             if not self.settings.allow_custom_base_url:
                 raise BackendError(
                     "Custom base URLs are turned off on this deployment (ALLOW_CUSTOM_BASE_URL).",
-                    kind="config", status=403,
+                    kind="config",
+                    status=403,
                 )
             # A session-typed URL: refuse loopback/private/metadata targets (SSRF), see safety.py;
             # the guarded client checks the address again when it connects (DNS rebinding, redirects).
             base_url = check_base_url(base_url, self.settings)
             if not self.settings.allow_private_base_url:
                 http_client = guarded_http_client(self.settings)
-        return make_hosted(self.settings, endpoint, api_key=api_key, base_url=base_url, model=model, stream=stream,
-                           http_client=http_client)
+        return make_hosted(
+            self.settings,
+            endpoint,
+            api_key=api_key,
+            base_url=base_url,
+            model=model,
+            stream=stream,
+            http_client=http_client,
+        )
 
     def backend(self, option_id: str, *, api_key: str | None = None) -> Backend:
         """The backend for a picker id with default settings (Chat and Compare use this)."""

@@ -42,8 +42,7 @@ class SessionLimits:
 
     @classmethod
     def from_settings(cls, settings: Any) -> SessionLimits:
-        return cls(int(settings.max_sessions), float(settings.session_idle_ttl_s),
-                   float(settings.session_closed_ttl_s))
+        return cls(int(settings.max_sessions), float(settings.session_idle_ttl_s), float(settings.session_closed_ttl_s))
 
     def apply(self, blocks: Any) -> int:
         """Before mounting: the session cap, and a time to live for every ``gr.State`` that has none.

@@ -73,8 +73,9 @@ class SlotTicket:
         return self._settled.wait(timeout)
 
     # ------------------------------------------------------------------ the semaphore face (for a backend)
-    def acquire(self, blocking: bool = True, timeout: float | None = None, *,
-                cancel: threading.Event | None = None) -> bool:
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: threading.Event | None = None
+    ) -> bool:
         """Wait for this ticket's turn and take its slot: True, and the caller must :meth:`release` it.
 
         False when ``cancel`` is set (while waiting, or even just as the turn came: the ticket then
@@ -180,8 +181,9 @@ class LocalSlots:
                 self._line.append(ticket)
         return ticket
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None, *,
-                cancel: threading.Event | None = None) -> bool:
+    def acquire(
+        self, blocking: bool = True, timeout: float | None = None, *, cancel: threading.Event | None = None
+    ) -> bool:
         """Semaphore-style: wait in line for a slot (True: the caller must :meth:`release` it).
 
         False, out of the line, when ``blocking`` is False and no slot is free for a newcomer, when

@@ -53,11 +53,32 @@ def _messages_literal(messages: Sequence[Message | Mapping[str, Any]], indent: s
 
 
 # What chat.completions.create() takes as keyword arguments when the installed client cannot tell us.
-_CREATE_ARGS_FALLBACK = frozenset({
-    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop",
-    "stream", "stream_options", "n", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
-    "top_logprobs", "response_format", "tools", "tool_choice", "user", "metadata", "store",
-})
+_CREATE_ARGS_FALLBACK = frozenset(
+    {
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "user",
+        "metadata",
+        "store",
+    }
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,8 +96,7 @@ def create_args() -> frozenset[str]:
         return _CREATE_ARGS_FALLBACK
 
 
-def _kwargs_lines(kwargs: Mapping[str, Any], indent: str = "    ",
-                  known: frozenset[str] | None = None) -> list[str]:
+def _kwargs_lines(kwargs: Mapping[str, Any], indent: str = "    ", known: frozenset[str] | None = None) -> list[str]:
     """``name=value,`` lines; names the function does not take (``known``) go into ``extra_body``,
     which the ``openai`` client sends as extra JSON fields (e.g. vLLM's ``top_k``)."""
     lines, extra = [], {}
@@ -106,8 +126,14 @@ def openai_snippet(
     req = {k: v for k, v in request.items() if k.lower() not in _SECRET_FIELDS}
     messages = req.pop("messages", [])
     stream = bool(req.get("stream"))
-    out = ['"""The same request with the official openai client (pip install openai)."""',
-           "import os", "", "from openai import OpenAI", "", "client = OpenAI("]
+    out = [
+        '"""The same request with the official openai client (pip install openai)."""',
+        "import os",
+        "",
+        "from openai import OpenAI",
+        "",
+        "client = OpenAI(",
+    ]
     if base_url:
         out.append(f"    base_url={lit(base_url)},")
     if app_endpoint:
@@ -120,26 +146,37 @@ def openai_snippet(
         out.append("    # This endpoint needs no key, but the client insists on one.")
         out.append(f"    api_key=os.environ.get(\"OPENAI_API_KEY\", {lit(LOCAL_KEY_PLACEHOLDER)}),")
     out += [")", "", _messages_literal(messages), ""]
-    call = ["client.chat.completions.create(", "    model=" + lit(req.pop("model", "")) + ",",
-            "    messages=messages,"] + _kwargs_lines(req, known=create_args()) + [")"]
+    call = (
+        ["client.chat.completions.create(", "    model=" + lit(req.pop("model", "")) + ",", "    messages=messages,"]
+        + _kwargs_lines(req, known=create_args())
+        + [")"]
+    )
     if stream:
-        out += ["stream = " + call[0]] + call[1:] + [
-            "usage = None",
-            "for chunk in stream:",
-            "    if chunk.choices and chunk.choices[0].delta.content:",
-            "        print(chunk.choices[0].delta.content, end=\"\", flush=True)",
-            "    if chunk.usage:  # the last chunk carries the token counts (stream_options)",
-            "        usage = chunk.usage",
-            "print()",
-            "if usage:",
-            "    print(f\"[tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out]\")",
-        ]
+        out += (
+            ["stream = " + call[0]]
+            + call[1:]
+            + [
+                "usage = None",
+                "for chunk in stream:",
+                "    if chunk.choices and chunk.choices[0].delta.content:",
+                "        print(chunk.choices[0].delta.content, end=\"\", flush=True)",
+                "    if chunk.usage:  # the last chunk carries the token counts (stream_options)",
+                "        usage = chunk.usage",
+                "print()",
+                "if usage:",
+                "    print(f\"[tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out]\")",
+            ]
+        )
     else:
-        out += ["response = " + call[0]] + call[1:] + [
-            "print(response.choices[0].message.content)",
-            "if response.usage:",
-            "    print(f\"[tokens: {response.usage.prompt_tokens} in, {response.usage.completion_tokens} out]\")",
-        ]
+        out += (
+            ["response = " + call[0]]
+            + call[1:]
+            + [
+                "print(response.choices[0].message.content)",
+                "if response.usage:",
+                "    print(f\"[tokens: {response.usage.prompt_tokens} in, {response.usage.completion_tokens} out]\")",
+            ]
+        )
     return "\n".join(out) + "\n"
 
 
@@ -182,12 +219,16 @@ def transformers_snippet(
     out = ['"""The same generation with plain transformers (pip install torch transformers gguf)."""']
     if gguf_package:
         out += ["import importlib.util", "import os", ""]
-    out += ["import torch",
-            f"from transformers import {'AutoModelForSeq2SeqLM' if seq2seq else 'AutoModelForCausalLM'}, "
-            "AutoTokenizer", ""]
+    out += [
+        "import torch",
+        f"from transformers import {'AutoModelForSeq2SeqLM' if seq2seq else 'AutoModelForCausalLM'}, AutoTokenizer",
+        "",
+    ]
     if gguf_package:
-        out += [f"# The GGUF file ships inside the {lit(gguf_package)} package; find its folder without importing it.",
-                f"model_dir = os.path.dirname(importlib.util.find_spec({lit(gguf_package)}).origin)"]
+        out += [
+            f"# The GGUF file ships inside the {lit(gguf_package)} package; find its folder without importing it.",
+            f"model_dir = os.path.dirname(importlib.util.find_spec({lit(gguf_package)}).origin)",
+        ]
     else:
         out.append(f"model_dir = {lit(model_id)}")
     load_args = "model_dir"
@@ -195,21 +236,32 @@ def transformers_snippet(
         out.append(f"gguf_file = {lit(gguf_file)}  # transformers dequantizes it to float32 (needs the gguf package)")
         load_args += ", gguf_file=gguf_file"
     auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
-    out += [f"tokenizer = AutoTokenizer.from_pretrained({load_args})",
-            f"model = {auto}.from_pretrained({load_args}, dtype=torch.{dtype}).to({lit(device)})",
-            "model.eval()", ""]
+    out += [
+        f"tokenizer = AutoTokenizer.from_pretrained({load_args})",
+        f"model = {auto}.from_pretrained({load_args}, dtype=torch.{dtype}).to({lit(device)})",
+        "model.eval()",
+        "",
+    ]
     if prompt_text is not None:
-        why = ("An encoder-decoder model reads one instruction (no chat template)" if seq2seq else
-               "This tokenizer has no chat template: the app writes the conversation as plain text")
+        why = (
+            "An encoder-decoder model reads one instruction (no chat template)"
+            if seq2seq
+            else "This tokenizer has no chat template: the app writes the conversation as plain text"
+        )
         # Causal prompts from a template-less tokenizer get the tokenizer's own special tokens (a BOS).
-        out += [f"# {why}.", f"prompt = {lit(prompt_text)}",
-                "inputs = tokenizer(prompt, return_tensors=\"pt\").to(model.device)"]
+        out += [
+            f"# {why}.",
+            f"prompt = {lit(prompt_text)}",
+            "inputs = tokenizer(prompt, return_tensors=\"pt\").to(model.device)",
+        ]
     else:
         out += [_messages_literal(messages), ""]
-        out += ["# The chat template turns the messages into the exact text (and tokens) the model was trained on.",
-                "inputs = tokenizer.apply_chat_template(",
-                "    messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True",
-                ").to(model.device)"]
+        out += [
+            "# The chat template turns the messages into the exact text (and tokens) the model was trained on.",
+            "inputs = tokenizer.apply_chat_template(",
+            "    messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True",
+            ").to(model.device)",
+        ]
     if params.seed is not None and not params.greedy:
         out.append(f"torch.manual_seed({params.seed!r})  # the same seed gives the same sample")
     out += ["with torch.no_grad():", "    output = model.generate(", "        **inputs,"]
@@ -221,8 +273,10 @@ def transformers_snippet(
         out.append("new_tokens = output[0, 1:]  # after the decoder's start token")
     else:
         out.append("new_tokens = output[0, inputs[\"input_ids\"].shape[1]:]  # only the answer, not the prompt")
-    out += ["print(tokenizer.decode(new_tokens, skip_special_tokens=True))",
-            "print(f\"[tokens: {inputs['input_ids'].shape[1]} in, {len(new_tokens)} out]\")"]
+    out += [
+        "print(tokenizer.decode(new_tokens, skip_special_tokens=True))",
+        "print(f\"[tokens: {inputs['input_ids'].shape[1]} in, {len(new_tokens)} out]\")",
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -259,8 +313,10 @@ def llama_cpp_snippet(
     out += ["import importlib.util", "import os"] if gguf_package else ["import os"]
     out += ["", "import xllamacpp", ""]
     if gguf_package:
-        out += [f"# The GGUF file ships inside the {lit(gguf_package)} package; find its folder without importing it.",
-                f"model_dir = os.path.dirname(importlib.util.find_spec({lit(gguf_package)}).origin)"]
+        out += [
+            f"# The GGUF file ships inside the {lit(gguf_package)} package; find its folder without importing it.",
+            f"model_dir = os.path.dirname(importlib.util.find_spec({lit(gguf_package)}).origin)",
+        ]
     else:
         out.append(f"model_dir = {lit(gguf_dir)}")
     thread_value = "os.cpu_count()" if threads is None else repr(int(threads))
@@ -274,8 +330,9 @@ def llama_cpp_snippet(
         f"params.cpuparams_batch.n_threads = {thread_value}",
     ]
     known = list(_FIELD_NOTES)
-    for name, value in sorted((engine_settings or {}).items(),
-                              key=lambda kv: (known.index(kv[0]) if kv[0] in known else len(known), kv[0])):
+    for name, value in sorted(
+        (engine_settings or {}).items(), key=lambda kv: (known.index(kv[0]) if kv[0] in known else len(known), kv[0])
+    ):
         if name in _STANDARD_FIELDS or not all(part.isidentifier() for part in name.split(".")):
             continue
         note = _FIELD_NOTES.get(name)
@@ -304,8 +361,18 @@ def llama_cpp_snippet(
 
 
 #: ``CommonParams`` fields the llama.cpp snippet always writes itself.
-_STANDARD_FIELDS = frozenset({"model.path", "n_ctx", "n_parallel", "use_jinja", "cpuparams.n_threads",
-                              "cpuparams_batch.n_threads", "verbosity", "api_keys"})
+_STANDARD_FIELDS = frozenset(
+    {
+        "model.path",
+        "n_ctx",
+        "n_parallel",
+        "use_jinja",
+        "cpuparams.n_threads",
+        "cpuparams_batch.n_threads",
+        "verbosity",
+        "api_keys",
+    }
+)
 _FIELD_NOTES = {
     "flash_attn_type": "as the app runs it",
     "cache_type_k": "the attention cache in the app's format",
@@ -350,13 +417,17 @@ def llama_cpp_engine_settings(context_window: int, threads: int) -> dict[str, An
 
     walk(ours, defaults, "", 0)
     # Written only when the wheel has the enum under that name (it does: xllamacpp exports them).
-    return {k: v for k, v in out.items()
-            if not isinstance(v, enum.Enum) or getattr(xllamacpp, type(v).__name__, None) is type(v)}
+    return {
+        k: v
+        for k, v in out.items()
+        if not isinstance(v, enum.Enum) or getattr(xllamacpp, type(v).__name__, None) is type(v)
+    }
 
 
 # ------------------------------------------------------------------------------- the local engines
-def local_snippet(backend: Any, messages: Sequence[Message], params: GenParams, settings: Any,
-                  prompt: Any | None = None) -> str:
+def local_snippet(
+    backend: Any, messages: Sequence[Message], params: GenParams, settings: Any, prompt: Any | None = None
+) -> str:
     """The code for the engine ``backend`` runs on (a ``LlamaCppBackend`` or a ``LocalBackend``), for the
     call ``backend.stream(messages, params)``: what the Local tab's Python panel shows.
 
@@ -374,11 +445,15 @@ def local_snippet(backend: Any, messages: Sequence[Message], params: GenParams, 
         gguf = Path(loaded.gguf_path)
         embedded = embedded_gguf_path()
         in_package = embedded is not None and gguf.resolve() == embedded.resolve()
-        return llama_cpp_snippet(backend.request(sent, params), gguf_file=gguf.name,
-                                 gguf_dir=None if in_package else str(gguf.parent),
-                                 gguf_package=EMBEDDED_PACKAGE if in_package else None,
-                                 n_ctx=loaded.context_window, threads=loaded.threads,
-                                 engine_settings=llama_cpp_engine_settings(loaded.context_window, loaded.threads))
+        return llama_cpp_snippet(
+            backend.request(sent, params),
+            gguf_file=gguf.name,
+            gguf_dir=None if in_package else str(gguf.parent),
+            gguf_package=EMBEDDED_PACKAGE if in_package else None,
+            n_ctx=loaded.context_window,
+            threads=loaded.threads,
+            engine_settings=llama_cpp_engine_settings(loaded.context_window, loaded.threads),
+        )
     try:
         where = resolve(loaded.spec, settings)
     except BackendError:  # the spec resolved when it was loaded; fall back to its id

@@ -76,8 +76,12 @@ def _resolve(host: str, port: int, timeout_s: float = DNS_TIMEOUT_S) -> list[str
     t.start()
     t.join(timeout_s)
     if t.is_alive():
-        raise BackendError(f"Looking up the host {host!r} took longer than {timeout_s:g} s: check the base URL.",
-                           kind="timeout", status=400, retryable=True)
+        raise BackendError(
+            f"Looking up the host {host!r} took longer than {timeout_s:g} s: check the base URL.",
+            kind="timeout",
+            status=400,
+            retryable=True,
+        )
     if "error" in result:
         raise _bad(f"The host {host!r} of the base URL could not be found: check its spelling.") from result["error"]
     if not result.get("ips"):
@@ -149,8 +153,10 @@ def check_base_url(url: str, settings: Settings, *, resolver: Resolver | None = 
     if parts.scheme.lower() not in ("http", "https"):
         raise _bad("The base URL must start with http:// or https://.")
     if "@" in parts.netloc or parts.username is not None or parts.password is not None:
-        raise _bad("The base URL must not contain a user name or password (user:pass@): "
-                   "put the key in the API-key field instead.")
+        raise _bad(
+            "The base URL must not contain a user name or password (user:pass@): "
+            "put the key in the API-key field instead."
+        )
     host = parts.hostname
     if not host:
         raise _bad("The base URL has no host: type one like https://api.example.com/v1.")
@@ -180,8 +186,9 @@ def guarded_transport_class() -> type:
             itself, out of our sight.
             """
 
-            def __init__(self, *, allow_private: bool = False, resolver: Resolver | None = None,
-                         **transport_kwargs: Any) -> None:
+            def __init__(
+                self, *, allow_private: bool = False, resolver: Resolver | None = None, **transport_kwargs: Any
+            ) -> None:
                 transport_kwargs.setdefault("trust_env", False)
                 self._inner = httpx2.HTTPTransport(**transport_kwargs)
                 self._allow_private = allow_private

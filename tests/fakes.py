@@ -19,9 +19,16 @@ class FakeBackend(Backend):
 
     provider = "fake"
 
-    def __init__(self, pieces: Sequence[str] = ("Hello", ", ", "world"), *, delay_s: float = 0.0,
-                 fail_after: int | None = None, error: BackendError | None = None, name: str = "fake",
-                 truncated_turns: int = 0) -> None:
+    def __init__(
+        self,
+        pieces: Sequence[str] = ("Hello", ", ", "world"),
+        *,
+        delay_s: float = 0.0,
+        fail_after: int | None = None,
+        error: BackendError | None = None,
+        name: str = "fake",
+        truncated_turns: int = 0,
+    ) -> None:
         self.pieces = list(pieces)
         self.delay_s = delay_s
         self.fail_after = fail_after
@@ -39,8 +46,9 @@ class FakeBackend(Backend):
     def model(self) -> str:
         return "fake-model"
 
-    def stream(self, messages: Sequence[Message], params: GenParams,
-               cancel: threading.Event | None = None) -> Iterator[Chunk]:
+    def stream(
+        self, messages: Sequence[Message], params: GenParams, cancel: threading.Event | None = None
+    ) -> Iterator[Chunk]:
         self.calls.append((list(messages), params))
         shown: list[str] = []
         try:
@@ -49,8 +57,9 @@ class FakeBackend(Backend):
                     yield Chunk(usage=Usage(len(messages), i), finish_reason="cancelled")
                     return
                 if self.fail_after is not None and i >= self.fail_after:
-                    raise BackendError(self.error.message, kind=self.error.kind, status=self.error.status,
-                                       partial_text="".join(shown))
+                    raise BackendError(
+                        self.error.message, kind=self.error.kind, status=self.error.status, partial_text="".join(shown)
+                    )
                 if self.delay_s:
                     time.sleep(self.delay_s)
                 shown.append(piece)
@@ -58,7 +67,8 @@ class FakeBackend(Backend):
                 yield Chunk(text=piece, logprobs=tokens)
             n = min(len(self.pieces), params.max_new_tokens)
             finish = "length" if n < len(self.pieces) else "stop"
-            yield Chunk(usage=Usage(len(messages), n), finish_reason=finish,
-                        raw={"truncated_turns": self.truncated_turns})
+            yield Chunk(
+                usage=Usage(len(messages), n), finish_reason=finish, raw={"truncated_turns": self.truncated_turns}
+            )
         finally:
             self.stopped.set()

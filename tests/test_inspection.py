@@ -27,19 +27,28 @@ KEY = "sk-test-SECRET-123456"
 def test_openai_response_objects_become_plain_json():
     from openai.types.chat import ChatCompletion
 
-    obj = ChatCompletion.model_validate({
-        "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-    })
+    obj = ChatCompletion.model_validate(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+    )
     data = to_jsonable(obj)
     assert data["choices"][0]["message"]["content"] == "hi" and data["usage"]["prompt_tokens"] == 3
     json.dumps(data)  # JSON-safe
 
 
 def test_secret_fields_are_hidden_and_strings_redacted():
-    req = {"model": "m", "api_key": KEY, "headers": {"Authorization": f"Bearer {KEY}"},
-           "messages": [{"role": "user", "content": f"my key is {KEY}"}]}
+    req = {
+        "model": "m",
+        "api_key": KEY,
+        "headers": {"Authorization": f"Bearer {KEY}"},
+        "messages": [{"role": "user", "content": f"my key is {KEY}"}],
+    }
     shown = scrub(req, lambda s: redact(s, [KEY]))
     assert shown["api_key"] == HIDDEN and shown["headers"]["Authorization"] == HIDDEN
     assert KEY not in json.dumps(shown) and "my key is" in shown["messages"][0]["content"]
@@ -69,8 +78,15 @@ def test_metric_rows_match_their_columns():
     m = TurnMetrics.from_reply(Reply("x", Usage(10, 5), "stop", 0.25, 1.25), backend="b", model="m")
     row = api_metrics_row(1, m, "$0.000001")
     assert dict(zip(API_METRIC_COLUMNS, row)) == {
-        "Turn": 1, "Model": "m", "In tokens": 10, "Out tokens": 5, "TTFT (s)": 0.25, "Total (s)": 1.25,
-        "Tokens/s": 4.0, "Cost": "$0.000001"}
+        "Turn": 1,
+        "Model": "m",
+        "In tokens": 10,
+        "Out tokens": 5,
+        "TTFT (s)": 0.25,
+        "Total (s)": 1.25,
+        "Tokens/s": 4.0,
+        "Cost": "$0.000001",
+    }
     unknown = TurnMetrics.from_reply(Reply("", None, None, None, 0.5))
     assert api_metrics_row(2, unknown, "unknown")[2:5] == ["–", "–", "–"]
     local = dict(zip(LOCAL_METRIC_COLUMNS, local_metrics_row(1, m, {"rss_mb": 1023.6, "cuda_mb": None})))

@@ -36,8 +36,17 @@ def test_two_sessions_get_their_own_replies(app_server, lt):
     info = lt._client(app_server.url).view_api(print_info=False, return_format="dict")
     backend_id = lt._first_hosted_choice(info)  # what the script picks by itself
     assert backend_id == KATAN
-    report = lt.run(app_server.url, sessions=2, seconds=5, kind="hosted", backend_id=backend_id, max_new=32,
-                    clear_every=3, pid=None, request_timeout_s=120)
+    report = lt.run(
+        app_server.url,
+        sessions=2,
+        seconds=5,
+        kind="hosted",
+        backend_id=backend_id,
+        max_new=32,
+        clear_every=3,
+        pid=None,
+        request_timeout_s=120,
+    )
     assert report["sessions_finished"] == 2
     assert report["ok"] >= 2, report["errors"]
     assert report["lost"] == 0 and report["mixed"] == 0, report["errors"]

@@ -102,11 +102,26 @@ def test_context_manager_closes_on_early_exit():
 
 
 def test_to_dict_uses_the_command_line_keys():
-    t = TurnMetrics(ttft_s=0.12345, total_s=1.5, tokens_per_s=12.345, input_tokens=10, output_tokens=20,
-                    finish_reason="stop", backend="local", model="m")
+    t = TurnMetrics(
+        ttft_s=0.12345,
+        total_s=1.5,
+        tokens_per_s=12.345,
+        input_tokens=10,
+        output_tokens=20,
+        finish_reason="stop",
+        backend="local",
+        model="m",
+    )
     d = t.to_dict()
-    assert d == {"backend": "local", "model": "m", "ttft_s": 0.123, "total_s": 1.5, "tokens_per_s": 12.3,
-                 "usage": {"input_tokens": 10, "output_tokens": 20}, "finish_reason": "stop"}
+    assert d == {
+        "backend": "local",
+        "model": "m",
+        "ttft_s": 0.123,
+        "total_s": 1.5,
+        "tokens_per_s": 12.3,
+        "usage": {"input_tokens": 10, "output_tokens": 20},
+        "finish_reason": "stop",
+    }
     assert t.summary() == "0.12 s to first token · 12.3 tokens/s · 10 → 20 tokens · 1.5 s in all"
 
 

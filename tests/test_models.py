@@ -97,7 +97,8 @@ def test_hub_ids_are_refused_when_downloads_are_off():
 
 
 def test_a_hub_model_already_in_the_local_cache_loads_offline_even_with_downloads_off(
-        tiny_causal_dir, tmp_path, monkeypatch):
+    tiny_causal_dir, tmp_path, monkeypatch
+):
     """A real Hugging Face cache layout (refs/main -> snapshots/<commit>/...), read with no network."""
     import huggingface_hub.constants
 
@@ -110,8 +111,11 @@ def test_a_hub_model_already_in_the_local_cache_loads_offline_even_with_download
     settings = cpu_settings(allow_model_downloads=False)
     assert resolve("llm-levels-tests/tiny-llama", settings).source == "hub"
     lm = load_model("llm-levels-tests/tiny-llama", settings)
-    assert (lm.source, lm.display_name, lm.model_id) == ("hub", "llm-levels-tests/tiny-llama",
-                                                         "llm-levels-tests/tiny-llama")
+    assert (lm.source, lm.display_name, lm.model_id) == (
+        "hub",
+        "llm-levels-tests/tiny-llama",
+        "llm-levels-tests/tiny-llama",
+    )
     assert LocalBackend(lm).complete(QUESTION, GenParams(max_new_tokens=3, temperature=0)).usage.output_tokens <= 3
     with pytest.raises(BackendError, match="ALLOW_MODEL_DOWNLOADS"):
         resolve("llm-levels-tests/other-model", settings)
@@ -201,8 +205,7 @@ def test_cache_is_complete_checks_marker_and_sizes(tmp_path):
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"x" * 100)
     assert not cache_is_complete(folder)  # no marker
-    (folder / CACHE_MARKER).write_text(json.dumps({"format": models.CACHE_FORMAT,
-                                                   "files": {"model.safetensors": 100}}))
+    (folder / CACHE_MARKER).write_text(json.dumps({"format": models.CACHE_FORMAT, "files": {"model.safetensors": 100}}))
     assert cache_is_complete(folder)
     (folder / "model.safetensors").write_bytes(b"x" * 50)  # truncated
     assert not cache_is_complete(folder)
@@ -287,8 +290,10 @@ def test_manager_loads_once_under_concurrent_requests(tiny_causal_dir, monkeypat
     assert manager.status().state == "idle"
     results: list[object] = []
     seen: list[list[float]] = [[], []]
-    threads = [threading.Thread(target=lambda i=i: results.append(manager.get(progress=lambda f, m: seen[i].append(f))))
-               for i in range(2)]
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(manager.get(progress=lambda f, m: seen[i].append(f))))
+        for i in range(2)
+    ]
     for t in threads:
         t.start()
     # Wait until both requests are in: one loading (held at the gate), one waiting for it.
@@ -382,8 +387,11 @@ def test_a_broken_gguf_file_is_a_model_load_error(tmp_path):
 # ----------------------------------------------------------------------------------- engines in the manager
 def test_manager_refuses_an_unknown_engine():
     manager = ModelManager(Settings())
-    for call in (lambda: manager.get(engine="vllm"), lambda: manager.peek(engine="vllm"),
-                 lambda: manager.status(engine="vllm")):
+    for call in (
+        lambda: manager.get(engine="vllm"),
+        lambda: manager.peek(engine="vllm"),
+        lambda: manager.status(engine="vllm"),
+    ):
         with pytest.raises(BackendError, match="Unknown engine 'vllm'") as e:
             call()
         assert e.value.status == 400 and e.value.kind == "bad_request"

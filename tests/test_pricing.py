@@ -23,9 +23,11 @@ USAGE = Usage(input_tokens=1_000_000, output_tokens=2_000_000)
 
 def genai_total(model: str, usage: Usage) -> float:
     """What genai-prices itself says the usage costs at OpenAI's list price."""
-    calc = genai_prices.calc_price(genai_prices.Usage(input_tokens=usage.input_tokens,
-                                                      output_tokens=usage.output_tokens),
-                                   model, provider_id="openai")
+    calc = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens),
+        model,
+        provider_id="openai",
+    )
     return float(calc.total_price)
 
 
@@ -50,6 +52,7 @@ def test_gpt4o_mini_is_not_priced_as_gpt4o():
 
 def test_prices_come_from_the_bundled_table_without_any_network(monkeypatch):
     """genai-prices ships its table; nothing is fetched (the app never starts its updater)."""
+
     def no_network(*_a, **_k):
         raise AssertionError("genai-prices tried to reach the network")
 
@@ -61,15 +64,18 @@ def test_prices_come_from_the_bundled_table_without_any_network(monkeypatch):
     assert genai_prices.__version__ in PRICING_NOTE
 
 
-@pytest.mark.parametrize("model", [
-    "gpt-4o-minix",             # a typo of a known id
-    "my-local-llama",
-    "katan-echo",
-    "Qwen/Qwen2.5-7B-Instruct",  # served by vLLM under its own name: not on OpenAI's list
-    "claude-3-5-sonnet",        # another provider's model: not guessed from OpenAI's list
-    "",
-    "   ",
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-4o-minix",  # a typo of a known id
+        "my-local-llama",
+        "katan-echo",
+        "Qwen/Qwen2.5-7B-Instruct",  # served by vLLM under its own name: not on OpenAI's list
+        "claude-3-5-sonnet",  # another provider's model: not guessed from OpenAI's list
+        "",
+        "   ",
+    ],
+)
 def test_unknown_models_are_unknown_not_guessed(model):
     assert estimate_cost(model, USAGE) is None
     assert format_cost(estimate_cost(model, USAGE)) == UNKNOWN_LABEL
@@ -123,15 +129,18 @@ def test_base_model_id_drops_only_a_dated_suffix():
     assert base_model_id("gpt-3.5-turbo-1106") == "gpt-3.5-turbo-1106"
 
 
-@pytest.mark.parametrize("content", [
-    "not json",
-    json.dumps([1, 2]),
-    json.dumps({"m": {"input": 1}}),
-    json.dumps({"m": {"input": -1, "output": 1}}),
-    json.dumps({"m": {"input": "1", "output": 1}}),
-    json.dumps({"m": {"input": True, "output": 1}}),
-    json.dumps({" ": {"input": 1, "output": 1}}),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        json.dumps([1, 2]),
+        json.dumps({"m": {"input": 1}}),
+        json.dumps({"m": {"input": -1, "output": 1}}),
+        json.dumps({"m": {"input": "1", "output": 1}}),
+        json.dumps({"m": {"input": True, "output": 1}}),
+        json.dumps({" ": {"input": 1, "output": 1}}),
+    ],
+)
 def test_bad_price_file_raises_a_config_error_naming_the_variable(tmp_path, content):
     f = tmp_path / "prices.json"
     f.write_text(content)

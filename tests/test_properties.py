@@ -25,11 +25,14 @@ from llm_levels.pricing import Price, PriceTable, estimate_cost
 
 NUMERIC = [s for s in PARAM_SPECS.values()]
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-                         st.text(max_size=20))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                                 st.dictionaries(st.text(max_size=5), inner,
-                                                                                 max_size=3)), max_leaves=6)
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 def valid_value(spec):
@@ -86,8 +89,10 @@ def test_out_of_range_or_non_finite_numbers_are_refused_with_the_field_named(spe
         GenParams.from_dict({spec.name: x})
 
 
-@given(st.sampled_from([s for s in NUMERIC if s.value_type is int]),
-       st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()))
+@given(
+    st.sampled_from([s for s in NUMERIC if s.value_type is int]),
+    st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()),
+)
 def test_whole_number_settings_refuse_fractions(spec, x):
     with pytest.raises(BackendError, match=f"{spec.name} must be a whole number"):
         GenParams.from_dict({spec.name: x})
@@ -107,8 +112,10 @@ def runtime():
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.text(max_size=200)), min_size=0, max_size=5),
-       st.dictionaries(st.sampled_from([s.name for s in NUMERIC]), json_values, max_size=4))
+@given(
+    st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.text(max_size=200)), min_size=0, max_size=5),
+    st.dictionaries(st.sampled_from([s.name for s in NUMERIC]), json_values, max_size=4),
+)
 def test_check_request_returns_capped_params_or_one_clear_error(turns, raw):
     """Never anything but valid params within the caps, or a BackendError that says what to change."""
     messages = [Message(r, t) for r, t in turns]
@@ -124,8 +131,9 @@ def test_check_request_returns_capped_params_or_one_clear_error(turns, raw):
 
 # ----------------------------------------------------------------------------------- history
 turn_text = st.text(max_size=60)
-history_items = st.lists(st.one_of(turn_text.map(H.user), turn_text.map(H.assistant),
-                                   turn_text.map(lambda t: H.note(t))), max_size=6)
+history_items = st.lists(
+    st.one_of(turn_text.map(H.user), turn_text.map(H.assistant), turn_text.map(lambda t: H.note(t))), max_size=6
+)
 
 
 @given(history_items, st.text(max_size=80), st.sampled_from(["server", "timeout", "stream_cut"]), st.text(max_size=60))
@@ -148,8 +156,7 @@ def test_blank_means_nothing_visible(text):
 
 
 # ------------------------------------------------------------------- hosted servers and price files
-@given(st.dictionaries(st.sampled_from(["retry-after", "retry-after-ms", "x-other"]), st.text(max_size=40),
-                       max_size=3))
+@given(st.dictionaries(st.sampled_from(["retry-after", "retry-after-ms", "x-other"]), st.text(max_size=40), max_size=3))
 def test_any_retry_after_header_is_a_sane_wait_or_none(headers):
     wait = retry_after(headers)
     assert wait is None or (math.isfinite(wait) and wait >= 0)
@@ -160,8 +167,12 @@ KEY = "sk-proj-Abc123_def456-GHI789jkl"
 
 @given(st.text(max_size=200), st.text(max_size=200), st.sampled_from(["raw", "quoted", "json", "bearer"]))
 def test_a_servers_error_text_never_shows_the_key(before, after, how):
-    shown = {"raw": KEY, "quoted": urllib.parse.quote(KEY, safe=""), "json": json.dumps(KEY)[1:-1],
-             "bearer": f"Bearer {KEY}"}[how]
+    shown = {
+        "raw": KEY,
+        "quoted": urllib.parse.quote(KEY, safe=""),
+        "json": json.dumps(KEY)[1:-1],
+        "bearer": f"Bearer {KEY}",
+    }[how]
     out = sanitize(before + shown + after, KEY)
     assert KEY not in out and "\n" not in out and len(out) <= MAX_SERVER_TEXT
 

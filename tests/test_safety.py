@@ -70,8 +70,12 @@ def test_localhost_resolves_to_loopback_and_is_refused():
 
 @pytest.mark.parametrize(
     "url",
-    ["https://93.184.216.34/v1", "http://93.184.216.34:8080/v1/", "https://[2606:4700:4700::1111]/v1",
-     "  https://8.8.8.8/v1  "],
+    [
+        "https://93.184.216.34/v1",
+        "http://93.184.216.34:8080/v1/",
+        "https://[2606:4700:4700::1111]/v1",
+        "  https://8.8.8.8/v1  ",
+    ],
 )
 def test_public_literal_addresses_are_allowed_and_normalized(url):
     out = check_base_url(url, STRICT)
@@ -372,8 +376,9 @@ def test_registry_collects_env_and_session_secrets_with_encoded_variants():
 
 
 def test_registry_for_settings_reads_each_endpoints_key_variable():
-    s = Settings.from_env({"HOSTED_ENDPOINTS": '[{"name": "v", "base_url": "http://h:1/v1", "model": "m", '
-                                               '"key_env": "VLLM_API_KEY"}]'})
+    s = Settings.from_env(
+        {"HOSTED_ENDPOINTS": '[{"name": "v", "base_url": "http://h:1/v1", "model": "m", "key_env": "VLLM_API_KEY"}]'}
+    )
     reg = SecretRegistry.for_settings(s, environ={"VLLM_API_KEY": "vllm-secret-value-42"})
     assert "vllm-secret-value-42" in reg.values()
 
@@ -474,8 +479,9 @@ def test_access_log_loses_query_strings_and_keeps_its_format():
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        logger.info('%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "GET",
-                    "/gradio_api/queue/data?session_hash=abc123", "1.1", 200)
+        logger.info(
+            '%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "GET", "/gradio_api/queue/data?session_hash=abc123", "1.1", 200
+        )
         logger.info('%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "POST", f"/v1/x?api_key={KEY}", "1.1", 401)
     finally:
         logger.removeHandler(handler)
@@ -513,7 +519,8 @@ def _conv(text: str = "Hello there") -> list[Message]:
 def test_check_request_returns_the_params_to_use():
     rt = _runtime(max_new_tokens_cap=300)
     assert rt.check_request("s", _conv(), {"max_new_tokens": "300", "temperature": 0}) == GenParams(
-        max_new_tokens=300, temperature=0.0)
+        max_new_tokens=300, temperature=0.0
+    )
     assert rt.check_request("s", _conv(), GenParams(max_new_tokens=5)).max_new_tokens == 5
     assert rt.check_request("s", _conv(), None) == GenParams()  # default 256 is under the cap
     small = _runtime(max_new_tokens_cap=100)
@@ -560,8 +567,13 @@ def test_check_request_rejects_bad_values_and_empty_conversations():
 
 def test_session_base_urls_are_checked_for_ssrf():
     rt = _runtime(allow_custom_base_url=True)
-    for url in ("http://127.0.0.1:8000/v1", "http://169.254.169.254/latest", "http://localhost:11434/v1",
-                "http://[::1]:8000/v1", "http://192.168.0.2/v1"):
+    for url in (
+        "http://127.0.0.1:8000/v1",
+        "http://169.254.169.254/latest",
+        "http://localhost:11434/v1",
+        "http://[::1]:8000/v1",
+        "http://192.168.0.2/v1",
+    ):
         with pytest.raises(BackendError) as e:
             rt.hosted_backend(SESSION_HOSTED, api_key="sk-session-key-1234", base_url=url)
         assert e.value.status == 403 and "ALLOW_PRIVATE_BASE_URL" in e.value.message
@@ -609,8 +621,14 @@ def test_guarded_client_inside_the_real_openai_backend(katan_echo):
     params = GenParams(max_new_tokens=16, temperature=0)
 
     def backend(s: Settings) -> OpenAIBackend:
-        return OpenAIBackend(model=katan_echo.model, api_key=katan_echo.api_key, base_url=katan_echo.base_url,
-                             max_retries=0, timeout_s=10, http_client=ssrf.guarded_http_client(s))
+        return OpenAIBackend(
+            model=katan_echo.model,
+            api_key=katan_echo.api_key,
+            base_url=katan_echo.base_url,
+            max_retries=0,
+            timeout_s=10,
+            http_client=ssrf.guarded_http_client(s),
+        )
 
     with pytest.raises(BackendError) as e:
         backend(STRICT).complete(conv, params)

@@ -57,26 +57,42 @@ def test_page_config_and_api_description_hold_no_key(hardened_app):
         assert_clean(hardened_app, json.dumps(dict(r.headers)), f"{path} headers")
     config = httpx.get(base + "/config", timeout=30).json()
     # gr.State (where a typed key lives) is never part of what the page gets.
-    assert all(c.get("type") != "state" or c.get("props", {}).get("value") in (None, [], "")
-               for c in config["components"])
+    assert all(
+        c.get("type") != "state" or c.get("props", {}).get("value") in (None, [], "") for c in config["components"]
+    )
 
 
 def test_every_event_output_is_free_of_keys(hardened_app):
     """Answers, snippets, raw JSON panels and error notes, as raw SSE bytes, for every endpoint."""
     srv = hardened_app.scripted
     # Servers that quote the key back: a 401 body and an error event inside a stream.
-    srv.push(Act.status(401, {"error": {"message": f"Incorrect API key provided: {SCRIPTED_KEY}. "
-                                                   f"Authorization: Bearer {SCRIPTED_KEY}", "type": "auth"}}))
+    srv.push(
+        Act.status(
+            401,
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {SCRIPTED_KEY}. Authorization: Bearer {SCRIPTED_KEY}",
+                    "type": "auth",
+                }
+            },
+        )
+    )
     texts = [raw_event(hardened_app, "chat_send", ["scripted 401", H_SCRIPTED, 16])]
     srv.push(Act.events(Act.text_chunk("partial "), {"error": {"message": f"upstream failed for key {SCRIPTED_KEY}"}}))
     texts.append(raw_event(hardened_app, "chat_send", ["scripted error event", H_SCRIPTED, 16]))
     srv.push(Act.status(500, f"proxy error: key={SCRIPTED_KEY}"))
-    texts.append(raw_event(hardened_app, "api_send", ["scripted 500", H_SCRIPTED, "", "scripted-model", "", 0.0,
-                                                      1.0, 16, "", True]))
+    texts.append(
+        raw_event(
+            hardened_app, "api_send", ["scripted 500", H_SCRIPTED, "", "scripted-model", "", 0.0, 1.0, 16, "", True]
+        )
+    )
     for backend in (H_KATAN, H_ERRORS):
         texts.append(raw_event(hardened_app, "chat_send", [f"hello {backend}", backend, 16]))
-        texts.append(raw_event(hardened_app, "api_send", [f"api {backend}", backend, "", "katan-echo", "sys", 0.5,
-                                                          0.9, 16, "7", False]))
+        texts.append(
+            raw_event(
+                hardened_app, "api_send", [f"api {backend}", backend, "", "katan-echo", "sys", 0.5, 0.9, 16, "7", False]
+            )
+        )
     texts.append(raw_event(hardened_app, "api_list_models", [H_KATAN, "", "katan-echo"]))
     texts.append(raw_event(hardened_app, "compare_run", ["compare", "", 16, 0.0, [H_KATAN, H_ERRORS]]))
     texts.append(raw_event(hardened_app, "model_status", []))
@@ -93,8 +109,7 @@ def test_a_typed_key_is_used_but_never_shown_or_logged(hardened_app):
     client, other = hardened_app.client(), hardened_app.client()
     field, status = client.predict(TYPED_KEY, api_name="/api_set_key")
     assert field == "" and TYPED_KEY not in status
-    outs = [client.predict("with my key", H_KATAN, "", "katan-echo", "", 0.0, 1.0, 16, "", True,
-                           api_name="/api_send")]
+    outs = [client.predict("with my key", H_KATAN, "", "katan-echo", "", 0.0, 1.0, 16, "", True, api_name="/api_send")]
     assert "401" in json.dumps(outs[0][0], ensure_ascii=False)
     outs.append(client.predict("chat with my key", H_KATAN, 16, api_name="/chat_send"))
     outs.append(client.predict("compare with my key", "", 16, 0.0, [H_KATAN], api_name="/compare_run"))
@@ -126,15 +141,18 @@ def test_the_log_never_holds_a_key(hardened_app):
 
 
 # -------------------------------------------------------------------------------------------- SSRF
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:{app}/v1",         # the app's own OpenAI-compatible endpoint
-    "http://localhost:{katan}/v1",
-    "http://[::1]:{katan}/v1",
-    "http://169.254.169.254/latest/meta-data",  # cloud metadata
-    "http://10.0.0.7:8000/v1",
-    "http://0.0.0.0:{katan}/v1",
-    "http://2130706433:{katan}/v1",      # 127.0.0.1 as one integer
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{app}/v1",  # the app's own OpenAI-compatible endpoint
+        "http://localhost:{katan}/v1",
+        "http://[::1]:{katan}/v1",
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata
+        "http://10.0.0.7:8000/v1",
+        "http://0.0.0.0:{katan}/v1",
+        "http://2130706433:{katan}/v1",  # 127.0.0.1 as one integer
+    ],
+)
 def test_a_typed_base_url_may_not_reach_private_addresses(hardened_app, katan_echo, url):
     url = url.format(katan=katan_echo.port, app=hardened_app.port)
     client = hardened_app.client()
@@ -178,8 +196,11 @@ def test_public_deployment_defaults_are_closed():
     from llm_levels.runtime import AppRuntime
     from llm_levels.ui.app import build_ui
 
-    for env in ({"PUBLIC_DEPLOYMENT": "true"}, {"SPACE_ID": "someone/llm-levels"},
-                {"SPACE_ID": "x/y", "GRADIO_SERVER_NAME": "0.0.0.0"}):
+    for env in (
+        {"PUBLIC_DEPLOYMENT": "true"},
+        {"SPACE_ID": "someone/llm-levels"},
+        {"SPACE_ID": "x/y", "GRADIO_SERVER_NAME": "0.0.0.0"},
+    ):
         s = Settings.from_env(env)
         assert s.public and not s.allow_custom_base_url and not s.allow_private_base_url
         assert not s.allow_model_downloads

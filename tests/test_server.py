@@ -63,11 +63,17 @@ def _start_app(tmp: Path, extra_env: dict[str, str], *, key: str | None) -> Runn
     example = (ROOT / ".env.example").read_text() if (ROOT / ".env.example").exists() else ""
     for name in re.findall(r"^([A-Z][A-Z0-9_]*)=", example, flags=re.M):
         env[name] = ""  # empty = the default: a developer's .env (app.py loads it) cannot change this app
-    env.update({
-        "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONUNBUFFERED": "1", "LOCAL_API_KEY": key or "",
-    })
+    env.update(
+        {
+            "GRADIO_SERVER_PORT": str(port),
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "PYTHONUNBUFFERED": "1",
+            "LOCAL_API_KEY": key or "",
+        }
+    )
     env.update(extra_env)
     log_path = tmp / f"app-{port}.log"
     out = open(log_path, "wb")
@@ -120,13 +126,20 @@ def app(request, tmp_path_factory) -> RunningApp:
 @pytest.fixture(scope="module")
 def keyed_app(tmp_path_factory) -> RunningApp:
     """An app with LOCAL_API_KEY set, one generation at a time and room for one waiting request."""
-    app = _start_app(tmp_path_factory.mktemp("v1-keyed"),
-                     {"LOCAL_CONCURRENCY": "1", "MAX_QUEUE_SIZE": "1", "MAX_NEW_TOKENS_CAP": "1000"}, key=KEY)
+    app = _start_app(
+        tmp_path_factory.mktemp("v1-keyed"),
+        {"LOCAL_CONCURRENCY": "1", "MAX_QUEUE_SIZE": "1", "MAX_NEW_TOKENS_CAP": "1000"},
+        key=KEY,
+    )
     # The page answers before the model has finished loading (it loads in the background): this first
     # request is sent at once and must wait for the model rather than fail.
     t0 = time.perf_counter()
-    r = httpx.post(app.v1 + "/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                   json={"model": "local", "messages": HELLO, "max_tokens": 4, "temperature": 0}, timeout=120)
+    r = httpx.post(
+        app.v1 + "/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"model": "local", "messages": HELLO, "max_tokens": 4, "temperature": 0},
+        timeout=120,
+    )
     app.first_request = {"status": r.status_code, "json": r.json(), "s": time.perf_counter() - t0}
     try:
         yield app
@@ -142,8 +155,9 @@ def client(app) -> openai.OpenAI:
 
 
 def _greedy(client, prompt: str, max_tokens: int = 10, **kw):
-    return client.chat.completions.create(model="local", messages=[{"role": "user", "content": prompt}],
-                                          max_tokens=max_tokens, temperature=0, **kw)
+    return client.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0, **kw
+    )
 
 
 def _assert_error_shape(r: httpx.Response, status: int, *, param: str | None = None) -> dict:
@@ -207,8 +221,9 @@ def test_sync_stream_and_non_stream_agree_with_usage(client):
     if choice.finish_reason == "length":
         assert u.completion_tokens == 12
 
-    chunks = list(_greedy(client, "Name three colors.", max_tokens=12, stream=True,
-                          stream_options={"include_usage": True}))
+    chunks = list(
+        _greedy(client, "Name three colors.", max_tokens=12, stream=True, stream_options={"include_usage": True})
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert {c.id for c in chunks} == {chunks[0].id} and all(c.object == "chat.completion.chunk" for c in chunks)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -218,7 +233,10 @@ def test_sync_stream_and_non_stream_agree_with_usage(client):
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     last = chunks[-1].usage
     assert (last.prompt_tokens, last.completion_tokens, last.total_tokens) == (
-        u.prompt_tokens, u.completion_tokens, u.total_tokens)
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.total_tokens,
+    )
     assert all(c.usage is None for c in chunks[:-1])
 
 
@@ -234,8 +252,14 @@ def test_async_client_stream_and_non_stream(app):
     async def run():
         async with openai.AsyncOpenAI(base_url=app.v1, api_key="not-needed", max_retries=0, timeout=120) as ac:
             full = await ac.chat.completions.create(model="local", messages=HELLO, max_tokens=8, temperature=0)
-            stream = await ac.chat.completions.create(model="local", messages=HELLO, max_tokens=8, temperature=0,
-                                                      stream=True, stream_options={"include_usage": True})
+            stream = await ac.chat.completions.create(
+                model="local",
+                messages=HELLO,
+                max_tokens=8,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
             parts, usage = [], None
             async for chunk in stream:
                 if chunk.choices:
@@ -258,21 +282,25 @@ def test_stop_string_ends_the_answer_where_it_first_appears(client):
     words = [w for w in re.findall(r"[A-Za-z]{3,}", whole)]
     assert len(words) >= 2, whole
     stop = words[1]  # a word from the model's own answer, not the first one
-    expected = whole[:whole.find(stop)]
+    expected = whole[: whole.find(stop)]
     cut = _greedy(client, prompt, max_tokens=20, stop=[stop, "\u2603never"])
     assert cut.choices[0].message.content == expected
     assert cut.choices[0].finish_reason == "stop"
     assert cut.usage.completion_tokens < 20
-    streamed = "".join(c.choices[0].delta.content or "" for c in _greedy(client, prompt, max_tokens=20,
-                                                                         stop=stop, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in _greedy(client, prompt, max_tokens=20, stop=stop, stream=True)
+        if c.choices
+    )
     assert streamed == expected
 
 
 @pytest.mark.slow
 def test_seed_reproduces_a_sampled_answer(client):
     def sample(**kw):
-        return client.chat.completions.create(model="local", messages=HELLO, max_tokens=8, temperature=1.0,
-                                              top_p=0.95, seed=1234, **kw)
+        return client.chat.completions.create(
+            model="local", messages=HELLO, max_tokens=8, temperature=1.0, top_p=0.95, seed=1234, **kw
+        )
 
     a = sample().choices[0].message.content
     b = sample().choices[0].message.content
@@ -283,21 +311,35 @@ def test_seed_reproduces_a_sampled_answer(client):
 @pytest.mark.slow
 def test_harmless_openai_fields_are_accepted(client):
     r = client.chat.completions.create(
-        model="local", messages=[{"role": "developer", "content": "Answer briefly."}, *HELLO], max_tokens=3,
-        temperature=0, n=1, user="learner-1", presence_penalty=0, frequency_penalty=0, logprobs=False,
-        metadata={"talk": "demo"}, response_format={"type": "text"}, max_completion_tokens=3,
+        model="local",
+        messages=[{"role": "developer", "content": "Answer briefly."}, *HELLO],
+        max_tokens=3,
+        temperature=0,
+        n=1,
+        user="learner-1",
+        presence_penalty=0,
+        frequency_penalty=0,
+        logprobs=False,
+        metadata={"talk": "demo"},
+        response_format={"type": "text"},
+        max_completion_tokens=3,
     )
     assert r.usage.completion_tokens <= 3
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kwargs, param", [
-    ({"n": 2}, "n"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
-     "response_format"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
-])
+@pytest.mark.parametrize(
+    "kwargs, param",
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+            "response_format",
+        ),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+    ],
+)
 def test_unsupported_features_are_refused_clearly(client, kwargs, param):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="local", messages=HELLO, max_tokens=3, **kwargs)
@@ -310,8 +352,9 @@ def test_logprobs_come_back_in_openais_shape(client):
     """Per-token probabilities, stream and non-stream, parsed by the openai client into its own types."""
     from openai.types.chat.chat_completion import ChoiceLogprobs
 
-    r = client.chat.completions.create(model="local", messages=HELLO, temperature=0, max_tokens=8, logprobs=True,
-                                       top_logprobs=3)
+    r = client.chat.completions.create(
+        model="local", messages=HELLO, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3
+    )
     lp = r.choices[0].logprobs
     assert isinstance(lp, ChoiceLogprobs) and len(lp.content) == r.usage.completion_tokens
     assert "".join(t.token for t in lp.content) == r.choices[0].message.content
@@ -321,14 +364,20 @@ def test_logprobs_come_back_in_openais_shape(client):
         assert t.top_logprobs[0].token == t.token and abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6
         assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
         assert bytes(t.bytes) == t.token.encode()
-    streamed = [c for c in client.chat.completions.create(
-        model="local", messages=HELLO, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3, stream=True)
-        if c.choices and c.choices[0].logprobs is not None]
+    streamed = [
+        c
+        for c in client.chat.completions.create(
+            model="local", messages=HELLO, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3, stream=True
+        )
+        if c.choices and c.choices[0].logprobs is not None
+    ]
     tokens = [t for c in streamed for t in c.choices[0].logprobs.content]
     assert [(t.token, round(t.logprob, 4)) for t in tokens] == [(t.token, round(t.logprob, 4)) for t in lp.content]
     # Without logprobs nothing is added; top_logprobs alone is refused as OpenAI refuses it.
-    assert client.chat.completions.create(model="local", messages=HELLO, temperature=0,
-                                          max_tokens=3).choices[0].logprobs is None
+    assert (
+        client.chat.completions.create(model="local", messages=HELLO, temperature=0, max_tokens=3).choices[0].logprobs
+        is None
+    )
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="local", messages=HELLO, max_tokens=3, top_logprobs=2)
     assert e.value.body["param"] == "top_logprobs"
@@ -358,8 +407,9 @@ def test_the_apps_own_hosted_backend_talks_to_it(client, app):
 def test_error_shapes_with_raw_http(app):
     url = app.v1 + "/chat/completions"
     with httpx.Client(timeout=30) as h:
-        err = _assert_error_shape(h.post(url, content=b'{"model": "local", "messages": [',
-                                         headers={"Content-Type": "application/json"}), 400)
+        err = _assert_error_shape(
+            h.post(url, content=b'{"model": "local", "messages": [', headers={"Content-Type": "application/json"}), 400
+        )
         assert err["type"] == "invalid_request_error" and "JSON" in err["message"]
         _assert_error_shape(h.post(url, json=["not", "an", "object"]), 400)
         err = _assert_error_shape(h.post(url, json={"model": "local"}), 400, param="messages")
@@ -368,23 +418,41 @@ def test_error_shapes_with_raw_http(app):
         _assert_error_shape(h.post(url, json={"messages": HELLO}), 400, param="model")
         err = _assert_error_shape(h.post(url, json={"model": "gpt-5", "messages": HELLO}), 404, param="model")
         assert err["code"] == "model_not_found" and "local" in err["message"]
-        err = _assert_error_shape(h.post(url, json={"model": "local", "messages": HELLO, "temperature": 3}),
-                                  400, param="temperature")
+        err = _assert_error_shape(
+            h.post(url, json={"model": "local", "messages": HELLO, "temperature": 3}), 400, param="temperature"
+        )
         assert "between 0 and 2" in err["message"]
-        _assert_error_shape(h.post(url, json={"model": "local", "messages": HELLO, "temperature": "hot"}), 400,
-                            param="temperature")
-        err = _assert_error_shape(h.post(url, json={"model": "local", "messages": HELLO, "max_tokens": 10**6}),
-                                  400, param="max_tokens")
+        _assert_error_shape(
+            h.post(url, json={"model": "local", "messages": HELLO, "temperature": "hot"}), 400, param="temperature"
+        )
+        err = _assert_error_shape(
+            h.post(url, json={"model": "local", "messages": HELLO, "max_tokens": 10**6}), 400, param="max_tokens"
+        )
         assert "MAX_NEW_TOKENS_CAP" in err["message"]
-        err = _assert_error_shape(h.post(url, json={"model": "local", "messages": HELLO, "temprature": 0}), 400,
-                                  param="temprature")
+        err = _assert_error_shape(
+            h.post(url, json={"model": "local", "messages": HELLO, "temprature": 0}), 400, param="temprature"
+        )
         assert "Unrecognized" in err["message"]
-        _assert_error_shape(h.post(url, json={"model": "local", "messages": [{"role": "robot", "content": "x"}]}),
-                            400, param="messages")
-        _assert_error_shape(h.post(url, json={"model": "local", "messages": [
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}), 400)
-        _assert_error_shape(h.post(url, json={"model": "local", "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}),
-                            400, param="stop")
+        _assert_error_shape(
+            h.post(url, json={"model": "local", "messages": [{"role": "robot", "content": "x"}]}), 400, param="messages"
+        )
+        _assert_error_shape(
+            h.post(
+                url,
+                json={
+                    "model": "local",
+                    "messages": [
+                        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}
+                    ],
+                },
+            ),
+            400,
+        )
+        _assert_error_shape(
+            h.post(url, json={"model": "local", "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}),
+            400,
+            param="stop",
+        )
         _assert_error_shape(h.get(url), 405)
         _assert_error_shape(h.post(app.v1 + "/embeddings", json={}), 404)
 
@@ -392,8 +460,11 @@ def test_error_shapes_with_raw_http(app):
 @pytest.mark.slow
 def test_too_long_conversation_is_refused(app):
     long = "word " * 5000  # 25,000 characters: above the default MAX_PROMPT_CHARS (20,000)
-    r = httpx.post(app.v1 + "/chat/completions", timeout=30,
-                   json={"model": "local", "messages": [{"role": "user", "content": long}]})
+    r = httpx.post(
+        app.v1 + "/chat/completions",
+        timeout=30,
+        json={"model": "local", "messages": [{"role": "user", "content": long}]},
+    )
     err = _assert_error_shape(r, 400, param="messages")
     assert "too long" in err["message"]
 
@@ -440,9 +511,16 @@ def test_closing_a_stream_stops_the_generation(client, app):
 def test_client_timeout_on_non_stream_request_stops_the_generation(app):
     rid_before = set(re.findall(r"(chatcmpl-\w+): client went away", app.log()))
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(app.v1 + "/chat/completions", timeout=httpx.Timeout(30, read=2.5),
-                   json={"model": "local", "messages": [{"role": "user", "content": LONG_PROMPT}],
-                         "max_tokens": 1000, "temperature": 0})
+        httpx.post(
+            app.v1 + "/chat/completions",
+            timeout=httpx.Timeout(30, read=2.5),
+            json={
+                "model": "local",
+                "messages": [{"role": "user", "content": LONG_PROMPT}],
+                "max_tokens": 1000,
+                "temperature": 0,
+            },
+        )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         new = set(re.findall(r"(chatcmpl-\w+): client went away", app.log())) - rid_before
@@ -451,8 +529,11 @@ def test_client_timeout_on_non_stream_request_stops_the_generation(app):
         time.sleep(0.2)
     assert new, app.log()[-2000:]
     t0 = time.perf_counter()
-    r = httpx.post(app.v1 + "/chat/completions", timeout=60,
-                   json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0})
+    r = httpx.post(
+        app.v1 + "/chat/completions",
+        timeout=60,
+        json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0},
+    )
     # 1000 tokens at even 15 tokens/s would hold the model for over a minute
     assert r.status_code == 200 and time.perf_counter() - t0 < 45
 
@@ -504,12 +585,18 @@ def test_key_is_required_when_configured(keyed_app):
     assert r.headers.get("www-authenticate") == "Bearer"
     _assert_error_shape(httpx.get(keyed_app.v1 + "/models", timeout=30), 401)
 
-    with openai.OpenAI(base_url=keyed_app.v1, api_key="sk-wrong-key", max_retries=0) as bad, \
-            pytest.raises(openai.AuthenticationError):
+    with (
+        openai.OpenAI(base_url=keyed_app.v1, api_key="sk-wrong-key", max_retries=0) as bad,
+        pytest.raises(openai.AuthenticationError),
+    ):
         bad.chat.completions.create(model="local", messages=HELLO, max_tokens=2)
     with openai.OpenAI(base_url=keyed_app.v1, api_key=KEY, max_retries=0, timeout=60) as good:
-        assert good.chat.completions.create(model="local", messages=HELLO, max_tokens=2,
-                                            temperature=0).usage.completion_tokens >= 1
+        assert (
+            good.chat.completions.create(
+                model="local", messages=HELLO, max_tokens=2, temperature=0
+            ).usage.completion_tokens
+            >= 1
+        )
         assert next(m.id for m in good.models.list().data) == "local"
     assert KEY not in keyed_app.log()
 
@@ -520,22 +607,35 @@ def test_full_queue_answers_429_in_openai_shape(keyed_app):
     headers = {"Authorization": f"Bearer {KEY}"}
     with openai.OpenAI(base_url=keyed_app.v1, api_key=KEY, max_retries=0, timeout=120) as c:
         # 1000 tokens: long enough to hold the one slot for the whole test (llama.cpp makes 200 in ~1.5 s)
-        running = c.chat.completions.create(model="local", max_tokens=1000, temperature=0, stream=True,
-                                            messages=[{"role": "user", "content": LONG_PROMPT}])
+        running = c.chat.completions.create(
+            model="local",
+            max_tokens=1000,
+            temperature=0,
+            stream=True,
+            messages=[{"role": "user", "content": LONG_PROMPT}],
+        )
         next(iter(running))  # A is generating: the one slot is taken
         waited: dict = {}
 
         def second():
             t0 = time.perf_counter()
-            r = httpx.post(keyed_app.v1 + "/chat/completions", headers=headers, timeout=120,
-                           json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0})
+            r = httpx.post(
+                keyed_app.v1 + "/chat/completions",
+                headers=headers,
+                timeout=120,
+                json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0},
+            )
             waited.update(status=r.status_code, s=time.perf_counter() - t0)
 
         t = threading.Thread(target=second)
         t.start()
         time.sleep(1.5)  # B is now waiting: the queue (MAX_QUEUE_SIZE=1) is full
-        r = httpx.post(keyed_app.v1 + "/chat/completions", headers=headers, timeout=30,
-                       json={"model": "local", "messages": HELLO, "max_tokens": 3})
+        r = httpx.post(
+            keyed_app.v1 + "/chat/completions",
+            headers=headers,
+            timeout=30,
+            json={"model": "local", "messages": HELLO, "max_tokens": 3},
+        )
         err = _assert_error_shape(r, 429)
         assert err["code"] == "queue_full" and "MAX_QUEUE_SIZE" in err["message"]
         assert int(r.headers["retry-after"]) >= 1
@@ -553,21 +653,37 @@ def test_a_client_that_gives_up_while_waiting_leaves_the_line(keyed_app):
     pattern = r"chatcmpl-\w+: client went away while waiting; left the line"
     before = len(re.findall(pattern, keyed_app.log()))
     with openai.OpenAI(base_url=keyed_app.v1, api_key=KEY, max_retries=0, timeout=120) as c:
-        running = c.chat.completions.create(model="local", max_tokens=1000, temperature=0, stream=True,
-                                            messages=[{"role": "user", "content": LONG_PROMPT}])
+        running = c.chat.completions.create(
+            model="local",
+            max_tokens=1000,
+            temperature=0,
+            stream=True,
+            messages=[{"role": "user", "content": LONG_PROMPT}],
+        )
         next(iter(running))  # A holds the one slot
         with pytest.raises(httpx.ReadTimeout):  # B waits behind A, and gives up
-            httpx.post(keyed_app.v1 + "/chat/completions", headers=headers, timeout=httpx.Timeout(30, read=1.0),
-                       json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0})
+            httpx.post(
+                keyed_app.v1 + "/chat/completions",
+                headers=headers,
+                timeout=httpx.Timeout(30, read=1.0),
+                json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0},
+            )
         deadline = time.monotonic() + 15
         while len(re.findall(pattern, keyed_app.log())) == before and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(re.findall(pattern, keyed_app.log())) > before, keyed_app.log()[-2000:]
         # B's place is free again: C may wait in line (MAX_QUEUE_SIZE=1) instead of getting 429.
         got: dict = {}
-        t = threading.Thread(target=lambda: got.update(r=httpx.post(
-            keyed_app.v1 + "/chat/completions", headers=headers, timeout=120,
-            json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0})))
+        t = threading.Thread(
+            target=lambda: got.update(
+                r=httpx.post(
+                    keyed_app.v1 + "/chat/completions",
+                    headers=headers,
+                    timeout=120,
+                    json={"model": "local", "messages": HELLO, "max_tokens": 3, "temperature": 0},
+                )
+            )
+        )
         t.start()
         time.sleep(0.5)
         running.close()
@@ -627,18 +743,35 @@ def test_parse_request_maps_openai_fields():
     from llm_levels.web.openai_schema import parse_request
 
     settings = Settings.from_env({"MAX_NEW_TOKENS_CAP": "100"})
-    req = parse_request({"model": "local", "messages": [{"role": "developer", "content": "Be brief."},
-                                                        {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
-                         "max_completion_tokens": 7, "stop": "\n", "seed": 3, "stream": True,
-                         "stream_options": {"include_usage": True}}, settings)
+    req = parse_request(
+        {
+            "model": "local",
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+            ],
+            "max_completion_tokens": 7,
+            "stop": "\n",
+            "seed": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        settings,
+    )
     assert [m.role for m in req.conversation] == ["system", "user"] and req.conversation[1].content == "Hi"
     assert req.params.max_new_tokens == 7 and req.params.stop == ("\n",) and req.params.seed == 3
     assert req.params.temperature == 1.0  # OpenAI's default
     assert req.stream and req.include_usage
     assert parse_request({"model": "local", "messages": HELLO}, settings).params.max_new_tokens == 100
-    for bad, param in [({"max_tokens": 101}, "max_tokens"), ({"max_tokens": 0}, "max_tokens"),
-                       ({"max_tokens": 5, "max_completion_tokens": 6}, "max_tokens"), ({"n": True}, "n"),
-                       ({"stream": "yes"}, "stream"), ({"top_p": 0}, "top_p"), ({"seed": -1}, "seed")]:
+    for bad, param in [
+        ({"max_tokens": 101}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 5, "max_completion_tokens": 6}, "max_tokens"),
+        ({"n": True}, "n"),
+        ({"stream": "yes"}, "stream"),
+        ({"top_p": 0}, "top_p"),
+        ({"seed": -1}, "seed"),
+    ]:
         with pytest.raises(ApiError) as e:
             parse_request({"model": "local", "messages": HELLO, **bad}, settings)
         assert e.value.status == 400 and e.value.param == param, (bad, e.value.message)
@@ -651,8 +784,7 @@ def test_a_model_that_cannot_load_answers_503_in_openai_shape(monkeypatch):
     err = _assert_error_shape(r, 503)
     assert err["message"].startswith("The local model is not available") and "LOCAL_MODEL" in err["message"]
     # A path is never listed: only the local ids (the default engine, then each engine by name).
-    assert [m["id"] for m in tc.get("/v1/models").json()["data"]] == ["local", "local-llama.cpp",
-                                                                      "local-transformers"]
+    assert [m["id"] for m in tc.get("/v1/models").json()["data"]] == ["local", "local-llama.cpp", "local-transformers"]
 
 
 def test_validation_errors_are_one_line_and_name_the_first_bad_field():
@@ -677,8 +809,20 @@ def test_validation_errors_are_one_line_and_name_the_first_bad_field():
         assert err.status == 400 and err.param == param and words in err.message, (body, err.body())
         assert "\n" not in err.message and "pydantic" not in err.message.lower()
     # Harmless fields are ignored; "off" values of unsupported ones are accepted.
-    req = parse_request({"model": "local", "messages": HELLO, "user": "u", "store": False, "tools": [],
-                         "presence_penalty": 0, "tool_choice": "none", "n": 1, "stop": None}, settings)
+    req = parse_request(
+        {
+            "model": "local",
+            "messages": HELLO,
+            "user": "u",
+            "store": False,
+            "tools": [],
+            "presence_penalty": 0,
+            "tool_choice": "none",
+            "n": 1,
+            "stop": None,
+        },
+        settings,
+    )
     assert req.params.stop == () and req.params.top_logprobs is None
 
 

@@ -38,8 +38,10 @@ def test_apply_sets_the_cap_and_a_time_to_live_for_every_state_without_one():
     assert limits.apply(demo) == 1
     states = sorted(b.time_to_live for b in demo.blocks.values() if isinstance(b, gr.State))
     assert states == [5, 60] and demo.state_session_capacity == 7
-    assert SessionLimits.from_settings(Settings.from_env({"MAX_SESSIONS": "12", "SESSION_IDLE_TTL_S": "90"})) \
-        .max_sessions == 12
+    assert (
+        SessionLimits.from_settings(Settings.from_env({"MAX_SESSIONS": "12", "SESSION_IDLE_TTL_S": "90"})).max_sessions
+        == 12
+    )
 
 
 @pytest.mark.parametrize("lean", [False, True], ids=["gradio's own", "lean"])
@@ -92,8 +94,13 @@ def real_app(katan_echo):
     """The real app (Chat → llm-katan echo), in this process so the test can look inside Gradio."""
     from llm_levels.web.app import create_app
 
-    env = {"OPENAI_BASE_URL": katan_echo.base_url, "OPENAI_MODEL": katan_echo.model,
-           "OPENAI_API_KEY": katan_echo.api_key, "PRELOAD_MODEL": "false", "REQUESTS_PER_MINUTE": "1000"}
+    env = {
+        "OPENAI_BASE_URL": katan_echo.base_url,
+        "OPENAI_MODEL": katan_echo.model,
+        "OPENAI_API_KEY": katan_echo.api_key,
+        "PRELOAD_MODEL": "false",
+        "REQUESTS_PER_MINUTE": "1000",
+    }
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPENAI_API_KEY", katan_echo.api_key)  # backends read the key when they are built
         settings = Settings.from_env(env)

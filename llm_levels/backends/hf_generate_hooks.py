@@ -58,7 +58,7 @@ class StopOnText(StoppingCriteria):
         self.hit: str | None = None
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        new = input_ids[0, self.prefix_len:][-self.tail:].tolist()
+        new = input_ids[0, self.prefix_len :][-self.tail :].tolist()
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         hit = next((s for s in self.stops if s in text), None)
         if hit is not None:

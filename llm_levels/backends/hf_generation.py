@@ -66,7 +66,11 @@ class GenerateRun:
                     raise BackendError(
                         f"The local model produced nothing for {limit:.0f} s; it may be overloaded. "
                         "Try again, with a shorter message or fewer new tokens.",
-                        kind="timeout", retryable=True, status=504, partial_text=answer.shown) from None
+                        kind="timeout",
+                        retryable=True,
+                        status=504,
+                        partial_text=answer.shown,
+                    ) from None
                 continue
             last = time.monotonic()
             if piece:
@@ -77,8 +81,9 @@ class GenerateRun:
         yield from answer.flush()
         return False
 
-    def _last_chunk(self, ids: list[int], n_out: int, *, cancelled: bool, ended: bool, stop_hit: str | None,
-                    **raw: Any) -> Chunk:
+    def _last_chunk(
+        self, ids: list[int], n_out: int, *, cancelled: bool, ended: bool, stop_hit: str | None, **raw: Any
+    ) -> Chunk:
         """The closing chunk: usage and the finish reason -- "cancelled"; "stop" when the answer ``ended``
         (an end token or a stop string); "length" at ``max_new_tokens``; else "stop" -- plus ``raw`` facts."""
         if cancelled:
@@ -92,13 +97,12 @@ class GenerateRun:
         return Chunk(
             usage=Usage(len(self.prompt.ids), n_out),
             finish_reason=finish,
-            raw={"truncated_turns": self.prompt.truncated_turns, "stop_string": stop_hit, "generated_ids": ids,
-                 **raw},
+            raw={"truncated_turns": self.prompt.truncated_turns, "stop_string": stop_hit, "generated_ids": ids, **raw},
         )
 
-
-    def __init__(self, backend: LocalBackend, prompt: Prompt, params: GenParams,
-                 cancel: threading.Event | None) -> None:
+    def __init__(
+        self, backend: LocalBackend, prompt: Prompt, params: GenParams, cancel: threading.Event | None
+    ) -> None:
         self.backend = backend
         self.prompt = prompt
         self.params = params
@@ -141,14 +145,13 @@ class GenerateRun:
             pad_token_id=pad,
         )
         self.result: dict[str, Any] = {}
-        self.thread = threading.Thread(target=self._work, name=f"llm-levels-generate-{next(_thread_ids)}",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._work, name=f"llm-levels-generate-{next(_thread_ids)}", daemon=True)
 
     def _work(self) -> None:
         try:
             with torch.inference_mode():
                 out = self.loaded.model.generate(**self.kwargs)
-            self.result["ids"] = out[0, self.prefix_len:].tolist()
+            self.result["ids"] = out[0, self.prefix_len :].tolist()
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises BackendError
             self.result["error"] = e
             try:
@@ -180,7 +183,11 @@ class GenerateRun:
             raise generation_error(error, answer.shown) from error
         ids: list[int] = self.result.get("ids", [])
         n_out = len(ids) if "ids" in self.result else self.watch.generated
-        ended = (answer.stop_hit is not None or bool(self.stop_text is not None and self.stop_text.hit)
-                 or bool(ids and ids[-1] in self.eos_ids))
-        yield self._last_chunk(ids, n_out, cancelled=cancelled or self.watch.fired_by_cancel, ended=ended,
-                               stop_hit=answer.stop_hit)
+        ended = (
+            answer.stop_hit is not None
+            or bool(self.stop_text is not None and self.stop_text.hit)
+            or bool(ids and ids[-1] in self.eos_ids)
+        )
+        yield self._last_chunk(
+            ids, n_out, cancelled=cancelled or self.watch.fired_by_cancel, ended=ended, stop_hit=answer.stop_hit
+        )

@@ -57,8 +57,14 @@ class LlamaCppBackend(Backend):
     provider = "local"
     engine = LLAMA_CPP
 
-    def __init__(self, loaded: LlamaCppModel, *, slots: LocalSlots | SlotTicket | None = None,
-                 first_token_timeout_s: float = 120.0, join_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        loaded: LlamaCppModel,
+        *,
+        slots: LocalSlots | SlotTicket | None = None,
+        first_token_timeout_s: float = 120.0,
+        join_timeout_s: float = 10.0,
+    ) -> None:
         self.loaded = loaded
         self.slots = slots
         self.first_token_timeout_s = first_token_timeout_s
@@ -94,8 +100,9 @@ class LlamaCppBackend(Backend):
     # ------------------------------------------------------------------ prompt inspection
     def prepare(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Prompt:
         """The prompt as llama.cpp renders and tokenizes it; with ``max_new_tokens``, fitted to the window."""
-        return fit_prompt(messages, self._encode, window=self.loaded.context_window,
-                          max_new_tokens=max_new_tokens, model=self.model)
+        return fit_prompt(
+            messages, self._encode, window=self.loaded.context_window, max_new_tokens=max_new_tokens, model=self.model
+        )
 
     def render_prompt(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> str:
         return self.prepare(messages, max_new_tokens).text
@@ -132,13 +139,17 @@ class LlamaCppBackend(Backend):
             req["top_logprobs"] = params.top_logprobs
         return req
 
-    def stream(self, messages: Sequence[Message], params: GenParams,
-               cancel: threading.Event | None = None) -> Iterator[Chunk]:
+    def stream(
+        self, messages: Sequence[Message], params: GenParams, cancel: threading.Event | None = None
+    ) -> Iterator[Chunk]:
         check_conversation(messages)
         prompt = self.prepare(messages, params.max_new_tokens)
         if not self._acquire_slot(cancel):
-            yield Chunk(usage=Usage(len(prompt.ids), 0), finish_reason="cancelled",
-                        raw={"truncated_turns": prompt.truncated_turns, "engine": LLAMA_CPP})
+            yield Chunk(
+                usage=Usage(len(prompt.ids), 0),
+                finish_reason="cancelled",
+                raw={"truncated_turns": prompt.truncated_turns, "engine": LLAMA_CPP},
+            )
             return
         run = _Run(self, prompt, params, cancel)
         try:
@@ -155,8 +166,11 @@ class LlamaCppBackend(Backend):
             run.stop.set()
             run.thread.join(self.join_timeout_s)
             if run.thread.is_alive():
-                log.warning("llama.cpp request %s still running %.0f s after it was told to stop",
-                            run.thread.name, self.join_timeout_s)
+                log.warning(
+                    "llama.cpp request %s still running %.0f s after it was told to stop",
+                    run.thread.name,
+                    self.join_timeout_s,
+                )
 
     def _acquire_slot(self, cancel: threading.Event | None) -> bool:
         if self.slots is None:
@@ -171,8 +185,9 @@ class LlamaCppBackend(Backend):
 class _Run:
     """One request: the worker thread that calls the engine, and the consuming loop."""
 
-    def __init__(self, backend: LlamaCppBackend, prompt: Prompt, params: GenParams,
-                 cancel: threading.Event | None) -> None:
+    def __init__(
+        self, backend: LlamaCppBackend, prompt: Prompt, params: GenParams, cancel: threading.Event | None
+    ) -> None:
         self.backend = backend
         self.prompt = prompt
         self.params = params
@@ -215,9 +230,14 @@ class _Run:
             except queue.Empty:
                 if time.monotonic() - silent_since > self.backend.first_token_timeout_s:
                     self.stop.set()
-                    raise BackendError(f"The local model gave no text for {self.backend.first_token_timeout_s:.0f} s "
-                                       "and was stopped. Try again.", kind="timeout", retryable=True, status=504,
-                                       partial_text="".join(parts)) from None
+                    raise BackendError(
+                        f"The local model gave no text for {self.backend.first_token_timeout_s:.0f} s "
+                        "and was stopped. Try again.",
+                        kind="timeout",
+                        retryable=True,
+                        status=504,
+                        partial_text="".join(parts),
+                    ) from None
                 continue
             silent_since = time.monotonic()
             if item is _END:
@@ -271,8 +291,13 @@ def _error_from_engine(error: Any, partial: str) -> BackendError:
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code < 600 else 500
     if error.get("type") == "exceed_context_size_error":
-        return BackendError(f"The message is too long for the local model: {message}. Shorten the message or "
-                            "lower max new tokens.", kind="bad_request", status=400, partial_text=partial)
+        return BackendError(
+            f"The message is too long for the local model: {message}. Shorten the message or lower max new tokens.",
+            kind="bad_request",
+            status=400,
+            partial_text=partial,
+        )
     kind = "bad_request" if 400 <= status < 500 else "internal"
-    return BackendError(f"The local model (llama.cpp) refused the request: {message}.", kind=kind, status=status,
-                        partial_text=partial)
+    return BackendError(
+        f"The local model (llama.cpp) refused the request: {message}.", kind=kind, status=status, partial_text=partial
+    )

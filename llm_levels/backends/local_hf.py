@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+
 def plain_prompt(messages: Sequence[Message]) -> str:
     """The fallback prompt for a tokenizer without a chat template: one ``Role: text`` paragraph per turn.
 
@@ -134,8 +135,9 @@ class LocalBackend(Backend):
         messages = list(messages)
         if self.loaded.is_seq2seq:
             return self._prepare_seq2seq(messages)
-        return fit_prompt(messages, self._encode, window=self.loaded.context_window,
-                          max_new_tokens=max_new_tokens, model=self.model)
+        return fit_prompt(
+            messages, self._encode, window=self.loaded.context_window, max_new_tokens=max_new_tokens, model=self.model
+        )
 
     def _encode(self, messages: list[Message], dropped: int) -> Prompt:
         tok = self.tokenizer
@@ -164,8 +166,9 @@ class LocalBackend(Backend):
                         return self.tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=True)
                     except Exception:  # noqa: BLE001 - report the original problem below
                         pass
-            raise BackendError(f"The chat template of {self.model} rejected this conversation: {e}",
-                               kind="bad_request", status=400) from e
+            raise BackendError(
+                f"The chat template of {self.model} rejected this conversation: {e}", kind="bad_request", status=400
+            ) from e
 
     def _prepare_seq2seq(self, messages: list[Message]) -> Prompt:
         # An encoder-decoder model (Flan-T5) is not a chat model: it reads one instruction. Earlier turns
@@ -178,7 +181,10 @@ class LocalBackend(Backend):
         if window is not None and len(ids) > window:
             raise BackendError(
                 f"The message is too long for {self.model}: {len(ids):,} tokens, but it reads at most {window:,}. "
-                "Shorten the message or the system prompt.", kind="bad_request", status=400)
+                "Shorten the message or the system prompt.",
+                kind="bad_request",
+                status=400,
+            )
         dropped = sum(1 for m in messages[:-1] if m.role != "system")
         return Prompt(text, ids, dropped, True, tuple(messages))
 
@@ -192,8 +198,11 @@ class LocalBackend(Backend):
         check_conversation(messages)
         prompt = self.prepare(messages, params.max_new_tokens)
         if not self._acquire_slot(cancel):
-            yield Chunk(usage=Usage(len(prompt.ids), 0), finish_reason="cancelled",
-                        raw={"truncated_turns": prompt.truncated_turns})
+            yield Chunk(
+                usage=Usage(len(prompt.ids), 0),
+                finish_reason="cancelled",
+                raw={"truncated_turns": prompt.truncated_turns},
+            )
             return
         run: GenerateRun | None = None
         started = False
@@ -211,8 +220,11 @@ class LocalBackend(Backend):
             if started and run is not None:
                 run.thread.join(self.join_timeout_s)
                 if run.thread.is_alive():
-                    log.warning("generate thread %s still running %.0f s after it was told to stop",
-                                run.thread.name, self.join_timeout_s)
+                    log.warning(
+                        "generate thread %s still running %.0f s after it was told to stop",
+                        run.thread.name,
+                        self.join_timeout_s,
+                    )
             elif self.slots is not None:
                 self.slots.release()
 

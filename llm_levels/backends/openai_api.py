@@ -55,8 +55,7 @@ __all__ = ["MAX_RAW_CHUNKS", "OPENAI_BASE_URL", "PLACEHOLDER_KEY", "OpenAIBacken
 PLACEHOLDER_KEY = "not-needed"
 
 # The create() arguments the client knows; anything else goes in extra_body.
-_KNOWN_ARGS = {"model", "messages", "stream", "stream_options", "temperature", "top_p", "seed", "stop",
-               *TOKEN_PARAMS}
+_KNOWN_ARGS = {"model", "messages", "stream", "stream_options", "temperature", "top_p", "seed", "stop", *TOKEN_PARAMS}
 
 
 class OpenAIBackend(Backend):
@@ -147,7 +146,9 @@ class OpenAIBackend(Backend):
             client.close()
 
     # ------------------------------------------------------------------------------ requests
-    def build_request(self, messages: Sequence[Message], params: GenParams, *, stream: bool | None = None) -> dict[str, Any]:
+    def build_request(
+        self, messages: Sequence[Message], params: GenParams, *, stream: bool | None = None
+    ) -> dict[str, Any]:
         """The JSON body a call sends (what ``last_request`` shows afterwards)."""
         stream = self.stream_mode if stream is None else stream
         body: dict[str, Any] = {
@@ -250,8 +251,9 @@ class OpenAIBackend(Backend):
             return
         raw = RawChunks()
         self.last_response = raw.items
-        yield from read_stream(stream, where=self._where(), timeout=timeout, cancel=budget.cancel,
-                               progress=progress, raw=raw)
+        yield from read_stream(
+            stream, where=self._where(), timeout=timeout, cancel=budget.cancel, progress=progress, raw=raw
+        )
 
     def _complete_once(self, client: Any, body: dict[str, Any], budget: Budget) -> Iterator[Chunk]:
         completion, _ = self._create(client, body, budget)
@@ -261,14 +263,20 @@ class OpenAIBackend(Backend):
         self.last_response = scrub_obj(completion.to_dict(), self._api_key)
         choices = completion.choices or []
         if not choices:
-            raise Failed(BackendError(
-                f"{self.host} answered without any text (no choices in the response). Try again.",
-                kind="server", retryable=True, status=502), None, retry_here=True)
+            raise Failed(
+                BackendError(
+                    f"{self.host} answered without any text (no choices in the response). Try again.",
+                    kind="server",
+                    retryable=True,
+                    status=502,
+                ),
+                None,
+                retry_here=True,
+            )
         message = choices[0].message
         text = (getattr(message, "content", None) or "") if message is not None else ""
         usage = usage_of(completion.usage) if completion.usage is not None else None
-        yield Chunk(text=text, usage=usage, finish_reason=choices[0].finish_reason or "stop",
-                    raw=self.last_response)
+        yield Chunk(text=text, usage=usage, finish_reason=choices[0].finish_reason or "stop", raw=self.last_response)
 
     def _own_retry_pause(self, failed: Failed, retries_taken: int, budget: Budget) -> float | None:
         """The pause before this backend retries a failure the client could not see (one after the
@@ -279,8 +287,14 @@ class OpenAIBackend(Backend):
         return pause if budget.fits(pause) else None
 
     def _where(self) -> Where:
-        return Where(host=self.host, model=self._model, base_url=display_url(self._base_url or OPENAI_BASE_URL),
-                     configured_url=self._base_url, timeout_s=self.timeout_s, api_key=self._api_key)
+        return Where(
+            host=self.host,
+            model=self._model,
+            base_url=display_url(self._base_url or OPENAI_BASE_URL),
+            configured_url=self._base_url,
+            timeout_s=self.timeout_s,
+            api_key=self._api_key,
+        )
 
     # ------------------------------------------------------------------------------ client
     def _get_client(self) -> Any:
@@ -288,7 +302,8 @@ class OpenAIBackend(Backend):
             raise BackendError(
                 "No OpenAI API key is set: put OPENAI_API_KEY=... in .env or the environment, or paste a key "
                 "into the key field of the Hosted-API tab (or set a base URL for a local server).",
-                kind="auth", status=401,
+                kind="auth",
+                status=401,
             )
         if self._base_url is not None and is_bad_url(self._base_url):
             raise BackendError(bad_url_message(self._base_url), kind="config", status=400)

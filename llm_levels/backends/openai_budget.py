@@ -160,8 +160,11 @@ def _after_response(response: Any) -> None:
     if budget is None or response.status_code < 400 or response.headers.get("x-should-retry") == "false":
         return
     pause = client_pause_s(response)
-    if (budget.cancelled or (pause is not None and not budget.fits(pause))
-            or (response.status_code == 429 and _says_quota(response))):
+    if (
+        budget.cancelled
+        or (pause is not None and not budget.fits(pause))
+        or (response.status_code == 429 and _says_quota(response))
+    ):
         response.headers["x-should-retry"] = "false"
 
 

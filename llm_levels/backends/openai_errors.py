@@ -27,12 +27,19 @@ _KEY_PATTERNS = (
     re.compile(r"sk-[A-Za-z0-9_\-]{12,}"),  # OpenAI-style keys of any account
     re.compile(r"(?i)\bbearer\s+[^\s'\"]+"),
 )
-_STATUS_NAMES = {408: "request timeout", 409: "conflict", 502: "bad gateway", 503: "service unavailable",
-                 504: "gateway timeout"}
+_STATUS_NAMES = {
+    408: "request timeout",
+    409: "conflict",
+    502: "bad gateway",
+    503: "service unavailable",
+    504: "gateway timeout",
+}
 # How a server says it does not take a parameter (as opposed to "too large" for its value).
 _UNSUPPORTED = re.compile(r"unsupported|not supported|unrecognized|unknown|extra|instead", re.I)
-_NO_SUCH_HOST = re.compile(r"Name or service not known|nodename nor servname|getaddrinfo|name resolution|"
-                           r"No address associated")
+_NO_SUCH_HOST = re.compile(
+    r"Name or service not known|nodename nor servname|getaddrinfo|name resolution|"
+    r"No address associated"
+)
 
 
 class Failed(Exception):
@@ -65,8 +72,9 @@ class Where:
     api_key: str | None
 
     def err(self, message: str, kind: str, status: int, retryable: bool = False, partial: str = "") -> BackendError:
-        return BackendError(scrub_text(message, self.api_key), kind=kind, status=status, retryable=retryable,
-                            partial_text=partial)
+        return BackendError(
+            scrub_text(message, self.api_key), kind=kind, status=status, retryable=retryable, partial_text=partial
+        )
 
 
 def to_failure(e: BaseException, where: Where, *, partial: str, timeout: float, during: str = "request") -> Failed:
@@ -103,8 +111,10 @@ def _timeout(e: BaseException, where: Where, partial: str, timeout: float) -> Fa
     if partial:
         msg = f"The answer from {where.host} stopped arriving (no data for {timeout:.3g} s). Try again."
     else:
-        msg = (f"No answer from {where.host} within {where.timeout_s:g} s: the server may be overloaded or the "
-               "model slow. Try again, or raise REQUEST_TIMEOUT_S.")
+        msg = (
+            f"No answer from {where.host} within {where.timeout_s:g} s: the server may be overloaded or the "
+            "model slow. Try again, or raise REQUEST_TIMEOUT_S."
+        )
     return Failed(where.err(msg, "timeout", 504, True, partial), e)
 
 
@@ -130,28 +140,60 @@ def _status(e: openai.APIStatusError, where: Where, partial: str) -> Failed:
     quoted = f" The server said: {said}" if said else ""
     swap = False
     if status == 401:
-        failed = Failed(where.err(f"{host} rejected the API key (401 Unauthorized): check OPENAI_API_KEY in .env or "
-                                  "the environment, or the key field of the Hosted-API tab.", "auth", 401), e)
+        failed = Failed(
+            where.err(
+                f"{host} rejected the API key (401 Unauthorized): check OPENAI_API_KEY in .env or "
+                "the environment, or the key field of the Hosted-API tab.",
+                "auth",
+                401,
+            ),
+            e,
+        )
     elif status == 403:
-        failed = Failed(where.err(
-            f"{host} refused access (403 Forbidden) to model {model!r}: the key's project or organization may not "
-            f"have access to it, or the region is not supported.{quoted}", "auth", 403), e)
+        failed = Failed(
+            where.err(
+                f"{host} refused access (403 Forbidden) to model {model!r}: the key's project or organization may not "
+                f"have access to it, or the region is not supported.{quoted}",
+                "auth",
+                403,
+            ),
+            e,
+        )
     elif status == 404:
         failed = Failed(where.err(_not_found_message(e, where, said), "not_found", 404), e)
     elif status == 429:
         failed = _rate_limited(e, where, said, quoted)
     elif status >= 500 or status in (408, 409):
         what = _STATUS_NAMES.get(status, "server error")
-        failed = Failed(where.err(f"{host} had an error ({status} {what}): try again later.{quoted}", "server",
-                                  502 if status >= 500 else status, True), e)
+        failed = Failed(
+            where.err(
+                f"{host} had an error ({status} {what}): try again later.{quoted}",
+                "server",
+                502 if status >= 500 else status,
+                True,
+            ),
+            e,
+        )
     elif status in (400, 422):
         names_it = (e.param or "") in TOKEN_PARAMS or re.search(r"max_(completion_)?tokens", said)
         swap = bool(names_it and _UNSUPPORTED.search(said))
-        failed = Failed(where.err(f"{host} refused the request as invalid ({status}).{quoted or ' Check the settings.'}",
-                                  "bad_request", 400), e)
+        failed = Failed(
+            where.err(
+                f"{host} refused the request as invalid ({status}).{quoted or ' Check the settings.'}",
+                "bad_request",
+                400,
+            ),
+            e,
+        )
     else:
-        failed = Failed(where.err(f"{host} answered with an error ({status}).{quoted}",
-                                  "bad_request" if status < 500 else "server", status), e)
+        failed = Failed(
+            where.err(
+                f"{host} answered with an error ({status}).{quoted}",
+                "bad_request" if status < 500 else "server",
+                status,
+            ),
+            e,
+        )
     failed.swap_token_param = swap
     failed.last_response = {"status": status, "error": scrub_obj(error_body(e), where.api_key)}
     return failed
@@ -160,16 +202,22 @@ def _status(e: openai.APIStatusError, where: Where, partial: str) -> Failed:
 def _not_found_message(e: openai.APIStatusError, where: Where, said: str) -> str:
     code = (getattr(e, "code", None) or "").lower()
     if "model" in code or "model" in said.lower():
-        return (f"{where.host} does not know the model {where.model!r} (404): check the model id "
-                f"(GET {where.base_url}/models lists them).")
-    return (f"Nothing found at {where.base_url} (404): check the base URL (OpenAI-compatible servers usually end "
-            f"in /v1) and the model id {where.model!r}.")
+        return (
+            f"{where.host} does not know the model {where.model!r} (404): check the model id "
+            f"(GET {where.base_url}/models lists them)."
+        )
+    return (
+        f"Nothing found at {where.base_url} (404): check the base URL (OpenAI-compatible servers usually end "
+        f"in /v1) and the model id {where.model!r}."
+    )
 
 
 def _rate_limited(e: openai.APIStatusError, where: Where, said: str, quoted: str) -> Failed:
     if quota_exhausted(e.code, said):
-        msg = (f"{where.host} says the account's quota is used up (429): check the plan and billing; "
-               f"retrying will not help.{quoted}")
+        msg = (
+            f"{where.host} says the account's quota is used up (429): check the plan and billing; "
+            f"retrying will not help.{quoted}"
+        )
         return Failed(where.err(msg, "rate_limit", 429), e)
     wait_s = retry_after(e.response.headers)
     wait = f"wait {wait_s:.3g} s" if wait_s is not None else "wait a moment"

@@ -78,8 +78,9 @@ def usage_of(u: Any) -> Usage | None:
     return Usage(input_tokens=prompt, output_tokens=completion)
 
 
-def read_stream(stream: Any, *, where: Where, timeout: float, cancel: threading.Event | None,
-                progress: Progress, raw: RawChunks) -> Iterator[Chunk]:
+def read_stream(
+    stream: Any, *, where: Where, timeout: float, cancel: threading.Event | None, progress: Progress, raw: RawChunks
+) -> Iterator[Chunk]:
     """Yield the text deltas of an open ``stream``, then one last Chunk with usage and finish reason.
 
     Raises :class:`Failed` for an error inside the stream, a chunk that is not JSON, or a stream that
@@ -100,14 +101,18 @@ def read_stream(stream: Any, *, where: Where, timeout: float, cancel: threading.
         err = BackendError(
             f"The answer from {where.host} was cut off before it finished (the connection ended "
             "without the end-of-stream marker). Try again.",
-            kind="stream_cut", retryable=True, status=502, partial_text=progress.text,
+            kind="stream_cut",
+            retryable=True,
+            status=502,
+            partial_text=progress.text,
         )
         raise Failed(err, None, retry_here=True)
     yield Chunk(usage=progress.usage, finish_reason=progress.finish)
 
 
-def _deltas(stream: Any, where: Where, timeout: float, cancel: threading.Event | None,
-            progress: Progress, raw: RawChunks) -> Iterator[Chunk]:
+def _deltas(
+    stream: Any, where: Where, timeout: float, cancel: threading.Event | None, progress: Progress, raw: RawChunks
+) -> Iterator[Chunk]:
     try:
         for chunk in stream:
             kept = scrub_obj(chunk.to_dict(), where.api_key)
@@ -134,7 +139,11 @@ def _deltas(stream: Any, where: Where, timeout: float, cancel: threading.Event |
     except ValueError as e:  # a data: line that is not JSON
         err = BackendError(
             f"{where.host} sent a malformed stream chunk (not JSON): it may not be an OpenAI-compatible "
-            "server; check the base URL.", kind="server", status=502, partial_text=progress.text)
+            "server; check the base URL.",
+            kind="server",
+            status=502,
+            partial_text=progress.text,
+        )
         raise Failed(err, e) from e
 
 

@@ -20,15 +20,16 @@ def is_bad_url(url: str) -> bool:
         _ = parts.port  # raises ValueError for a bad port
     except ValueError:
         return True
-    return (parts.scheme.lower() not in ("http", "https") or not parts.hostname
-            or any(ch.isspace() for ch in url))
+    return parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(ch.isspace() for ch in url)
 
 
 def bad_url_message(url: str | None) -> str:
     """One line saying how a base URL should look (quoting ``url`` without its secrets)."""
     shown = display_url(url or "")[:80]
-    return (f"The base URL {shown!r} is not a valid http(s) URL: write it like http://localhost:8000/v1 "
-            "(scheme, host, optional port and path).")
+    return (
+        f"The base URL {shown!r} is not a valid http(s) URL: write it like http://localhost:8000/v1 "
+        "(scheme, host, optional port and path)."
+    )
 
 
 def host_of(url: str) -> str:

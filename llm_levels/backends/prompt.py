@@ -31,8 +31,9 @@ class Prompt:
 Encode = Callable[[list[Message], int], Prompt]
 
 
-def fit_prompt(messages: Sequence[Message], encode: Encode, *, window: int | None, max_new_tokens: int | None,
-               model: str) -> Prompt:
+def fit_prompt(
+    messages: Sequence[Message], encode: Encode, *, window: int | None, max_new_tokens: int | None, model: str
+) -> Prompt:
     """The prompt for ``messages`` with as many of the newest turns as fit ``window - max_new_tokens`` tokens.
 
     Raises :class:`BackendError` (400) when even the system messages and the last message do not fit.
@@ -68,5 +69,6 @@ def fit_prompt(messages: Sequence[Message], encode: Encode, *, window: int | Non
         f"The message is too long for {model}: the prompt is {len(shortest.ids):,} tokens and up to "
         f"{max_new_tokens:,} new tokens are asked for, but the model reads at most {window:,} tokens. "
         "Shorten the message or the system prompt, or lower max new tokens.",
-        kind="bad_request", status=400,
+        kind="bad_request",
+        status=400,
     )

@@ -24,20 +24,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT", default=None, help="Also write the results as JSON to OUT.")
     p.add_argument("--tokens", type=int, default=128, help="New tokens per run (greedy; default 128).")
     p.add_argument("--runs", type=int, default=3, help="Measured runs per configuration (median; default 3).")
-    p.add_argument("--users", type=int, default=4,
-                   help="Concurrent users for the concurrency figures, and llama.cpp's slots (default 4).")
+    p.add_argument(
+        "--users",
+        type=int,
+        default=4,
+        help="Concurrent users for the concurrency figures, and llama.cpp's slots (default 4).",
+    )
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="The user message.")
     p.add_argument("--model", default=None, help="Local model spec (default: LOCAL_MODEL, i.e. the embedded GGUF).")
     p.add_argument("--no-app", action="store_true", help="Skip the sections that start app.py in a subprocess.")
-    p.add_argument("--chart", metavar="PNG", default=None,
-                   help="Also draw tok/s per configuration as a PNG (needs Pillow), e.g. docs/perf.png.")
-    p.add_argument("--report", metavar="MD", default=None,
-                   help="Also write the goals and results tables into MD (between its bench markers; the "
-                        "text around them is kept), e.g. bench/RESULTS.md.")
-    p.add_argument("--from-json", metavar="IN", default=None,
-                   help="Measure nothing: print the tables (and --chart, --report) of an earlier --json file.")
-    p.add_argument("--quick", action="store_true",
-                   help="A smoke run for tests: 8 tokens, 1 run, 2 users, no app sections.")
+    p.add_argument(
+        "--chart",
+        metavar="PNG",
+        default=None,
+        help="Also draw tok/s per configuration as a PNG (needs Pillow), e.g. docs/perf.png.",
+    )
+    p.add_argument(
+        "--report",
+        metavar="MD",
+        default=None,
+        help="Also write the goals and results tables into MD (between its bench markers; the "
+        "text around them is kept), e.g. bench/RESULTS.md.",
+    )
+    p.add_argument(
+        "--from-json",
+        metavar="IN",
+        default=None,
+        help="Measure nothing: print the tables (and --chart, --report) of an earlier --json file.",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="A smoke run for tests: 8 tokens, 1 run, 2 users, no app sections."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
         print("error: --tokens >= 2, --runs >= 1 and --users >= 1 are needed", file=sys.stderr)
         return 2
     if not (BENCH_DIR / "engine_bench.py").is_file():
-        print(f"error: the bench harness is not here ({BENCH_DIR}/engine_bench.py): run the command from a "
-              "checkout of the repository", file=sys.stderr)
+        print(
+            f"error: the bench harness is not here ({BENCH_DIR}/engine_bench.py): run the command from a "
+            "checkout of the repository",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if str(BENCH_DIR) not in sys.path:

@@ -39,29 +39,46 @@ EXIT_INTERRUPTED = 130
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("local", "openai"), required=True,
-                   help="local: the model in this process; openai: an OpenAI-compatible server "
-                        "(OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL).")
-    p.add_argument("--engine", choices=ENGINES, default=None,
-                   help="local: the engine that runs the model (default: LOCAL_ENGINE, else llama.cpp). "
-                        "llama.cpp reads GGUF files; transformers also reads model folders and Hub ids.")
+    p.add_argument(
+        "--backend",
+        choices=("local", "openai"),
+        required=True,
+        help="local: the model in this process; openai: an OpenAI-compatible server "
+        "(OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL).",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="local: the engine that runs the model (default: LOCAL_ENGINE, else llama.cpp). "
+        "llama.cpp reads GGUF files; transformers also reads model folders and Hub ids.",
+    )
     p.add_argument("--prompt", required=True, help="The user message ('-' reads it from stdin).")
     p.add_argument("--system", default=None, help="An optional system prompt.")
-    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
-                   help="Most tokens to generate (default 256).")
-    p.add_argument("--temperature", type=float, default=None, metavar="T",
-                   help="0 = greedy, higher = more varied (default 0.7).")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, metavar="N", help="Most tokens to generate (default 256)."
+    )
+    p.add_argument(
+        "--temperature", type=float, default=None, metavar="T", help="0 = greedy, higher = more varied (default 0.7)."
+    )
     p.add_argument("--top-p", type=float, default=None, metavar="P", help="Nucleus sampling (default 1.0).")
     p.add_argument("--seed", type=int, default=None, help="Fix the random choices (where supported).")
-    p.add_argument("--model", default=None,
-                   help="Model id (openai) or local model: 'embedded', a .gguf file, a folder, or a Hub id "
-                        "(default: OPENAI_MODEL / LOCAL_MODEL).")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="Model id (openai) or local model: 'embedded', a .gguf file, a folder, or a Hub id "
+        "(default: OPENAI_MODEL / LOCAL_MODEL).",
+    )
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (default: OPENAI_BASE_URL).")
-    p.add_argument("--no-stream", action="store_true",
-                   help="openai: ask for the whole answer in one response instead of a stream.")
+    p.add_argument(
+        "--no-stream", action="store_true", help="openai: ask for the whole answer in one response instead of a stream."
+    )
     p.add_argument("--json", action="store_true", help="Print one JSON object with text, usage and timings.")
-    p.add_argument("--verbose", action="store_true",
-                   help="Show model-loading progress (shown anyway when stderr is a terminal) and tracebacks.")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Show model-loading progress (shown anyway when stderr is a terminal) and tracebacks.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,8 +130,9 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _turn_request(args: argparse.Namespace, messages: list[Message],
-                  params: dict[str, Any]) -> tuple[AppRuntime, TurnRequest]:
+def _turn_request(
+    args: argparse.Namespace, messages: list[Message], params: dict[str, Any]
+) -> tuple[AppRuntime, TurnRequest]:
     """The app's runtime (nothing loaded yet) and the turn this command asks for."""
     from ..config import Settings
 
@@ -150,8 +168,11 @@ def _generate(turn: Iterator[Event], *, as_json: bool, out: TextIO, err: TextIO,
     try:
         for event in turn:
             if isinstance(event, Loading) and show_progress:
-                err.write(f"[{event.fraction or 0:4.0%}] {event.message}\n" if event.fraction is not None
-                          else f"{event.message}\n")
+                err.write(
+                    f"[{event.fraction or 0:4.0%}] {event.message}\n"
+                    if event.fraction is not None
+                    else f"{event.message}\n"
+                )
                 err.flush()
             elif isinstance(event, Started):
                 backend = event.backend
@@ -182,18 +203,27 @@ def _finish(done: Done, backend: Backend | None, *, as_json: bool, out: TextIO) 
     if as_json:
         m = done.metrics
         local = backend is not None and backend.provider == "local"
-        out.write(json.dumps({
-            "text": done.text,
-            "backend": backend.provider if backend is not None else None,
-            "engine": getattr(backend, "engine", None) if local else None,
-            "model": m.model,
-            "usage": ({"input_tokens": m.input_tokens, "output_tokens": m.output_tokens}
-                      if m.input_tokens is not None else None),
-            "ttft_s": _round(m.ttft_s),
-            "total_s": _round(m.total_s),
-            "tokens_per_s": _round(m.tokens_per_s),
-            "finish_reason": done.finish_reason,
-        }, ensure_ascii=False) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "text": done.text,
+                    "backend": backend.provider if backend is not None else None,
+                    "engine": getattr(backend, "engine", None) if local else None,
+                    "model": m.model,
+                    "usage": (
+                        {"input_tokens": m.input_tokens, "output_tokens": m.output_tokens}
+                        if m.input_tokens is not None
+                        else None
+                    ),
+                    "ttft_s": _round(m.ttft_s),
+                    "total_s": _round(m.total_s),
+                    "tokens_per_s": _round(m.tokens_per_s),
+                    "finish_reason": done.finish_reason,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
     else:
         _end_line(out, True)
     out.flush()

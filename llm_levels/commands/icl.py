@@ -54,34 +54,62 @@ EXIT_INTERRUPTED = 130
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, metavar="FILE",
-                   help="Labelled file: CSV/TSV (text,label columns), JSONL, or Financial PhraseBank "
-                        "(sentence@label per line, Latin-1). Default: the demo set shipped with the project.")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="Labelled file: CSV/TSV (text,label columns), JSONL, or Financial PhraseBank "
+        "(sentence@label per line, Latin-1). Default: the demo set shipped with the project.",
+    )
     p.add_argument("--format", default="auto", choices=FORMATS, help="File format (default: auto).")
-    p.add_argument("--pool", default=None, metavar="FILE",
-                   help="Separate file of few-shot examples (default: split off --data, never evaluated).")
+    p.add_argument(
+        "--pool",
+        default=None,
+        metavar="FILE",
+        help="Separate file of few-shot examples (default: split off --data, never evaluated).",
+    )
     p.add_argument("--text-column", default=None, help="CSV/JSONL column with the text (default: guessed).")
     p.add_argument("--label-column", default=None, help="CSV/JSONL column with the label (default: guessed).")
     p.add_argument("--shots", default="0,1,3", help="Comma-separated shot counts (default 0,1,3).")
-    p.add_argument("--backend", choices=("local", "openai"), default="local",
-                   help="local: the model in this process (LOCAL_MODEL); openai: an OpenAI-compatible server "
-                        "(OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL).")
+    p.add_argument(
+        "--backend",
+        choices=("local", "openai"),
+        default="local",
+        help="local: the model in this process (LOCAL_MODEL); openai: an OpenAI-compatible server "
+        "(OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL).",
+    )
     p.add_argument("--model", default=None, help="Model id (openai) or local model spec (default from env).")
-    p.add_argument("--method", choices=METHODS, default=None,
-                   help="score: compare each label's log-likelihood (local only, never invalid); generate: "
-                        "greedy free-text answer, parsed. Default: score for local, generate for openai.")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE, choices=list(TEMPLATES),
-                   help=f"Prompt template (default {DEFAULT_TEMPLATE}; 'article' = the seed article's prompts).")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help="score: compare each label's log-likelihood (local only, never invalid); generate: "
+        "greedy free-text answer, parsed. Default: score for local, generate for openai.",
+    )
+    p.add_argument(
+        "--template",
+        default=DEFAULT_TEMPLATE,
+        choices=list(TEMPLATES),
+        help=f"Prompt template (default {DEFAULT_TEMPLATE}; 'article' = the seed article's prompts).",
+    )
     p.add_argument("--limit", type=int, default=None, metavar="N", help="Evaluate N rows (stratified sample).")
     p.add_argument("--seed", type=int, default=0, help="Seed for the example draw and the row sample.")
     p.add_argument("--max-new-tokens", type=int, default=10, metavar="N", help="generate: answer length cap.")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="score: rows per forward pass.")
-    p.add_argument("--calibrate", choices=CALIBRATIONS, default="batch",
-                   help="score: remove the model's bias to one label: batch (subtract each label's mean score over "
-                        "the rows; default), content-free (subtract the scores for 'N/A'), none.")
-    p.add_argument("--engine", choices=ENGINES, default=None,
-                   help="local generate: the engine that writes the answers (default: LOCAL_ENGINE, else llama.cpp). "
-                        "score always runs on transformers (it reads the model's probabilities).")
+    p.add_argument(
+        "--calibrate",
+        choices=CALIBRATIONS,
+        default="batch",
+        help="score: remove the model's bias to one label: batch (subtract each label's mean score over "
+        "the rows; default), content-free (subtract the scores for 'N/A'), none.",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="local generate: the engine that writes the answers (default: LOCAL_ENGINE, else llama.cpp). "
+        "score always runs on transformers (it reads the model's probabilities).",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="Write the results as JSON ('-' = stdout).")
     p.add_argument("--csv", default=None, metavar="OUT", help="Write the per-row predictions as CSV.")
     p.add_argument("--quiet", action="store_true", help="No progress on stderr.")
@@ -93,15 +121,27 @@ def run(args: argparse.Namespace) -> int:
     method = args.method or ("score" if args.backend == "local" else "generate")
     try:
         if method == "score" and args.backend != "local":
-            raise BackendError("--method score needs --backend local: it reads the model's probabilities of each "
-                               "label, which hosted APIs do not return. Use --method generate.", kind="bad_request")
+            raise BackendError(
+                "--method score needs --backend local: it reads the model's probabilities of each "
+                "label, which hosted APIs do not return. Use --method generate.",
+                kind="bad_request",
+            )
         if method == "score" and args.engine not in (None, TRANSFORMERS):
-            raise BackendError(f"--method score runs on the transformers engine (it reads the model's probability "
-                               f"of each label), not {args.engine}: leave out --engine or use --method generate.",
-                               kind="bad_request")
-        config = LabConfig(shots=parse_shots(args.shots), method=method, template=args.template,
-                           limit=args.limit, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                           batch_size=args.batch_size, calibrate=args.calibrate)
+            raise BackendError(
+                f"--method score runs on the transformers engine (it reads the model's probability "
+                f"of each label), not {args.engine}: leave out --engine or use --method generate.",
+                kind="bad_request",
+            )
+        config = LabConfig(
+            shots=parse_shots(args.shots),
+            method=method,
+            template=args.template,
+            limit=args.limit,
+            seed=args.seed,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            calibrate=args.calibrate,
+        )
         if args.data:
             data = load_labelled(args.data, args.format, text_column=args.text_column, label_column=args.label_column)
             pool = load_labelled(args.pool, "auto") if args.pool else None
@@ -121,9 +161,19 @@ def run(args: argparse.Namespace) -> int:
         runtime, opened = _open(args, method, cancel)
         name = opened["name"]
         if not args.quiet:
-            err.write(f"{len(rows)} rows × k in {list(config.shots)} · {method} · template {config.template} · {name}\n")
-        for last in run_lab(rows, pool_rows, data.labels, config, ask=opened.get("ask"), scorer=opened.get("scorer"),
-                            single_turn=opened.get("single_turn"), cancel=cancel):
+            err.write(
+                f"{len(rows)} rows × k in {list(config.shots)} · {method} · template {config.template} · {name}\n"
+            )
+        for last in run_lab(
+            rows,
+            pool_rows,
+            data.labels,
+            config,
+            ask=opened.get("ask"),
+            scorer=opened.get("scorer"),
+            single_turn=opened.get("single_turn"),
+            cancel=cancel,
+        ):
             if not args.quiet:
                 _bar(err, last)
     except KeyboardInterrupt:
@@ -198,19 +248,11 @@ class TurnAsk:
         self.runtime, self.option_id, self.cancel, self.request = runtime, option_id, cancel, request
 
     def __call__(self, messages: list[Message], params: GenParams) -> str:
-        from ..turns import Done, Failed, TurnRequest, run_turn
+        from ..turns import TurnRequest, answer_text, run_turn
 
-        events = run_turn(self.runtime, TurnRequest(self.option_id, messages, params, **self.request),
-                          cancel=self.cancel)
-        try:
-            for event in events:
-                if isinstance(event, Done):
-                    return event.text
-                if isinstance(event, Failed):
-                    raise event.error
-        finally:
-            events.close()
-        return ""  # stopped before the answer started
+        return answer_text(
+            run_turn(self.runtime, TurnRequest(self.option_id, messages, params, **self.request), cancel=self.cancel)
+        )
 
 
 def _close(runtime: Any) -> None:

@@ -59,8 +59,14 @@ def save_converted(model: Any, tokenizer: Any, target: Path, *, gguf: Path, sha:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
-        marker = {"format": CACHE_FORMAT, "gguf_file": gguf.name, "gguf_sha256": sha,
-                  "transformers": transformers.__version__, "created": time.time(), "files": files}
+        marker = {
+            "format": CACHE_FORMAT,
+            "gguf_file": gguf.name,
+            "gguf_sha256": sha,
+            "transformers": transformers.__version__,
+            "created": time.time(),
+            "files": files,
+        }
         (tmp / CACHE_MARKER).write_text(json.dumps(marker, indent=1))
         if target.exists():
             if cache_is_complete(target):  # another process finished first: keep theirs
@@ -109,8 +115,13 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
     with _HASH_LOCK:
         index = _read_json(index_file)
         hit = index.get(key)
-        if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns \
-                and isinstance(hit.get("sha256"), str) and len(hit["sha256"]) == 64:
+        if (
+            isinstance(hit, dict)
+            and hit.get("size") == st.st_size
+            and hit.get("mtime_ns") == st.st_mtime_ns
+            and isinstance(hit.get("sha256"), str)
+            and len(hit["sha256"]) == 64
+        ):
             return hit["sha256"]
         digest = hashlib.sha256()
         with open(path, "rb") as f:

@@ -83,8 +83,9 @@ class LlamaCppModel:
 
     def tokenize(self, text: str) -> list[tuple[int, str]]:
         """``text``'s token ids with their pieces, special tokens parsed as the engine does for a prompt."""
-        out = self._post("/tokenize", {"content": text, "with_pieces": True, "add_special": False,
-                                       "parse_special": True})
+        out = self._post(
+            "/tokenize", {"content": text, "with_pieces": True, "add_special": False, "parse_special": True}
+        )
         pairs: list[tuple[int, str]] = []
         for t in out.get("tokens", []):
             piece = t.get("piece", "")
@@ -99,15 +100,18 @@ class LlamaCppModel:
         del server
 
     def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(self._address + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json",
-                                              "Authorization": f"Bearer {self._key}"})
+        req = urllib.request.Request(
+            self._address + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=_HTTP_TIMEOUT_S) as resp:
                 return json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError) as e:
-            raise BackendError(f"llama.cpp could not prepare the prompt ({type(e).__name__}: {e}).",
-                               kind="internal", status=500) from e
+            raise BackendError(
+                f"llama.cpp could not prepare the prompt ({type(e).__name__}: {e}).", kind="internal", status=500
+            ) from e
 
 
 def gguf_dtype(path: Path) -> str:
@@ -154,9 +158,18 @@ def engine_params(gguf: Path, *, context_window: int, parallel: int, threads: in
     return p
 
 
-def load_llama_cpp(gguf: Path, *, spec: str, display_name: str, source: str, model_id: str,
-                   context_window: int, parallel: int, threads: int | None = None,
-                   progress: Progress | None = None) -> LlamaCppModel:
+def load_llama_cpp(
+    gguf: Path,
+    *,
+    spec: str,
+    display_name: str,
+    source: str,
+    model_id: str,
+    context_window: int,
+    parallel: int,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> LlamaCppModel:
     """Start llama.cpp on ``gguf``: ``parallel`` slots of ``context_window`` tokens each.
 
     Raises :class:`BackendError` (kind ``model_load``) with the reason when the engine or the file fails.
@@ -166,8 +179,12 @@ def load_llama_cpp(gguf: Path, *, spec: str, display_name: str, source: str, mod
     try:
         import xllamacpp
     except ImportError as e:  # pragma: no cover - it is in requirements.txt
-        raise BackendError("The llama.cpp engine is not installed (pip install xllamacpp), or pick the "
-                           "transformers engine (LOCAL_ENGINE=transformers).", kind="config", status=500) from e
+        raise BackendError(
+            "The llama.cpp engine is not installed (pip install xllamacpp), or pick the "
+            "transformers engine (LOCAL_ENGINE=transformers).",
+            kind="config",
+            status=500,
+        ) from e
     threads = threads or default_threads()
     report(0.1, f"Starting llama.cpp on {gguf.name}")
     p = engine_params(gguf, context_window=context_window, parallel=parallel, threads=threads)
@@ -177,15 +194,36 @@ def load_llama_cpp(gguf: Path, *, spec: str, display_name: str, source: str, mod
         with _LOAD_LOCK:
             server = xllamacpp.Server(p)
     except Exception as e:
-        raise BackendError(f"llama.cpp could not load {gguf.name} ({type(e).__name__}: {e}). Is it a valid "
-                           "GGUF file? Try the transformers engine for other model formats.",
-                           kind="model_load", status=500) from e
-    model = LlamaCppModel(spec=spec, display_name=display_name, source=source, gguf_path=gguf, model_id=model_id,
-                          context_window=context_window, parallel=parallel, threads=threads,
-                          dtype=gguf_dtype(gguf), load_s=0.0, server=server,
-                          _address=str(server.listening_address).rstrip("/"), _key=key)
+        raise BackendError(
+            f"llama.cpp could not load {gguf.name} ({type(e).__name__}: {e}). Is it a valid "
+            "GGUF file? Try the transformers engine for other model formats.",
+            kind="model_load",
+            status=500,
+        ) from e
+    model = LlamaCppModel(
+        spec=spec,
+        display_name=display_name,
+        source=source,
+        gguf_path=gguf,
+        model_id=model_id,
+        context_window=context_window,
+        parallel=parallel,
+        threads=threads,
+        dtype=gguf_dtype(gguf),
+        load_s=0.0,
+        server=server,
+        _address=str(server.listening_address).rstrip("/"),
+        _key=key,
+    )
     model.load_s = time.perf_counter() - t0
     report(1.0, f"Ready: {display_name} on llama.cpp in {model.load_s:.1f} s")
-    log.info("llama.cpp ready: %s (%s, %d slots x %d tokens, %d threads) in %.2f s", display_name, model.dtype,
-             parallel, context_window, threads, model.load_s)
+    log.info(
+        "llama.cpp ready: %s (%s, %d slots x %d tokens, %d threads) in %.2f s",
+        display_name,
+        model.dtype,
+        parallel,
+        context_window,
+        threads,
+        model.load_s,
+    )
     return model

@@ -44,10 +44,17 @@ def load_llama_cpp_model(spec: str, settings: Settings, progress: Progress | Non
     report = safe_progress(progress)
     report(0.0, f"Resolving model {spec!r}")
     resolved = resolve_gguf(spec, settings, progress=report)
-    return load_llama_cpp(Path(resolved.location) / str(resolved.gguf_file), spec=spec,
-                          display_name=resolved.display_name, source=resolved.source, model_id=resolved.model_id,
-                          context_window=settings.local_context, parallel=settings.local_concurrency,
-                          threads=settings.local_threads or None, progress=report)
+    return load_llama_cpp(
+        Path(resolved.location) / str(resolved.gguf_file),
+        spec=spec,
+        display_name=resolved.display_name,
+        source=resolved.source,
+        model_id=resolved.model_id,
+        context_window=settings.local_context,
+        parallel=settings.local_concurrency,
+        threads=settings.local_threads or None,
+        progress=report,
+    )
 
 
 # ---------------------------------------------------------------------------------------- the manager
@@ -88,13 +95,19 @@ class ModelManager:
     def _key(self, spec: str | None, engine: str | None = None) -> ModelKey:
         engine = engine or self.settings.local_engine
         if engine not in ENGINES:
-            raise BackendError(f"Unknown engine {engine!r}: use {' or '.join(ENGINES)}.", kind="bad_request",
-                               status=400)
-        return ((spec or self.settings.local_model).strip(), engine, self.settings.local_device,
-                self.settings.local_dtype)
+            raise BackendError(
+                f"Unknown engine {engine!r}: use {' or '.join(ENGINES)}.", kind="bad_request", status=400
+            )
+        return (
+            (spec or self.settings.local_model).strip(),
+            engine,
+            self.settings.local_device,
+            self.settings.local_dtype,
+        )
 
-    def get(self, spec: str | None = None, progress: Progress | None = None, *,
-            engine: str | None = None) -> LocalModel:
+    def get(
+        self, spec: str | None = None, progress: Progress | None = None, *, engine: str | None = None
+    ) -> LocalModel:
         """The loaded model for ``spec`` (default ``settings.local_model``) on ``engine``, loading it if needed."""
         key = self._key(spec, engine)
         with self._lock:
@@ -115,23 +128,33 @@ class ModelManager:
                         return self._models[key]
                 self._set_status(key, ModelStatus("loading", 0.0, "Starting", spec=key[0], engine=key[1]))
                 try:
-                    loaded = load_local_model(key[0], key[1], self.settings,
-                                              progress=lambda f, m: self._on_progress(key, f, m))
+                    loaded = load_local_model(
+                        key[0], key[1], self.settings, progress=lambda f, m: self._on_progress(key, f, m)
+                    )
                 except BackendError as e:
-                    self._set_status(key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0],
-                                                      engine=key[1]))
+                    self._set_status(
+                        key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0], engine=key[1])
+                    )
                     raise
                 except Exception as e:
-                    self._set_status(key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0],
-                                                      engine=key[1]))
-                    raise BackendError(f"Could not load {key[0]!r}: {type(e).__name__}: {e}",
-                                       kind="model_load") from e
+                    self._set_status(
+                        key, ModelStatus("error", 0.0, "Loading failed", str(e), spec=key[0], engine=key[1])
+                    )
+                    raise BackendError(f"Could not load {key[0]!r}: {type(e).__name__}: {e}", kind="model_load") from e
                 with self._lock:
                     self._models[key] = loaded
                     self._evict()
-                self._set_status(key, ModelStatus(
-                    "ready", 1.0, f"{loaded.display_name} ready ({loaded.label}, {loaded.load_s:.1f} s)",
-                    display_name=loaded.display_name, spec=key[0], engine=key[1]))
+                self._set_status(
+                    key,
+                    ModelStatus(
+                        "ready",
+                        1.0,
+                        f"{loaded.display_name} ready ({loaded.label}, {loaded.load_s:.1f} s)",
+                        display_name=loaded.display_name,
+                        spec=key[0],
+                        engine=key[1],
+                    ),
+                )
                 return loaded
         finally:
             if progress is not None:

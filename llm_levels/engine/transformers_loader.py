@@ -34,11 +34,17 @@ def pick_device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if setting == "cuda" and not torch.cuda.is_available():
-        raise BackendError("LOCAL_DEVICE is cuda but this torch build sees no CUDA GPU. "
-                           "Set LOCAL_DEVICE=auto or cpu.", kind="config", status=500)
+        raise BackendError(
+            "LOCAL_DEVICE is cuda but this torch build sees no CUDA GPU. Set LOCAL_DEVICE=auto or cpu.",
+            kind="config",
+            status=500,
+        )
     if setting == "mps" and not torch.backends.mps.is_available():
-        raise BackendError("LOCAL_DEVICE is mps but Apple's Metal backend is not available here. "
-                           "Set LOCAL_DEVICE=auto or cpu.", kind="config", status=500)
+        raise BackendError(
+            "LOCAL_DEVICE is mps but Apple's Metal backend is not available here. Set LOCAL_DEVICE=auto or cpu.",
+            kind="config",
+            status=500,
+        )
     return setting
 
 
@@ -134,8 +140,9 @@ def load_model(spec: str, settings: Settings, progress: Progress | None = None) 
     return loaded
 
 
-def _load_pretrained(resolved: ResolvedModel, settings: Settings, torch_dtype: torch.dtype,
-                     report: Progress) -> tuple[Any, Any]:
+def _load_pretrained(
+    resolved: ResolvedModel, settings: Settings, torch_dtype: torch.dtype, report: Progress
+) -> tuple[Any, Any]:
     """A Hub id or a model folder, through the Auto classes (never with remote code)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -160,24 +167,44 @@ def _load_error(resolved: ResolvedModel, e: Exception) -> BackendError:
     names = {type(x).__name__ for x in chain}
     text = " ".join(str(x) for x in chain)
     if resolved.source == "hub" and (
-        names & {"LocalEntryNotFoundError", "RepositoryNotFoundError", "OfflineModeIsEnabled", "GatedRepoError",
-                 "RevisionNotFoundError", "HFValidationError", "ConnectionError"}
-        or "couldn't connect" in text or "not a valid model identifier" in text
+        names
+        & {
+            "LocalEntryNotFoundError",
+            "RepositoryNotFoundError",
+            "OfflineModeIsEnabled",
+            "GatedRepoError",
+            "RevisionNotFoundError",
+            "HFValidationError",
+            "ConnectionError",
+        }
+        or "couldn't connect" in text
+        or "not a valid model identifier" in text
     ):
         gated = "GatedRepoError" in names
         return BackendError(
             f"Could not download {resolved.location!r}: "
-            + ("it is a gated model that needs an access token. " if gated else
-               "no network (or HF_HUB_OFFLINE is set) or unknown model id. ")
+            + (
+                "it is a gated model that needs an access token. "
+                if gated
+                else "no network (or HF_HUB_OFFLINE is set) or unknown model id. "
+            )
             + "Check the id on huggingface.co, or point LOCAL_MODEL at a local folder.",
-            kind="not_found", status=404,
+            kind="not_found",
+            status=404,
         )
     if "trust_remote_code" in text:
-        return BackendError(f"{resolved.location!r} needs its own Python code (trust_remote_code), which this "
-                            "app never runs. Pick another model.", kind="model_load", status=400)
+        return BackendError(
+            f"{resolved.location!r} needs its own Python code (trust_remote_code), which this "
+            "app never runs. Pick another model.",
+            kind="model_load",
+            status=400,
+        )
     if isinstance(e, MemoryError) or "out of memory" in text.lower():
-        return BackendError(f"Not enough memory to load {resolved.display_name}. Pick a smaller model or "
-                            "LOCAL_DTYPE=bfloat16.", kind="model_load", status=507)
+        return BackendError(
+            f"Not enough memory to load {resolved.display_name}. Pick a smaller model or LOCAL_DTYPE=bfloat16.",
+            kind="model_load",
+            status=507,
+        )
     first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
     return BackendError(f"Could not load {resolved.display_name}: {first}", kind="model_load", status=500)
 
@@ -204,8 +231,9 @@ def _context_window(model: Any, tokenizer: Any) -> int | None:
 
 
 # ------------------------------------------------------------------------ GGUF and its disk cache
-def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: torch.dtype,
-               report: Progress) -> tuple[Any, Any, bool, str]:
+def _load_gguf(
+    resolved: ResolvedModel, settings: Settings, torch_dtype: torch.dtype, report: Progress
+) -> tuple[Any, Any, bool, str]:
     """Load a GGUF model: from the converted copy on disk when valid, else convert (and save the copy).
 
     Returns the model, its tokenizer, whether they came from the converted copy, the file's sha256, and
@@ -225,8 +253,9 @@ def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: torch.d
             model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype, trust_remote_code=False)
             return model, tokenizer, True, sha
         except Exception as e:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
-            log.warning("The converted copy in %s is unreadable (%s: %s); converting again.",
-                        cached, type(e).__name__, e)
+            log.warning(
+                "The converted copy in %s is unreadable (%s: %s); converting again.", cached, type(e).__name__, e
+            )
             remove_dir(cached)
     elif cached.exists():
         log.warning("The converted copy in %s is incomplete; converting again.", cached)
@@ -235,22 +264,26 @@ def _load_gguf(resolved: ResolvedModel, settings: Settings, torch_dtype: torch.d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     report(0.05, "Converting the tokenizer from GGUF (first start only)")
-    tokenizer = AutoTokenizer.from_pretrained(resolved.location, gguf_file=resolved.gguf_file,
-                                              trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.location, gguf_file=resolved.gguf_file, trust_remote_code=False)
     report(0.25, "Converting the GGUF weights to float32 (first start only, ~30 s)")
-    model = AutoModelForCausalLM.from_pretrained(resolved.location, gguf_file=resolved.gguf_file,
-                                                 trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved.location, gguf_file=resolved.gguf_file, trust_remote_code=False
+    )
     # The weights are plain float32 now, but the model still carries the GGUF quantizer marker, and
     # save_pretrained refuses a "quantized, not serializable" model: clear it.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers' own attribute, typed too narrowly
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     report(0.8, "Saving the converted model for faster starts")
     try:
         save_converted(model, tokenizer, cached, gguf=gguf, sha=sha)
     except Exception as e:  # noqa: BLE001 - no cache (read-only disk, full disk) only costs time
-        log.warning("Could not save the converted model to %s (%s: %s); the next start converts again.",
-                    cached, type(e).__name__, e)
+        log.warning(
+            "Could not save the converted model to %s (%s: %s); the next start converts again.",
+            cached,
+            type(e).__name__,
+            e,
+        )
     if torch_dtype != model.dtype:
-        model = model.to(dtype=torch_dtype)
+        model = model.to(dtype=torch_dtype)  # type: ignore[call-arg]  # transformers' decorated .to
     return model, tokenizer, False, sha

@@ -85,8 +85,9 @@ class LabelledData:
             return ""
         shown = "; ".join(str(p) for p in self.problems[:MAX_PROBLEMS_SHOWN])
         more = len(self.problems) - MAX_PROBLEMS_SHOWN
-        return (f"{self.source}: skipped {len(self.problems)} bad line(s): {shown}"
-                + (f"; and {more} more" if more > 0 else ""))
+        return f"{self.source}: skipped {len(self.problems)} bad line(s): {shown}" + (
+            f"; and {more} more" if more > 0 else ""
+        )
 
 
 def data_error(message: str) -> BackendError:
@@ -123,8 +124,9 @@ def load_labelled(
         raw = p.read_bytes()
     except OSError as e:
         raise data_error(f"Could not read {p.name}: {e.strerror or e}.") from e
-    return parse_labelled(decode(raw), fmt, source=p.name, text_column=text_column,
-                          label_column=label_column, strict=strict)
+    return parse_labelled(
+        decode(raw), fmt, source=p.name, text_column=text_column, label_column=label_column, strict=strict
+    )
 
 
 def parse_labelled(
@@ -148,8 +150,7 @@ def parse_labelled(
     elif fmt == "jsonl":
         examples, problems = _parse_jsonl(content, source, text_column, label_column)
     else:
-        examples, problems = _parse_csv(content, source, text_column, label_column,
-                                        tab=source.lower().endswith(".tsv"))
+        examples, problems = _parse_csv(content, source, text_column, label_column, tab=source.lower().endswith(".tsv"))
     data = LabelledData(examples, source, fmt, problems)
     if problems and strict:
         raise data_error(data.problem_summary())
@@ -195,8 +196,7 @@ def _norm_label(label: str) -> str:
     return " ".join(label.split()).lower()
 
 
-def _keep_row(examples: list[Example], problems: list[Problem], line: int, text: str, label: str,
-              source: str) -> None:
+def _keep_row(examples: list[Example], problems: list[Problem], line: int, text: str, label: str, source: str) -> None:
     """Add a read (text, label) row to ``examples``, or to ``problems`` with the reason it is unusable.
 
     The last step of every format's parser, so all formats check and normalise rows the same way.
@@ -223,8 +223,7 @@ def _parse_phrasebank(content: str, source: str) -> tuple[list[Example], list[Pr
     return examples, problems
 
 
-def _pick_key(keys: Sequence[str], wanted: str | None, candidates: tuple[str, ...], what: str,
-              source: str) -> str:
+def _pick_key(keys: Sequence[str], wanted: str | None, candidates: tuple[str, ...], what: str, source: str) -> str:
     lower = {k.strip().lower(): k for k in keys if isinstance(k, str)}
     if wanted:
         if wanted in keys:
@@ -241,15 +240,19 @@ def _pick_key(keys: Sequence[str], wanted: str | None, candidates: tuple[str, ..
     )
 
 
-def _pick_columns(keys: Sequence[str], text_column: str | None, label_column: str | None,
-                  source: str) -> tuple[str, str]:
+def _pick_columns(
+    keys: Sequence[str], text_column: str | None, label_column: str | None, source: str
+) -> tuple[str, str]:
     """The (text, label) column or key names among ``keys``: the ones asked for, else recognised names."""
-    return (_pick_key(keys, text_column, TEXT_KEYS, "text", source),
-            _pick_key(keys, label_column, LABEL_KEYS, "label", source))
+    return (
+        _pick_key(keys, text_column, TEXT_KEYS, "text", source),
+        _pick_key(keys, label_column, LABEL_KEYS, "label", source),
+    )
 
 
-def _parse_csv(content: str, source: str, text_column: str | None, label_column: str | None,
-               *, tab: bool = False) -> tuple[list[Example], list[Problem]]:
+def _parse_csv(
+    content: str, source: str, text_column: str | None, label_column: str | None, *, tab: bool = False
+) -> tuple[list[Example], list[Problem]]:
     sample = content[:8192]
     if tab:
         delimiter = "\t"
@@ -283,16 +286,21 @@ def _parse_csv(content: str, source: str, text_column: str | None, label_column:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) <= max(ti, li):
-            problems.append(Problem(start, f"{len(row)} field(s), expected at least {max(ti, li) + 1} "
-                                           f"(is a quote or a delimiter missing?)"))
+            problems.append(
+                Problem(
+                    start,
+                    f"{len(row)} field(s), expected at least {max(ti, li) + 1} (is a quote or a delimiter missing?)",
+                )
+            )
             continue
         text, label = row[ti], row[li]
         _keep_row(examples, problems, start, text, label, source)
     return examples, problems
 
 
-def _parse_jsonl(content: str, source: str, text_column: str | None,
-                 label_column: str | None) -> tuple[list[Example], list[Problem]]:
+def _parse_jsonl(
+    content: str, source: str, text_column: str | None, label_column: str | None
+) -> tuple[list[Example], list[Problem]]:
     stripped = content.lstrip()
     if stripped.startswith("["):  # a JSON array of objects: accepted too, numbered by item
         try:
@@ -364,8 +372,10 @@ def split_pool(data: LabelledData, per_label: int, seed: int) -> tuple[LabelledD
         pool_idx.update(idx[:take])
     pool = [e for i, e in enumerate(data.examples) if i in pool_idx]
     rest = [e for i, e in enumerate(data.examples) if i not in pool_idx]
-    return (LabelledData(pool, data.source + " (pool split)", data.format),
-            LabelledData(rest, data.source, data.format, list(data.problems)))
+    return (
+        LabelledData(pool, data.source + " (pool split)", data.format),
+        LabelledData(rest, data.source, data.format, list(data.problems)),
+    )
 
 
 def sample_eval(examples: Sequence[Example], limit: int | None, seed: int) -> list[Example]:
@@ -388,5 +398,5 @@ def sample_eval(examples: Sequence[Example], limit: int | None, seed: int) -> li
     for lab in sorted(by_label):
         idx = by_label[lab][:]
         rng.shuffle(idx)
-        chosen.extend(idx[:take[lab]])
+        chosen.extend(idx[: take[lab]])
     return [examples[i] for i in sorted(chosen)]

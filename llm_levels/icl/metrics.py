@@ -95,8 +95,11 @@ def compute_metrics(gold: Sequence[str], pred: Sequence[str | None], labels: Seq
         f1 = _safe_div(2 * precision * recall, precision + recall)
         per_class[lab] = ClassStats(precision, recall, f1, support)
 
-    present = [lab for i, lab in enumerate(labels)
-               if per_class[lab].support > 0 or any(confusion[r][i] for r in range(len(labels)))]
+    present = [
+        lab
+        for i, lab in enumerate(labels)
+        if per_class[lab].support > 0 or any(confusion[r][i] for r in range(len(labels)))
+    ]
     macro = _safe_div(sum(per_class[lab].f1 for lab in present), len(present))
     weighted = _safe_div(sum(s.f1 * s.support for s in per_class.values()), n)
     return Metrics(

@@ -38,9 +38,9 @@ ARTICLE_QUESTION = "Is the following sentence positive, negative or neutral?"
 #: What each sentiment label means in financial news (from an investor's point of view).
 FINANCE_DEFINITIONS = {
     "positive": "good news for the company or its investors (profit, sales or orders up, a new contract, "
-                "a raised forecast, an upgrade)",
+    "a raised forecast, an upgrade)",
     "negative": "bad news for the company or its investors (a loss, falling sales or profit, job cuts, "
-                "a profit warning, a downgrade)",
+    "a profit warning, a downgrade)",
     "neutral": "a plain fact with no good or bad news (who, where, when, what the company does)",
 }
 
@@ -67,8 +67,10 @@ def _definitions(labels: Sequence[str]) -> str:
 
 def _task(labels: Sequence[str]) -> str:
     if _is_sentiment(labels):
-        return ("Classify the sentiment of a sentence from financial news, as an investor in the company "
-                "would read it.\n" + _definitions(labels))
+        return (
+            "Classify the sentiment of a sentence from financial news, as an investor in the company "
+            "would read it.\n" + _definitions(labels)
+        )
     return f"Classify the sentence into one of these labels: {or_list(_label_order(labels))}."
 
 
@@ -106,8 +108,7 @@ def _article(text: str, examples: Sequence[Example], labels: Sequence[str]) -> l
 
 
 def _instruct(text: str, examples: Sequence[Example], labels: Sequence[str]) -> list[Message]:
-    system = (_task(labels) + "\n"
-              f"Answer with one word: {or_list(_label_order(labels))}.")
+    system = _task(labels) + f"\nAnswer with one word: {or_list(_label_order(labels))}."
     msgs = [Message("system", system)]
     for e in examples:
         msgs.append(Message("user", f"Sentence: {e.text}"))
@@ -126,15 +127,27 @@ def _list(text: str, examples: Sequence[Example], labels: Sequence[str]) -> list
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in (
-        Template("article", "The article's prompts (verbatim)",
-                 "“Is the following sentence positive, negative or neutral?” then the sentence; examples are "
-                 "the same question with its answer. As the seed article ran it on Flan-T5.", _article),
-        Template("instruct", "Instruction + chat examples",
-                 "A system prompt defines each label for financial news and asks for one word; each example "
-                 "is a user turn answered by an assistant turn.", _instruct),
-        Template("list", "Instruction + Sentence/Sentiment list",
-                 "Definitions, then 'Sentence: … / Sentiment: …' pairs in one message, ending with "
-                 "'Sentiment:' for the model to complete.", _list),
+        Template(
+            "article",
+            "The article's prompts (verbatim)",
+            "“Is the following sentence positive, negative or neutral?” then the sentence; examples are "
+            "the same question with its answer. As the seed article ran it on Flan-T5.",
+            _article,
+        ),
+        Template(
+            "instruct",
+            "Instruction + chat examples",
+            "A system prompt defines each label for financial news and asks for one word; each example "
+            "is a user turn answered by an assistant turn.",
+            _instruct,
+        ),
+        Template(
+            "list",
+            "Instruction + Sentence/Sentiment list",
+            "Definitions, then 'Sentence: … / Sentiment: …' pairs in one message, ending with "
+            "'Sentiment:' for the model to complete.",
+            _list,
+        ),
     )
 }
 DEFAULT_TEMPLATE = "instruct"
@@ -255,7 +268,7 @@ def _mentions(chunk: str, labels: Sequence[str]) -> tuple[str, str | None]:
     for i in range(len(words)):
         for surface, lab in variants:
             s_words = surface.split()
-            if words[i:i + len(s_words)] == s_words:
+            if words[i : i + len(s_words)] == s_words:
                 if not (i > 0 and words[i - 1] in _NEGATORS):
                     hits.append((i, lab))
                 break

@@ -137,13 +137,24 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         m = self.metrics
         return {
-            "shots": self.shots, "method": self.method, "template": self.template, "n": m.n,
-            "accuracy": m.accuracy, "macro_f1": m.macro_f1, "weighted_f1": m.weighted_f1,
+            "shots": self.shots,
+            "method": self.method,
+            "template": self.template,
+            "n": m.n,
+            "accuracy": m.accuracy,
+            "macro_f1": m.macro_f1,
+            "weighted_f1": m.weighted_f1,
             "invalid_rate": m.invalid_rate,
-            "per_class": {k: {"precision": v.precision, "recall": v.recall, "f1": v.f1, "support": v.support}
-                          for k, v in m.per_class.items()},
-            "confusion": m.confusion, "labels": list(m.labels), "confusion_columns": m.confusion_columns,
-            "complete": self.complete, "total": self.total, "elapsed_s": round(self.elapsed_s, 3),
+            "per_class": {
+                k: {"precision": v.precision, "recall": v.recall, "f1": v.f1, "support": v.support}
+                for k, v in m.per_class.items()
+            },
+            "confusion": m.confusion,
+            "labels": list(m.labels),
+            "confusion_columns": m.confusion_columns,
+            "complete": self.complete,
+            "total": self.total,
+            "elapsed_s": round(self.elapsed_s, 3),
             "rows_per_s": round(m.n / self.elapsed_s, 3) if self.elapsed_s > 0 else None,
             "examples": [{"text": e.text, "label": e.label} for e in self.examples],
         }
@@ -188,7 +199,9 @@ def _fmt_s(s: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------- data
-def prepare_data(data: LabelledData, pool: LabelledData | None, config: LabConfig) -> tuple[list[Example], list[Example]]:
+def prepare_data(
+    data: LabelledData, pool: LabelledData | None, config: LabConfig
+) -> tuple[list[Example], list[Example]]:
     """(rows to evaluate, example pool). Without a separate pool, enough rows of each label are split off
     ``data`` into one (seeded); either way no evaluated row's text can be picked as an example."""
     k_max = max(config.shots)
@@ -202,8 +215,9 @@ def prepare_data(data: LabelledData, pool: LabelledData | None, config: LabConfi
     return rows, list(pool.examples)
 
 
-def _prompt(template: str, single_turn: bool, text: str, examples: Sequence[Example],
-            labels: Sequence[str]) -> list[Message]:
+def _prompt(
+    template: str, single_turn: bool, text: str, examples: Sequence[Example], labels: Sequence[str]
+) -> list[Message]:
     t = get_template(template)
     return t.single_turn(text, examples, labels) if single_turn else t.messages(text, examples, labels)
 
@@ -232,8 +246,12 @@ def run_lab(
     template: one user message per prompt); ``scorer`` reads the score method's label probabilities.
     """
     if config.method == "score" and scorer is None:
-        raise BackendError("The score method needs a local model (it reads the model's probabilities); "
-                           "hosted APIs do not return them: use --method generate.", kind="bad_request", status=400)
+        raise BackendError(
+            "The score method needs a local model (it reads the model's probabilities); "
+            "hosted APIs do not return them: use --method generate.",
+            kind="bad_request",
+            status=400,
+        )
     if config.method == "generate" and ask is None:
         raise BackendError("The generate method needs a backend.", kind="bad_request", status=400)
     if config.method == "score":
@@ -250,8 +268,11 @@ def run_lab(
         runs.append(run)
         prompt = functools.partial(_prompt, config.template, bool(single_turn), examples=examples, labels=labels)
         started = time.perf_counter()
-        steps = (_score_rows(run, rows, prompt, scorer, config, cancel) if config.method == "score"
-                 else _generate_rows(run, rows, prompt, ask, config, cancel))
+        steps = (
+            _score_rows(run, rows, prompt, scorer, config, cancel)
+            if config.method == "score"
+            else _generate_rows(run, rows, prompt, ask, config, cancel)
+        )
         for n in steps:
             if n == 0:  # cancelled before this step: nothing more of this k (or any later one)
                 stopped = True
@@ -268,8 +289,14 @@ def run_lab(
     yield Progress(done, total, time.perf_counter() - t0, runs, finished=not stopped, stopped=stopped)
 
 
-def _score_rows(run: RunResult, rows: Sequence[Example], prompt: Callable[[str], list[Message]], scorer: Any,
-                config: LabConfig, cancel: threading.Event | None) -> Iterator[int]:
+def _score_rows(
+    run: RunResult,
+    rows: Sequence[Example],
+    prompt: Callable[[str], list[Message]],
+    scorer: Any,
+    config: LabConfig,
+    cancel: threading.Event | None,
+) -> Iterator[int]:
     """Score ``rows`` batch by batch into ``run``; yields the rows each batch added (0: cancelled)."""
     prompts = [prompt(e.text) for e in rows]
     scorer.set_prefix(prompts)
@@ -281,14 +308,20 @@ def _score_rows(run: RunResult, rows: Sequence[Example], prompt: Callable[[str],
         if cancel is not None and cancel.is_set():
             yield 0
             return
-        for e, s in zip(rows[i:i + step], scorer.score(prompts[i:i + step], run.labels)):
+        for e, s in zip(rows[i : i + step], scorer.score(prompts[i : i + step], run.labels)):
             run.rows.append(RowResult(e.line, e.text, e.label, None, "", s.logprobs))
         _decide(run.rows, run.labels, config.calibrate, free_base)
-        yield len(rows[i:i + step])
+        yield len(rows[i : i + step])
 
 
-def _generate_rows(run: RunResult, rows: Sequence[Example], prompt: Callable[[str], list[Message]], ask: Any,
-                   config: LabConfig, cancel: threading.Event | None) -> Iterator[int]:
+def _generate_rows(
+    run: RunResult,
+    rows: Sequence[Example],
+    prompt: Callable[[str], list[Message]],
+    ask: Any,
+    config: LabConfig,
+    cancel: threading.Event | None,
+) -> Iterator[int]:
     """Ask for each row's answer and parse its label into ``run``; yields 1 per row (0: cancelled)."""
     params = GenParams(temperature=0.0, max_new_tokens=config.max_new_tokens)
     for e in rows:
@@ -319,6 +352,7 @@ def _decide(rows: list[RowResult], labels: Sequence[str], calibrate: str, free_b
 
 def ask_backend(backend: Backend, cancel: threading.Event | None = None) -> Ask:
     """An :data:`Ask` straight on a backend's stream, without the turn service (for tests of the runner)."""
+
     def ask(messages: list[Message], params: GenParams) -> str:
         builder = ReplyBuilder()
         gen = backend.stream(messages, params, cancel)
@@ -328,18 +362,26 @@ def ask_backend(backend: Backend, cancel: threading.Event | None = None) -> Ask:
         finally:
             gen.close()
         return builder.text
+
     return ask
 
 
 # ------------------------------------------------------------------------------------------- saving
-def results_dict(runs: Sequence[RunResult], *, source: str = "", backend: str = "", model: str = "",
-                 config: LabConfig | None = None) -> dict[str, Any]:
+def results_dict(
+    runs: Sequence[RunResult], *, source: str = "", backend: str = "", model: str = "", config: LabConfig | None = None
+) -> dict[str, Any]:
     """The JSON document of a lab: ``{"runs": [...], "data", "backend", "model", "config"}``."""
     out: dict[str, Any] = {"runs": [r.to_dict() for r in runs], "data": source, "backend": backend, "model": model}
     if config is not None:
-        out["config"] = {"shots": list(config.shots), "method": config.method, "template": config.template,
-                         "limit": config.limit, "seed": config.seed, "max_new_tokens": config.max_new_tokens,
-                         "calibrate": config.calibrate if config.method == "score" else None}
+        out["config"] = {
+            "shots": list(config.shots),
+            "method": config.method,
+            "template": config.template,
+            "limit": config.limit,
+            "seed": config.seed,
+            "max_new_tokens": config.max_new_tokens,
+            "calibrate": config.calibrate if config.method == "score" else None,
+        }
     return out
 
 
@@ -358,13 +400,26 @@ def write_predictions_csv(runs: Sequence[RunResult], path: str | Path) -> Path:
         for run in runs:
             for row in run.rows:
                 scores = row.scores or {}
-                w.writerow([run.shots, run.method, run.template, row.line, row.text, row.gold,
-                            row.pred if row.pred is not None else INVALID, int(row.correct), row.answer]
-                           + [scores.get(lab, "") for lab in labels])
+                w.writerow(
+                    [
+                        run.shots,
+                        run.method,
+                        run.template,
+                        row.line,
+                        row.text,
+                        row.gold,
+                        row.pred if row.pred is not None else INVALID,
+                        int(row.correct),
+                        row.answer,
+                    ]
+                    + [scores.get(lab, "") for lab in labels]
+                )
     return p
 
 
-def save_results(runs: Sequence[RunResult], folder: str | Path, stem: str = "icl_results", **meta: Any) -> tuple[Path, Path]:
+def save_results(
+    runs: Sequence[RunResult], folder: str | Path, stem: str = "icl_results", **meta: Any
+) -> tuple[Path, Path]:
     """Write ``<stem>.json`` (:func:`results_dict`) and ``<stem>.csv`` (per-row predictions) into ``folder``."""
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
@@ -378,9 +433,18 @@ def results_table(runs: Sequence[RunResult]) -> list[list[Any]]:
     out = []
     for r in runs:
         m = r.metrics
-        out.append([r.shots, r.method, r.template, m.n if r.complete else f"{m.n}/{r.total}",
-                    round(m.accuracy, 3), round(m.macro_f1, 3), round(m.weighted_f1, 3),
-                    round(100 * m.invalid_rate, 1)])
+        out.append(
+            [
+                r.shots,
+                r.method,
+                r.template,
+                m.n if r.complete else f"{m.n}/{r.total}",
+                round(m.accuracy, 3),
+                round(m.macro_f1, 3),
+                round(m.weighted_f1, 3),
+                round(100 * m.invalid_rate, 1),
+            ]
+        )
     return out
 
 

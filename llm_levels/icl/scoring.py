@@ -70,8 +70,9 @@ class LabelScorer:
     requests for the same model can run between two batches of a long lab run.
     """
 
-    def __init__(self, loaded: LoadedModel, *, slots: threading.Semaphore | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self, loaded: LoadedModel, *, slots: threading.Semaphore | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
         from ..backends.local_hf import LocalBackend
 
         self.loaded = loaded
@@ -122,7 +123,7 @@ class LabelScorer:
         lab_ids = self.label_ids(labels)
         out: list[Scored] = []
         for start in range(0, len(ids), self.batch_size):
-            chunk = ids[start:start + self.batch_size]
+            chunk = ids[start : start + self.batch_size]
             self._acquire()
             try:
                 if self.is_seq2seq:
@@ -142,7 +143,7 @@ class LabelScorer:
         if self.is_seq2seq or not prompts:
             return 0
         ids = [self.prompt_ids(p) for p in prompts]
-        self._set_prefix(_common_prefix(ids)[:min(len(r) for r in ids) - 1])
+        self._set_prefix(_common_prefix(ids)[: min(len(r) for r in ids) - 1])
         return len(self._prefix_ids or [])
 
     # ------------------------------------------------------------------ causal LM
@@ -160,9 +161,12 @@ class LabelScorer:
         if len(prefix) < 2:
             return
         with torch.inference_mode():
-            out = self.loaded.model(input_ids=torch.tensor([prefix], device=self._device()),
-                                    attention_mask=torch.ones(1, len(prefix), dtype=torch.long, device=self._device()),
-                                    use_cache=True, logits_to_keep=1)
+            out = self.loaded.model(
+                input_ids=torch.tensor([prefix], device=self._device()),
+                attention_mask=torch.ones(1, len(prefix), dtype=torch.long, device=self._device()),
+                use_cache=True,
+                logits_to_keep=1,
+            )
         self._prefix_ids, self._prefix_cache = list(prefix), out.past_key_values
 
     def _device(self) -> Any:
@@ -173,14 +177,15 @@ class LabelScorer:
         except (StopIteration, AttributeError):
             return torch.device("cpu")
 
-    def _score_causal(self, ids: list[list[int]], labels: Sequence[str],
-                      lab_ids: dict[str, list[list[int]]]) -> list[Scored]:
+    def _score_causal(
+        self, ids: list[list[int]], labels: Sequence[str], lab_ids: dict[str, list[list[int]]]
+    ) -> list[Scored]:
         import torch
 
         prefix = self._prefix_ids
-        if prefix is None or any(len(r) <= len(prefix) or r[:len(prefix)] != prefix for r in ids):
+        if prefix is None or any(len(r) <= len(prefix) or r[: len(prefix)] != prefix for r in ids):
             common = _common_prefix(ids) if len(ids) > 1 else ids[0][:-1]
-            self._set_prefix(common[:min(len(r) for r in ids) - 1])
+            self._set_prefix(common[: min(len(r) for r in ids) - 1])
             prefix = self._prefix_ids
         p_len = len(prefix) if prefix else 0
         suffixes = [r[p_len:] for r in ids]
@@ -196,8 +201,8 @@ class LabelScorer:
         mask = torch.zeros((n, p_len + width), dtype=torch.long, device=dev)
         mask[:, :p_len] = 1
         for i, s in enumerate(suffixes):
-            input_ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[i, p_len:p_len + len(s)] = 1
+            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, p_len : p_len + len(s)] = 1
         multi = [(lab, fi, f) for lab in labels for fi, f in enumerate(lab_ids[lab]) if len(f) > 1]
         cache = None
         if p_len:
@@ -208,7 +213,9 @@ class LabelScorer:
 
             cache = DynamicCache()
         kwargs: dict[str, Any] = {
-            "input_ids": input_ids, "attention_mask": mask, "use_cache": bool(multi) or p_len > 0,
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "use_cache": bool(multi) or p_len > 0,
             "position_ids": torch.arange(p_len, p_len + width, device=dev).unsqueeze(0).expand(n, -1),
         }
         if cache is not None:
@@ -232,8 +239,9 @@ class LabelScorer:
             results.append(_best(scores))
         return results
 
-    def _continue_forms(self, cache: Any, mask: Any, lengths: Any, p_len: int,
-                        multi: list[tuple[str, int, list[int]]], pad: int) -> Any:
+    def _continue_forms(
+        self, cache: Any, mask: Any, lengths: Any, p_len: int, multi: list[tuple[str, int, list[int]]], pad: int
+    ) -> Any:
         """Pass 2, for label forms of several tokens: feed each form's tokens but the last after each row.
 
         The new tokens sit after the padding in the cache, but the mask hides the pads and the position ids
@@ -254,15 +262,22 @@ class LabelScorer:
         for r in range(n):
             for j, (_, _, f) in enumerate(multi):
                 cont = f[:-1]
-                inp[r * m + j, :len(cont)] = torch.tensor(cont, dtype=torch.long)
-                new_mask[r * m + j, :len(cont)] = 1
+                inp[r * m + j, : len(cont)] = torch.tensor(cont, dtype=torch.long)
+                new_mask[r * m + j, : len(cont)] = 1
         full_mask = torch.cat([mask.repeat_interleave(m, dim=0), new_mask], dim=1)
         starts = (lengths + p_len).repeat_interleave(m)
         pos = starts.unsqueeze(1) + torch.arange(steps, device=dev).unsqueeze(0)
         logp, _ = self._read_logprobs(
-            {"input_ids": inp, "attention_mask": full_mask, "position_ids": pos, "past_key_values": cache,
-             "use_cache": True},
-            None, None)
+            {
+                "input_ids": inp,
+                "attention_mask": full_mask,
+                "position_ids": pos,
+                "past_key_values": cache,
+                "use_cache": True,
+            },
+            None,
+            None,
+        )
         return logp
 
     def _read_logprobs(self, kwargs: dict[str, Any], seq_idx: Any, pos_idx: Any) -> tuple[Any, Any]:
@@ -294,8 +309,9 @@ class LabelScorer:
         return 0
 
     # ------------------------------------------------------------------ seq2seq
-    def _score_seq2seq(self, ids: list[list[int]], labels: Sequence[str],
-                       lab_ids: dict[str, list[list[int]]]) -> list[Scored]:
+    def _score_seq2seq(
+        self, ids: list[list[int]], labels: Sequence[str], lab_ids: dict[str, list[list[int]]]
+    ) -> list[Scored]:
         import torch
 
         model = self.loaded.model
@@ -310,10 +326,10 @@ class LabelScorer:
         enc_mask = torch.zeros_like(enc)
         dec = torch.full((len(pairs), dec_w), pad, dtype=torch.long, device=dev)
         for i, (r, _, f) in enumerate(pairs):
-            enc[i, :len(ids[r])] = torch.tensor(ids[r])
-            enc_mask[i, :len(ids[r])] = 1
+            enc[i, : len(ids[r])] = torch.tensor(ids[r])
+            enc_mask[i, : len(ids[r])] = 1
             dec_in = [start] + f[:-1]
-            dec[i, :len(dec_in)] = torch.tensor(dec_in)
+            dec[i, : len(dec_in)] = torch.tensor(dec_in)
         with torch.inference_mode():
             logits = model(input_ids=enc, attention_mask=enc_mask, decoder_input_ids=dec).logits.float()
         logp = torch.log_softmax(logits, dim=-1)

@@ -7,6 +7,17 @@ waits for a model or measures by itself.
 """
 
 from .events import Delta, Done, Event, Failed, Loading, Started, Waiting
-from .run import TurnRequest, run_turn
+from .run import TurnRequest, answer_text, run_turn
 
-__all__ = ["Delta", "Done", "Event", "Failed", "Loading", "Started", "TurnRequest", "Waiting", "run_turn"]
+__all__ = [
+    "Delta",
+    "Done",
+    "Event",
+    "Failed",
+    "Loading",
+    "Started",
+    "TurnRequest",
+    "Waiting",
+    "answer_text",
+    "run_turn",
+]

@@ -42,9 +42,17 @@ class BackendOpener:
     only builds (for a backend used to render a prompt, not to generate).
     """
 
-    def __init__(self, runtime: AppRuntime, option_id: str, api_key: str | None = None, *,
-                 spec: str | None = None, take_turn: bool = True, engine: str | None = None,
-                 build: Callable[[], Backend] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: AppRuntime,
+        option_id: str,
+        api_key: str | None = None,
+        *,
+        spec: str | None = None,
+        take_turn: bool = True,
+        engine: str | None = None,
+        build: Callable[[], Backend] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.option_id = option_id
         self.spec = spec
@@ -135,8 +143,9 @@ class BackendOpener:
         if isinstance(self._error, BackendError):
             raise self._error
         if self._error is not None:
-            raise BackendError(f"Could not prepare this backend: {type(self._error).__name__}: {self._error}",
-                               kind="internal") from self._error
+            raise BackendError(
+                f"Could not prepare this backend: {type(self._error).__name__}: {self._error}", kind="internal"
+            ) from self._error
         assert self._backend is not None
         return self._backend
 

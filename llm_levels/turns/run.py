@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core import Backend, BackendError, GenParams, Message
+from ..core import Backend, BackendError, GenParams, Message, TokenLogprob
 from ..metrics import Measured, measure
 from .events import Delta, Done, Event, Failed, Started
 from .opener import BackendOpener
@@ -44,8 +44,9 @@ class TurnRequest:
     backend: Backend | Callable[[], Backend] | None = None
 
 
-def run_turn(runtime: AppRuntime, request: TurnRequest, *, cancel: threading.Event | None = None,
-             poll_s: float = WAIT_POLL_S) -> Iterator[Event]:
+def run_turn(
+    runtime: AppRuntime, request: TurnRequest, *, cancel: threading.Event | None = None, poll_s: float = WAIT_POLL_S
+) -> Iterator[Event]:
     """Check ``request`` now (a bad one raises :class:`BackendError` before anything happens), then return the
     turn's events: :class:`Loading`/:class:`Waiting` while the backend gets ready, :class:`Started`,
     :class:`Delta` per piece, and :class:`Done` or :class:`Failed` last.
@@ -57,8 +58,28 @@ def run_turn(runtime: AppRuntime, request: TurnRequest, *, cancel: threading.Eve
     return _events(runtime, request, params, cancel, poll_s)
 
 
-def _events(runtime: AppRuntime, request: TurnRequest, params: GenParams, shared: threading.Event | None,
-            poll_s: float) -> Iterator[Event]:
+def answer_text(events: Iterator[Event], on_event: Callable[[Event], None] | None = None) -> str:
+    """Read a turn to its end and return the answer's text (for faces that want only the answer: the Lab,
+    the ``icl`` command); a failed turn raises its :class:`BackendError`; a stopped one returns "".
+    ``on_event`` sees every other event (progress, the backend that started)."""
+    try:
+        for event in events:
+            if isinstance(event, Done):
+                return event.text
+            if isinstance(event, Failed):
+                raise event.error
+            if on_event is not None:
+                on_event(event)
+    finally:
+        close = getattr(events, "close", None)
+        if callable(close):
+            close()
+    return ""
+
+
+def _events(
+    runtime: AppRuntime, request: TurnRequest, params: GenParams, shared: threading.Event | None, poll_s: float
+) -> Iterator[Event]:
     # The caller's event may be shared by several turns (Compare): only a turn's own event is set when it ends.
     cancel = shared or threading.Event()
     opener: BackendOpener | None = None
@@ -66,18 +87,20 @@ def _events(runtime: AppRuntime, request: TurnRequest, params: GenParams, shared
     try:
         backend = request.backend
         if not isinstance(backend, Backend):
-            opener = BackendOpener(runtime, request.option_id, request.api_key, spec=request.spec,
-                                   engine=request.engine, build=backend)
+            opener = BackendOpener(
+                runtime, request.option_id, request.api_key, spec=request.spec, engine=request.engine, build=backend
+            )
             while not opener.wait(poll_s):  # each event is also a point where the face can stop the turn
                 if cancel.is_set():
                     return
                 yield opener.progress_event()
             backend = opener.result()
         yield Started(backend)
-        measured = measure(backend.stream(list(request.messages), params, cancel), backend=backend.name,
-                           model=backend.model)
+        measured = measure(
+            backend.stream(list(request.messages), params, cancel), backend=backend.name, model=backend.model
+        )
         truncated = 0
-        tokens = []
+        tokens: list[TokenLogprob] = []
         for chunk in measured:
             if isinstance(chunk.raw, dict) and chunk.raw.get("truncated_turns"):
                 truncated = int(chunk.raw["truncated_turns"])
@@ -91,8 +114,14 @@ def _events(runtime: AppRuntime, request: TurnRequest, params: GenParams, shared
     except Exception as e:  # a bug, not a backend failure: one line for the user, the traceback in the log
         log.exception("turn on %s failed", request.option_id)
         partial = measured.text if measured is not None else ""
-        yield Failed(BackendError(f"The app failed while answering ({type(e).__name__}); see the server log.",
-                                  kind="internal", partial_text=partial), partial)
+        yield Failed(
+            BackendError(
+                f"The app failed while answering ({type(e).__name__}); see the server log.",
+                kind="internal",
+                partial_text=partial,
+            ),
+            partial,
+        )
     finally:
         if shared is None:
             cancel.set()

@@ -36,7 +36,7 @@ from ..pricing import PRICING_NOTE, PriceTable
 from ..runtime import AppRuntime
 from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
 from .api_panels import CUSTOM, Endpoints, Target, cost_label, panels, snippet_for
-from .shared import chat_panel, checked_slider, price_table, wait_text, wait_title
+from .shared import chat_panel, checked_slider, form_params, price_table, wait_text, wait_title
 
 #: Concurrent hosted sends (they wait on the network, not on this machine's CPU).
 HOSTED_CONCURRENCY = 8
@@ -77,12 +77,8 @@ class Form(NamedTuple):
 
     def params(self) -> GenParams:
         """The settings as GenParams (an empty seed means random); a bad value is a gr.Error."""
-        raw = {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new,
-               "seed": self.seed}
-        try:
-            return GenParams.from_dict(raw)
-        except BackendError as e:
-            raise gr.Error(str(e)) from e
+        raw = {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new, "seed": self.seed}
+        return form_params(raw)
 
 
 @dataclass
@@ -93,25 +89,34 @@ class ApiTab:
     endpoints: Endpoints
     prices: PriceTable
     chatbot: gr.Chatbot
-    state: gr.State        # the exact conversation (history.py dicts)
+    state: gr.State  # the exact conversation (history.py dicts)
     textbox: gr.Textbox
     metrics_md: gr.Markdown
     snippet: gr.Code
     request_json: gr.JSON
     response_json: gr.JSON
     table: gr.Dataframe
-    rows: gr.State         # metric rows of this session's turns
+    rows: gr.State  # metric rows of this session's turns
     base_url: gr.Textbox
     model: gr.Dropdown
     key_box: gr.Textbox
     key_status: gr.Markdown
-    api_key: gr.State      # the session's key (shared with Chat and Compare)
+    api_key: gr.State  # the session's key (shared with Chat and Compare)
 
     @property
     def outputs(self) -> list[Any]:
         """Send's and retry's outputs, in their API order."""
-        return [self.chatbot, self.state, self.textbox, self.metrics_md, self.snippet, self.request_json,
-                self.response_json, self.table, self.rows]
+        return [
+            self.chatbot,
+            self.state,
+            self.textbox,
+            self.metrics_md,
+            self.snippet,
+            self.request_json,
+            self.response_json,
+            self.table,
+            self.rows,
+        ]
 
     def target(self, option_id: str, url: str | None) -> Target:
         """Where the request goes; an unknown endpoint or a missing base URL is a gr.Error (nothing is lost)."""
@@ -124,22 +129,42 @@ class ApiTab:
         return tgt
 
     # ------------------------------------------------------------------ a turn
-    def answer(self, hist: list, form: Form, api_key: str | None, table_rows: list, request: gr.Request | None,
-               *, clear_input: bool) -> Iterator[Updates]:
+    def answer(
+        self,
+        hist: list,
+        form: Form,
+        api_key: str | None,
+        table_rows: list,
+        request: gr.Request | None,
+        *,
+        clear_input: bool,
+    ) -> Iterator[Updates]:
         """Stream the answer to ``hist`` (ending with the user's message) with the request settings ``form``."""
         tgt, params = self.target(form.option_id, form.url), form.params()
         # Built by the turn service after its checks (for the app's endpoint, once the local model is loaded);
         # a refused base URL is then a failed turn, shown in the chat.
         build = partial(self.endpoints.open, tgt, form.model_id, bool(form.stream), api_key)
         try:  # checked once, before anything on screen changes: a bad request loses nothing
-            events = run_turn(self.runtime, TurnRequest(
-                tgt.option_id, H.to_messages(hist, system=form.system), params,
-                session_id=request.session_hash if request else None, api_key=api_key, backend=build))
+            events = run_turn(
+                self.runtime,
+                TurnRequest(
+                    tgt.option_id,
+                    H.to_messages(hist, system=form.system),
+                    params,
+                    session_id=request.session_hash if request else None,
+                    api_key=api_key,
+                    backend=build,
+                ),
+            )
         except BackendError as e:
             raise gr.Error(str(e)) from e
         wait = H.note("…", title=H.WAIT_TITLE, pending=True)
-        yield {self.chatbot: hist + [wait], self.state: hist, self.textbox: "" if clear_input else gr.skip(),
-               self.metrics_md: ""}
+        yield {
+            self.chatbot: hist + [wait],
+            self.state: hist,
+            self.textbox: "" if clear_input else gr.skip(),
+            self.metrics_md: "",
+        }
         text, backend = "", None
         with closing(events), self.runtime.pacer.streaming() as pace:
             for event in events:
@@ -161,8 +186,11 @@ class ApiTab:
     def _preview(self, backend: Any, tgt: Target, hist: list, system: str, params: GenParams) -> Updates:
         """What is about to be sent, shown before the answer arrives."""
         preview = backend.build_request(H.to_messages(hist, system=system), params)
-        return {self.snippet: snippet_for(tgt, preview),
-                self.request_json: request_view(preview, self.runtime.secrets.redact), self.response_json: None}
+        return {
+            self.snippet: snippet_for(tgt, preview),
+            self.request_json: request_view(preview, self.runtime.secrets.redact),
+            self.response_json: None,
+        }
 
     def _panels(self, backend: Any, tgt: Target) -> Updates:
         shown = panels(backend, tgt, self.runtime.secrets.redact)
@@ -176,21 +204,43 @@ class ApiTab:
         rows = list(table_rows or [])
         rows.append(api_metrics_row(len(rows) + 1, done.metrics, cost))
         finished = H.answered(hist, done.text)
-        return {self.chatbot: finished, self.state: finished,
-                self.metrics_md: f"**{backend.name}** · {done.metrics.summary()} · cost {cost}",
-                **self._panels(backend, tgt), self.table: pd.DataFrame(rows, columns=API_METRIC_COLUMNS),
-                self.rows: rows}
+        return {
+            self.chatbot: finished,
+            self.state: finished,
+            self.metrics_md: f"**{backend.name}** · {done.metrics.summary()} · cost {cost}",
+            **self._panels(backend, tgt),
+            self.table: pd.DataFrame(rows, columns=API_METRIC_COLUMNS),
+            self.rows: rows,
+        }
 
     def _failed(self, hist: list, failed: Failed, backend: Any, tgt: Target) -> Updates:
         shown = H.failure(hist, str(failed.error), failed.error.kind, failed.partial)
         name = backend.name if backend is not None else tgt.option_id
-        return {self.chatbot: shown, self.state: shown, **self._panels(backend, tgt),
-                self.metrics_md: f"**{name}** · not answered ({failed.error.kind})"}
+        return {
+            self.chatbot: shown,
+            self.state: shown,
+            **self._panels(backend, tgt),
+            self.metrics_md: f"**{name}** · not answered ({failed.error.kind})",
+        }
 
     # ------------------------------------------------------------------ handlers
-    def send(self, text: str, option_id: str, url: str, model_id: str, system_prompt: str, temp: float,
-             topp: float, max_new: float, seed_value: Any, use_stream: bool, hist: list, api_key: str | None,
-             table_rows: list, request: gr.Request) -> Iterator[Updates]:
+    def send(
+        self,
+        text: str,
+        option_id: str,
+        url: str,
+        model_id: str,
+        system_prompt: str,
+        temp: float,
+        topp: float,
+        max_new: float,
+        seed_value: Any,
+        use_stream: bool,
+        hist: list,
+        api_key: str | None,
+        table_rows: list,
+        request: gr.Request,
+    ) -> Iterator[Updates]:
         """Send a message through the API and stream the answer; fills the snippet, JSON and metrics."""
         if H.is_blank(text):
             raise gr.Error("Type a message first.")
@@ -198,9 +248,22 @@ class ApiTab:
         turn = H.without_pending(hist or []) + [H.user(text)]
         yield from self.answer(turn, form, api_key, table_rows, request, clear_input=True)
 
-    def retry(self, option_id: str, url: str, model_id: str, system_prompt: str, temp: float, topp: float,
-              max_new: float, seed_value: Any, use_stream: bool, hist: list, api_key: str | None,
-              table_rows: list, request: gr.Request) -> Iterator[Updates]:
+    def retry(
+        self,
+        option_id: str,
+        url: str,
+        model_id: str,
+        system_prompt: str,
+        temp: float,
+        topp: float,
+        max_new: float,
+        seed_value: Any,
+        use_stream: bool,
+        hist: list,
+        api_key: str | None,
+        table_rows: list,
+        request: gr.Request,
+    ) -> Iterator[Updates]:
         """Send the last message again (its previous answer is removed)."""
         base = H.for_retry(H.without_pending(hist or []))
         if not base:
@@ -215,8 +278,16 @@ class ApiTab:
 
     def clear(self) -> Updates:
         """Start over: empty conversation, panels and metrics."""
-        return {self.chatbot: [], self.state: [], self.textbox: "", self.metrics_md: "", self.request_json: None,
-                self.response_json: None, self.table: pd.DataFrame(columns=API_METRIC_COLUMNS), self.rows: []}
+        return {
+            self.chatbot: [],
+            self.state: [],
+            self.textbox: "",
+            self.metrics_md: "",
+            self.request_json: None,
+            self.response_json: None,
+            self.table: pd.DataFrame(columns=API_METRIC_COLUMNS),
+            self.rows: [],
+        }
 
     def set_key(self, key: str) -> Updates:
         """Keep the pasted key for this session only; the field is emptied and the key never shown."""
@@ -235,8 +306,10 @@ class ApiTab:
     def pick_endpoint(self, option_id: str) -> Updates:
         """Show the base-URL field for a custom server, and the endpoint's default model."""
         value = self.endpoints.default_model(option_id)
-        return {self.base_url: gr.Textbox(visible=option_id == CUSTOM),
-                self.model: gr.Dropdown(choices=[value], value=value)}
+        return {
+            self.base_url: gr.Textbox(visible=option_id == CUSTOM),
+            self.model: gr.Dropdown(choices=[value], value=value),
+        }
 
     def list_models(self, option_id: str, url: str, model_id: str, api_key: str | None) -> Updates:
         """Ask the server which models it offers (GET /models) and offer them in the model box."""
@@ -261,26 +334,47 @@ def _settings_section(endpoints: Endpoints, cap: int) -> tuple[list[Any], gr.But
         with gr.Row():
             endpoint = gr.Dropdown(choices=endpoints.choices(), value=default, label="Endpoint", scale=1)
             with gr.Column(scale=1):
-                model = gr.Dropdown(choices=[endpoints.default_model(default)], value=endpoints.default_model(default),
-                                    allow_custom_value=True, label="Model", info="Type any id, or fetch the server's list.")
+                model = gr.Dropdown(
+                    choices=[endpoints.default_model(default)],
+                    value=endpoints.default_model(default),
+                    allow_custom_value=True,
+                    label="Model",
+                    info="Type any id, or fetch the server's list.",
+                )
                 fetch_btn = gr.Button("Fetch models", size="sm")
-        base_url = gr.Textbox(label="Base URL", placeholder="https://api.example.com/v1", visible=default == CUSTOM,
-                              info="An OpenAI-compatible server (vLLM, Ollama, LM Studio…), ending in /v1.")
-        system = gr.Textbox(label="System prompt", lines=2, max_lines=6,
-                            placeholder="e.g. You are a concise assistant. Answer in one paragraph.",
-                            info="Sent first, as a 'system' message, with every request.")
+        base_url = gr.Textbox(
+            label="Base URL",
+            placeholder="https://api.example.com/v1",
+            visible=default == CUSTOM,
+            info="An OpenAI-compatible server (vLLM, Ollama, LM Studio…), ending in /v1.",
+        )
+        system = gr.Textbox(
+            label="System prompt",
+            lines=2,
+            max_lines=6,
+            placeholder="e.g. You are a concise assistant. Answer in one paragraph.",
+            info="Sent first, as a 'system' message, with every request.",
+        )
         with gr.Row():
             t, p = PARAM_SPECS["temperature"], PARAM_SPECS["top_p"]
-            temperature = checked_slider(t.minimum, t.maximum, value=t.default, step=t.step, label="temperature",
-                                         info=t.description)
-            top_p = checked_slider(p.minimum, p.maximum, value=p.default, step=p.step, label="top_p", info=p.description)
+            temperature = checked_slider(
+                t.minimum, t.maximum, value=t.default, step=t.step, label="temperature", info=t.description
+            )
+            top_p = checked_slider(
+                p.minimum, p.maximum, value=p.default, step=p.step, label="top_p", info=p.description
+            )
         with gr.Row():
             m = PARAM_SPECS["max_new_tokens"]
-            max_tokens = checked_slider(m.minimum, cap, value=min(256, cap), step=1, label="max tokens",
-                                        info=m.description)
+            max_tokens = checked_slider(
+                m.minimum, cap, value=min(256, cap), step=1, label="max tokens", info=m.description
+            )
             # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
-            seed = gr.Textbox(value="", label="seed", placeholder="empty = random", info=PARAM_SPECS["seed"].description)
-            stream = gr.Checkbox(value=True, label="stream", info="On: the answer arrives token by token. Off: all at once.")
+            seed = gr.Textbox(
+                value="", label="seed", placeholder="empty = random", info=PARAM_SPECS["seed"].description
+            )
+            stream = gr.Checkbox(
+                value=True, label="stream", info="On: the answer arrives token by token. Off: all at once."
+            )
     return [endpoint, base_url, model, system, temperature, top_p, max_tokens, seed, stream], fetch_btn
 
 
@@ -291,8 +385,14 @@ def _key_section(settings: Any) -> tuple[gr.Textbox, gr.Button, gr.Button, gr.Ma
         if no_key:
             gr.Markdown(NO_KEY_HELP)
         with gr.Row(equal_height=True):
-            key_box = gr.Textbox(type="password", label="API key", placeholder="sk-…", scale=4, elem_id="api-key",
-                                 info="Used instead of the configured key; forgotten when you close the page.")
+            key_box = gr.Textbox(
+                type="password",
+                label="API key",
+                placeholder="sk-…",
+                scale=4,
+                elem_id="api-key",
+                info="Used instead of the configured key; forgotten when you close the page.",
+            )
             save_btn = gr.Button("Use this key", scale=1, min_width=110, elem_id="api-key-save")
             forget_btn = gr.Button("Forget key", scale=1, min_width=110)
         status = gr.Markdown(KEY_UNSET, elem_id="api-key-status")
@@ -304,17 +404,30 @@ def _hood_section(first_snippet: str) -> dict[str, Any]:
     gr.Markdown("### Under the hood")
     with gr.Tabs():
         with gr.Tab("Python"):
-            snippet = gr.Code(first_snippet, language="python", label="This request in Python (runs as is)",
-                              max_lines=40, wrap_lines=True, buttons=["copy", "download"])
+            snippet = gr.Code(
+                first_snippet,
+                language="python",
+                label="This request in Python (runs as is)",
+                max_lines=40,
+                wrap_lines=True,
+                buttons=["copy", "download"],
+            )
         with gr.Tab("Request"):
             request_json = gr.JSON(None, label="Raw request body (JSON)", open=True)
         with gr.Tab("Response"):
             response_json = gr.JSON(None, label="Raw response (JSON; a stream is a list of chunks)")
         with gr.Tab("Metrics"):
-            table = gr.Dataframe(pd.DataFrame(columns=API_METRIC_COLUMNS), headers=API_METRIC_COLUMNS,
-                                 label="Per turn", interactive=False, wrap=True)
-            gr.Markdown("TTFT = time to first token. Tokens/s = decode speed after the first token. "
-                        f"Cost: {PRICING_NOTE}", elem_classes="turn-metrics")
+            table = gr.Dataframe(
+                pd.DataFrame(columns=API_METRIC_COLUMNS),
+                headers=API_METRIC_COLUMNS,
+                label="Per turn",
+                interactive=False,
+                wrap=True,
+            )
+            gr.Markdown(
+                f"TTFT = time to first token. Tokens/s = decode speed after the first token. Cost: {PRICING_NOTE}",
+                elem_classes="turn-metrics",
+            )
     return {"snippet": snippet, "request_json": request_json, "response_json": response_json, "table": table}
 
 
@@ -327,43 +440,109 @@ def build(runtime: AppRuntime, session: Any) -> ApiTab:
     state, rows = gr.State([]), gr.State([])
     with gr.Row():
         with gr.Column(scale=5):
-            panel = chat_panel("api", label="Conversation (sent through the API)",
-                               placeholder="### Level 2: the API\nSame chat, but now you hold the knobs.")
+            panel = chat_panel(
+                "api",
+                label="Conversation (sent through the API)",
+                placeholder="### Level 2: the API\nSame chat, but now you hold the knobs.",
+            )
             form, fetch_btn = _settings_section(endpoints, cap)
             key_box, save_key_btn, forget_key_btn, key_status = _key_section(runtime.settings)
         with gr.Column(scale=4):
             hood = _hood_section(endpoints.first_snippet(GenParams(max_new_tokens=min(256, cap))))
-    tab = ApiTab(runtime, endpoints, price_table(runtime), panel.chatbot, state, panel.textbox, panel.metrics_md,
-                 rows=rows, base_url=form[1], model=form[2], key_box=key_box, key_status=key_status,
-                 api_key=session.api_key, **hood)
+    tab = ApiTab(
+        runtime,
+        endpoints,
+        price_table(runtime),
+        panel.chatbot,
+        state,
+        panel.textbox,
+        panel.metrics_md,
+        rows=rows,
+        base_url=form[1],
+        model=form[2],
+        key_box=key_box,
+        key_status=key_status,
+        api_key=session.api_key,
+        **hood,
+    )
     _wire(tab, panel, form, fetch_btn, save_key_btn, forget_key_btn)
     return tab
 
 
-def _wire(tab: ApiTab, panel: Any, form: list[Any], fetch_btn: gr.Button, save_key_btn: gr.Button,
-          forget_key_btn: gr.Button) -> None:
+def _wire(
+    tab: ApiTab, panel: Any, form: list[Any], fetch_btn: gr.Button, save_key_btn: gr.Button, forget_key_btn: gr.Button
+) -> None:
     """The tab's events, with their API names and input/output order (clients rely on both)."""
     t = tab
     gen_inputs = [*form, t.state, t.api_key, t.rows]
     lane = {"concurrency_id": "hosted-api", "concurrency_limit": HOSTED_CONCURRENCY}
-    send_ev = gr.on([t.textbox.submit, panel.send_btn.click], t.send, inputs=[t.textbox, *gen_inputs],
-                    outputs=t.outputs, api_name="api_send", show_progress="minimal", **lane)
-    retry_ev = gr.on([panel.retry_btn.click, t.chatbot.retry], t.retry, inputs=gen_inputs, outputs=t.outputs,
-                     api_name="api_retry", show_progress="minimal", **lane)
+    send_ev = gr.on(
+        [t.textbox.submit, panel.send_btn.click],
+        t.send,
+        inputs=[t.textbox, *gen_inputs],
+        outputs=t.outputs,
+        api_name="api_send",
+        show_progress="minimal",
+        **lane,
+    )
+    retry_ev = gr.on(
+        [panel.retry_btn.click, t.chatbot.retry],
+        t.retry,
+        inputs=gen_inputs,
+        outputs=t.outputs,
+        api_name="api_retry",
+        show_progress="minimal",
+        **lane,
+    )
     running = [send_ev, retry_ev]
     panel.stop_btn.click(None, None, None, cancels=running, api_visibility="private", queue=False)
-    gr.on([panel.undo_btn.click, t.chatbot.undo], t.undo, inputs=[t.state], outputs=[t.chatbot, t.state, t.textbox],
-          api_name="api_undo", cancels=running, concurrency_limit=None, show_progress="hidden")
-    gr.on([panel.clear_btn.click, t.chatbot.clear], t.clear, inputs=None,
-          outputs=[t.chatbot, t.state, t.textbox, t.metrics_md, t.request_json, t.response_json, t.table, t.rows],
-          api_name="api_clear", cancels=running, concurrency_limit=None, show_progress="hidden")
+    gr.on(
+        [panel.undo_btn.click, t.chatbot.undo],
+        t.undo,
+        inputs=[t.state],
+        outputs=[t.chatbot, t.state, t.textbox],
+        api_name="api_undo",
+        cancels=running,
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    gr.on(
+        [panel.clear_btn.click, t.chatbot.clear],
+        t.clear,
+        inputs=None,
+        outputs=[t.chatbot, t.state, t.textbox, t.metrics_md, t.request_json, t.response_json, t.table, t.rows],
+        api_name="api_clear",
+        cancels=running,
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
     key_outputs = [t.key_box, t.api_key, t.key_status]
-    gr.on([save_key_btn.click, t.key_box.submit], t.set_key, inputs=[t.key_box], outputs=key_outputs,
-          api_name="api_set_key", concurrency_limit=None, show_progress="hidden")
-    forget_key_btn.click(t.clear_key, None, key_outputs, api_name="api_clear_key", concurrency_limit=None,
-                         show_progress="hidden")
+    gr.on(
+        [save_key_btn.click, t.key_box.submit],
+        t.set_key,
+        inputs=[t.key_box],
+        outputs=key_outputs,
+        api_name="api_set_key",
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    forget_key_btn.click(
+        t.clear_key, None, key_outputs, api_name="api_clear_key", concurrency_limit=None, show_progress="hidden"
+    )
     endpoint = form[0]
-    endpoint.change(t.pick_endpoint, [endpoint], [t.base_url, t.model], api_name="api_pick_endpoint",
-                    concurrency_limit=None, show_progress="hidden")
-    fetch_btn.click(t.list_models, [endpoint, t.base_url, t.model, t.api_key], [t.model],
-                    api_name="api_list_models", show_progress="minimal", **lane)
+    endpoint.change(
+        t.pick_endpoint,
+        [endpoint],
+        [t.base_url, t.model],
+        api_name="api_pick_endpoint",
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    fetch_btn.click(
+        t.list_models,
+        [endpoint, t.base_url, t.model, t.api_key],
+        [t.model],
+        api_name="api_list_models",
+        show_progress="minimal",
+        **lane,
+    )

@@ -46,8 +46,11 @@ class Endpoints:
     def choices(self) -> list[tuple[str, str]]:
         """(label, id) pairs for the picker."""
         # The runtime's labels say "Hosted API · ..." for pickers that mix levels; here every option is hosted.
-        choices = [(o.label.removeprefix("Hosted API · "), o.id) for o in self.runtime.backend_options()
-                   if o.id in self.configured]
+        choices = [
+            (o.label.removeprefix("Hosted API · "), o.id)
+            for o in self.runtime.backend_options()
+            if o.id in self.configured
+        ]
         if not self.configured:
             choices.append(("OpenAI · api.openai.com (with the key you paste below)", SESSION_HOSTED))
         choices.append(("This app's local endpoint (the local model, no key)", APP_ENDPOINT))
@@ -87,8 +90,9 @@ class Endpoints:
             # The operator's own OPENAI_API_KEY must never go to a server a visitor typed.
             from ..backends.openai_api import PLACEHOLDER_KEY
 
-            return hosted(SESSION_HOSTED, api_key=api_key or PLACEHOLDER_KEY, base_url=tgt.base_url,
-                          model=model_id, stream=stream)
+            return hosted(
+                SESSION_HOSTED, api_key=api_key or PLACEHOLDER_KEY, base_url=tgt.base_url, model=model_id, stream=stream
+            )
         if tgt.app_endpoint:
             return hosted(APP_ENDPOINT, model=model_id, stream=stream)
         return hosted(tgt.option_id, api_key=api_key, model=model_id, stream=stream)
@@ -125,8 +129,9 @@ def panels(backend: Any, tgt: Target, redact: Any) -> Panels:
     req = getattr(backend, "last_request", None)
     if not req:
         return Panels(None, None, None)
-    return Panels(snippet_for(tgt, req), request_view(req, redact),
-                  response_view(getattr(backend, "last_response", None), redact))
+    return Panels(
+        snippet_for(tgt, req), request_view(req, redact), response_view(getattr(backend, "last_response", None), redact)
+    )
 
 
 def cost_label(prices: PriceTable, backend: Any, tgt: Target, metrics: Any) -> str:

@@ -67,22 +67,34 @@ def status_view(runtime: AppRuntime, planned: str = "") -> tuple[str, dict[str, 
         keep = False
     elif state == "error":
         err = html.escape(f["error"] or f["message"] or "unknown error")
-        body = (f'<div class="status-bar status-error">❌ The local model could not be loaded: {err}<br>'
-                "The hosted backends still work; pick one in a tab's settings.</div>")
+        body = (
+            f'<div class="status-bar status-error">❌ The local model could not be loaded: {err}<br>'
+            "The hosted backends still work; pick one in a tab's settings.</div>"
+        )
         keep = False
     elif state == "loading":
         pct = f["fraction"] * 100 if f["fraction"] is not None else 0.0
         msg = html.escape(f["message"] or "starting")
-        body = (f'<div class="status-bar"><div class="status-text">⏳ Loading the local model <b>{name}</b> '
-                f"— {pct:.0f}% · {msg}</div>"
-                f'<div class="status-track"><div class="status-fill" style="width:{pct:.1f}%"></div></div></div>')
+        body = (
+            f'<div class="status-bar"><div class="status-text">⏳ Loading the local model <b>{name}</b> '
+            f"— {pct:.0f}% · {msg}</div>"
+            f'<div class="status-track"><div class="status-fill" style="width:{pct:.1f}%"></div></div></div>'
+        )
         keep = True
     else:  # idle: not loaded yet and not loading (PRELOAD_MODEL=false)
-        body = (f'<div class="status-ready">Local model <b>{name}</b> loads on first use '
-                "(a chat with the local backend starts it).</div>")
+        body = (
+            f'<div class="status-ready">Local model <b>{name}</b> loads on first use '
+            "(a chat with the local backend starts it).</div>"
+        )
         keep = True
-    data = {"state": state, "fraction": f["fraction"], "message": f["message"], "error": f["error"],
-            "model": display, "engines": engines}
+    data = {
+        "state": state,
+        "fraction": f["fraction"],
+        "message": f["message"],
+        "error": f["error"],
+        "model": display,
+        "engines": engines,
+    }
     return body, data, keep
 
 
@@ -112,10 +124,12 @@ def build_ui(runtime: AppRuntime) -> gr.Blocks:
             return body, data, gr.Timer(POLL_EVERY_S if loading else POLL_READY_S, active=True)
 
         # Cheap and never queued behind a generation: every open page polls it while the model loads.
-        timer.tick(poll, None, [status_html, status_json, timer], api_name="model_status",
-                   queue=False, show_progress="hidden")
-        demo.load(poll, None, [status_html, status_json, timer], api_visibility="private",
-                  queue=False, show_progress="hidden")
+        timer.tick(
+            poll, None, [status_html, status_json, timer], api_name="model_status", queue=False, show_progress="hidden"
+        )
+        demo.load(
+            poll, None, [status_html, status_json, timer], api_visibility="private", queue=False, show_progress="hidden"
+        )
 
         session = create_session_state()
         with gr.Tabs():

@@ -69,18 +69,32 @@ class ChatTab:
         """The chat showing ``shown``, the session's exact history ``kept`` (default: the same), and ``more``."""
         return {self.chatbot: shown, self.state: shown if kept is None else kept, **(more or {})}
 
-    def answer(self, hist: list[dict[str, Any]], max_new: float, backend_id: str, api_key: str | None,
-               request: gr.Request | None, *, clear_input: bool) -> Iterator[Updates]:
+    def answer(
+        self,
+        hist: list[dict[str, Any]],
+        max_new: float,
+        backend_id: str,
+        api_key: str | None,
+        request: gr.Request | None,
+        *,
+        clear_input: bool,
+    ) -> Iterator[Updates]:
         """Stream the answer to the conversation ``hist`` (ending with the user's message)."""
         try:  # checked once, before anything on screen changes: a bad request loses nothing
-            events = run_turn(self.runtime, TurnRequest(
-                backend_id, H.to_messages(hist), {"max_new_tokens": int(max_new)},
-                session_id=request.session_hash if request else None, api_key=api_key))
+            events = run_turn(
+                self.runtime,
+                TurnRequest(
+                    backend_id,
+                    H.to_messages(hist),
+                    {"max_new_tokens": int(max_new)},
+                    session_id=request.session_hash if request else None,
+                    api_key=api_key,
+                ),
+            )
         except BackendError as e:
             raise gr.Error(str(e)) from e
         wait = H.note("…", title=H.WAIT_TITLE, pending=True)
-        yield self._show(hist + [wait], hist, {self.textbox: "" if clear_input else gr.skip(),
-                                               self.metrics_md: ""})
+        yield self._show(hist + [wait], hist, {self.textbox: "" if clear_input else gr.skip(), self.metrics_md: ""})
         name, text = backend_id, ""
         with self.runtime.pacer.streaming() as pace:
             for event in events:
@@ -94,8 +108,9 @@ class ChatTab:
                     if pace.due():
                         yield self._show(hist + [H.assistant(text)])
                 elif isinstance(event, Done):
-                    yield self._show(self._finished(hist, event), None, {
-                        self.metrics_md: f"**{name}** · {event.metrics.summary()}"})
+                    yield self._show(
+                        self._finished(hist, event), None, {self.metrics_md: f"**{name}** · {event.metrics.summary()}"}
+                    )
                 elif isinstance(event, Failed):
                     failed = H.failure(hist, str(event.error), event.error.kind, event.partial)
                     yield self._show(failed, None, {self.metrics_md: f"**{name}** · not answered ({event.error.kind})"})
@@ -104,21 +119,27 @@ class ChatTab:
     def _finished(hist: list[dict[str, Any]], done: Done) -> list[dict[str, Any]]:
         out = H.answered(hist, done.text)
         if done.truncated_turns:  # never cut silently: say that the model did not see the whole conversation
-            out = out + [H.note(
-                f"The {done.truncated_turns} oldest message(s) did not fit in the model's context window and were "
-                "left out of this answer. Clear the chat to start fresh.", title=H.TRUNCATED_TITLE)]
+            out = out + [
+                H.note(
+                    f"The {done.truncated_turns} oldest message(s) did not fit in the model's context window and were "
+                    "left out of this answer. Clear the chat to start fresh.",
+                    title=H.TRUNCATED_TITLE,
+                )
+            ]
         return out
 
-    def send(self, text: str, backend_id: str, max_new: float, hist: list, api_key: str | None,
-             request: gr.Request) -> Iterator[Updates]:
+    def send(
+        self, text: str, backend_id: str, max_new: float, hist: list, api_key: str | None, request: gr.Request
+    ) -> Iterator[Updates]:
         """Send a message and stream the answer. Returns (chat, textbox, metrics line)."""
         if H.is_blank(text):
             raise gr.Error("Type a message first.")
         turn = H.without_pending(hist or []) + [H.user(text)]
         yield from self.answer(turn, max_new, backend_id, api_key, request, clear_input=True)
 
-    def retry(self, backend_id: str, max_new: float, hist: list, api_key: str | None,
-              request: gr.Request) -> Iterator[Updates]:
+    def retry(
+        self, backend_id: str, max_new: float, hist: list, api_key: str | None, request: gr.Request
+    ) -> Iterator[Updates]:
         """Answer the last message again (its previous answer and notes are removed)."""
         base = H.for_retry(H.without_pending(hist or []))
         if not base:
@@ -159,8 +180,13 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     )
     with gr.Row(equal_height=True):
         textbox = gr.Textbox(
-            show_label=False, placeholder="Message the model… (Enter sends, Shift+Enter for a new line)",
-            lines=1, max_lines=8, scale=8, autofocus=True, elem_id="chat-input",
+            show_label=False,
+            placeholder="Message the model… (Enter sends, Shift+Enter for a new line)",
+            lines=1,
+            max_lines=8,
+            scale=8,
+            autofocus=True,
+            elem_id="chat-input",
         )
         send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="chat-send")
         stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90, elem_id="chat-stop")
@@ -172,13 +198,21 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
 
     with gr.Accordion("Settings", open=False):
         backend = gr.Dropdown(
-            choices=backend_choices(runtime), value=runtime.default_chat_backend(), label="Backend",
+            choices=backend_choices(runtime),
+            value=runtime.default_chat_backend(),
+            label="Backend",
             elem_id="chat-backend",
             info="Who answers. The hosted ones use the key from the environment or the one you typed "
-                 "in the Hosted API tab.",
+            "in the Hosted API tab.",
         )
-        max_tokens = checked_slider(1, cap, value=min(512, cap), step=1, label="Longest answer (tokens)",
-                                    info="About three quarters of a word per token.")
+        max_tokens = checked_slider(
+            1,
+            cap,
+            value=min(512, cap),
+            step=1,
+            label="Longest answer (tokens)",
+            info="About three quarters of a word per token.",
+        )
     with gr.Accordion("About this level", open=False):
         gr.Markdown(ABOUT)
 
@@ -188,17 +222,54 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     # Chat's own lane: a hosted chat never holds the local model's turn; local requests wait for the
     # model in its engine's line and see their place in the chat.
     chat_lane = lane("chat")
-    send_ev = gr.on([textbox.submit, send_btn.click], tab.send, inputs=[textbox, *gen_inputs], outputs=outputs,
-                    api_name="chat_send", show_progress="minimal", **chat_lane)
-    retry_ev = gr.on([retry_btn.click, chatbot.retry], tab.retry, inputs=gen_inputs, outputs=outputs,
-                     api_name="chat_retry", show_progress="minimal", **chat_lane)
-    example_ev = chatbot.example_select(pick_example, None, textbox, api_name="chat_example",
-                                        queue=False, show_progress="hidden")
-    example_send = example_ev.then(tab.send, inputs=[textbox, *gen_inputs], outputs=outputs,
-                                   api_visibility="private", show_progress="minimal", **chat_lane)
+    send_ev = gr.on(
+        [textbox.submit, send_btn.click],
+        tab.send,
+        inputs=[textbox, *gen_inputs],
+        outputs=outputs,
+        api_name="chat_send",
+        show_progress="minimal",
+        **chat_lane,
+    )
+    retry_ev = gr.on(
+        [retry_btn.click, chatbot.retry],
+        tab.retry,
+        inputs=gen_inputs,
+        outputs=outputs,
+        api_name="chat_retry",
+        show_progress="minimal",
+        **chat_lane,
+    )
+    example_ev = chatbot.example_select(
+        pick_example, None, textbox, api_name="chat_example", queue=False, show_progress="hidden"
+    )
+    example_send = example_ev.then(
+        tab.send,
+        inputs=[textbox, *gen_inputs],
+        outputs=outputs,
+        api_visibility="private",
+        show_progress="minimal",
+        **chat_lane,
+    )
     running = [send_ev, retry_ev, example_send]
     stop_btn.click(None, None, None, cancels=running, api_visibility="private", queue=False)
-    gr.on([undo_btn.click, chatbot.undo], tab.undo, inputs=[state], outputs=outputs, api_name="chat_undo",
-          cancels=running, concurrency_limit=None, show_progress="hidden")
-    gr.on([clear_btn.click, chatbot.clear], tab.clear, inputs=None, outputs=outputs, api_name="chat_clear",
-          cancels=running, concurrency_limit=None, show_progress="hidden")
+    gr.on(
+        [undo_btn.click, chatbot.undo],
+        tab.undo,
+        inputs=[state],
+        outputs=outputs,
+        api_name="chat_undo",
+        cancels=running,
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    gr.on(
+        [clear_btn.click, chatbot.clear],
+        tab.clear,
+        inputs=None,
+        outputs=outputs,
+        api_name="chat_clear",
+        cancels=running,
+        concurrency_limit=None,
+        show_progress="hidden",
+    )

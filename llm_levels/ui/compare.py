@@ -49,8 +49,7 @@ log = logging.getLogger(__name__)
 PER_ROW = 4
 #: Seconds between two screen updates (also how soon Stop takes effect while nothing streams).
 UPDATE_EVERY_S = 0.1
-TABLE_COLUMNS = ["Backend", "Model", "TTFT (s)", "Total (s)", "Tokens/s", "In tokens", "Out tokens", "Cost",
-                 "Finish"]
+TABLE_COLUMNS = ["Backend", "Model", "TTFT (s)", "Total (s)", "Tokens/s", "In tokens", "Out tokens", "Cost", "Finish"]
 
 ABOUT = """
 **Compare** sends the same prompt to every backend you tick, at the same time, and measures each:
@@ -95,7 +94,7 @@ class Column:
 
 
 def _cost_label(table: PriceTable, col: Column) -> str:
-    """"free (your hardware)" for local answers, "$0.000123" when the model's price is known, else "unknown"."""
+    """ "free (your hardware)" for local answers, "$0.000123" when the model's price is known, else "unknown"."""
     m = col.metrics
     local = uses_local_model(col.option_id)
     known = m is not None and m.input_tokens is not None and m.output_tokens is not None
@@ -114,29 +113,36 @@ def _table(cols: list[Column], prices: PriceTable) -> pd.DataFrame:
     for col in cols:
         m = col.metrics
         status = {"waiting": "…", "streaming": "streaming", "error": "error"}.get(col.phase, "")
-        rows.append([
-            short_label(col.option_id), col.model or "—",
-            _fmt(m.ttft_s) if m else "—", _fmt(m.total_s) if m else "—",
-            _fmt(m.tokens_per_s, 1) if m else "—",
-            _fmt(m.input_tokens) if m else "—", _fmt(m.output_tokens) if m else "—",
-            _cost_label(prices, col) if m else "—",
-            "error" if col.phase == "error" else (m.finish_reason or "unfinished") if m else status,
-        ])
+        rows.append(
+            [
+                short_label(col.option_id),
+                col.model or "—",
+                _fmt(m.ttft_s) if m else "—",
+                _fmt(m.total_s) if m else "—",
+                _fmt(m.tokens_per_s, 1) if m else "—",
+                _fmt(m.input_tokens) if m else "—",
+                _fmt(m.output_tokens) if m else "—",
+                _cost_label(prices, col) if m else "—",
+                "error" if col.phase == "error" else (m.finish_reason or "unfinished") if m else status,
+            ]
+        )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def _bars(y: str, points: list[tuple[str, float]]) -> pd.DataFrame:
     """One bar chart's data. Typed columns even when empty: in Gradio 6.31 a BarPlot that once got an
     untyped empty frame never draws later data."""
-    return pd.DataFrame({"backend": pd.Series([p[0] for p in points], dtype=str),
-                         y: pd.Series([p[1] for p in points], dtype=float)})
+    return pd.DataFrame(
+        {"backend": pd.Series([p[0] for p in points], dtype=str), y: pd.Series([p[1] for p in points], dtype=float)}
+    )
 
 
 def _plots(cols: list[Column]) -> tuple[pd.DataFrame, pd.DataFrame]:
     done = [col for col in cols if col.metrics is not None]
     ttft = [(short_label(col.option_id), col.metrics.ttft_s) for col in done if col.metrics.ttft_s is not None]
-    tps = [(short_label(col.option_id), col.metrics.tokens_per_s) for col in done
-           if col.metrics.tokens_per_s is not None]
+    tps = [
+        (short_label(col.option_id), col.metrics.tokens_per_s) for col in done if col.metrics.tokens_per_s is not None
+    ]
     return _bars("seconds", ttft), _bars("tokens/s", tps)
 
 
@@ -183,8 +189,16 @@ class CompareTab:
     def outputs(self) -> list[Any]:
         return [*self.answers, self.table, self.ttft_plot, self.tps_plot, self.status]
 
-    def run(self, text: str, system_prompt: str, max_new: float, temp: float, selected: list[str] | None,
-            api_key: str | None, request: gr.Request) -> Iterator[dict[Any, Any]]:
+    def run(
+        self,
+        text: str,
+        system_prompt: str,
+        max_new: float,
+        temp: float,
+        selected: list[str] | None,
+        api_key: str | None,
+        request: gr.Request,
+    ) -> Iterator[dict[Any, Any]]:
         """Send the prompt to every selected backend at once and stream all columns.
 
         Returns one answer per backend option (in the order of the options; unticked ones empty),
@@ -198,18 +212,29 @@ class CompareTab:
         messages = H.to_messages([H.user(text)], system=system_prompt)
         cancel = threading.Event()
         try:  # each turn is checked as it is made (one request per backend counts against the session's limit)
-            turns = [run_turn(self.runtime, TurnRequest(i, messages, {"max_new_tokens": int(max_new),
-                                                                      "temperature": float(temp)},
-                                                        session_id=request.session_hash if request else None,
-                                                        api_key=api_key), cancel=cancel, poll_s=UPDATE_EVERY_S)
-                     for i in picked]
+            turns = [
+                run_turn(
+                    self.runtime,
+                    TurnRequest(
+                        i,
+                        messages,
+                        {"max_new_tokens": int(max_new), "temperature": float(temp)},
+                        session_id=request.session_hash if request else None,
+                        api_key=api_key,
+                    ),
+                    cancel=cancel,
+                    poll_s=UPDATE_EVERY_S,
+                )
+                for i in picked
+            ]
         except (BackendError, TypeError, ValueError) as e:
             raise gr.Error(str(e)) from e
         cols = [Column(i, self.labels[i]) for i in picked]
         events: queue.Queue[tuple[int, Event]] = queue.Queue()
         for k, (col, turn) in enumerate(zip(cols, turns)):
-            threading.Thread(target=_worker, name=f"compare-{col.option_id}", daemon=True,
-                             args=(k, turn, events)).start()
+            threading.Thread(
+                target=_worker, name=f"compare-{col.option_id}", daemon=True, args=(k, turn, events)
+            ).start()
         t0 = time.perf_counter()
         try:
             yield self._frame(cols, t0)
@@ -229,11 +254,19 @@ class CompareTab:
         ttft, tps = _plots(cols)
         running = sum(col.phase in ("waiting", "streaming") for col in cols)
         elapsed = time.perf_counter() - t0
-        line = (f"Done in {elapsed:.1f} s." if final else f"Running… {running} of {len(cols)} still "
-                f"answering ({elapsed:.0f} s)")
+        line = (
+            f"Done in {elapsed:.1f} s."
+            if final
+            else f"Running… {running} of {len(cols)} still answering ({elapsed:.0f} s)"
+        )
         texts = {md: _column_text(pos[i]) if i in pos else "" for i, md in zip(self.ids, self.answers)}
-        return {**texts, self.table: _table(cols, self.prices), self.ttft_plot: ttft, self.tps_plot: tps,
-                self.status: line}
+        return {
+            **texts,
+            self.table: _table(cols, self.prices),
+            self.ttft_plot: ttft,
+            self.tps_plot: tps,
+            self.status: line,
+        }
 
     def show_columns(self, selected: list[str] | None) -> dict[Any, Any]:
         return {c: gr.Column(visible=i in (selected or [])) for i, c in zip(self.ids, self.columns)}
@@ -270,52 +303,98 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
     default = [i for i in ids if is_usable(runtime, i, None) and not i.startswith(LOCAL_PREFIX)]
 
     with gr.Row(equal_height=True):
-        prompt = gr.Textbox(label="Prompt", placeholder="One prompt for every backend…", lines=2, max_lines=8,
-                            scale=8, elem_id="compare-prompt")
+        prompt = gr.Textbox(
+            label="Prompt",
+            placeholder="One prompt for every backend…",
+            lines=2,
+            max_lines=8,
+            scale=8,
+            elem_id="compare-prompt",
+        )
         with gr.Column(scale=1, min_width=120):
             run_btn = gr.Button("Run", variant="primary", elem_id="compare-run")
             stop_btn = gr.Button("Stop", variant="stop", elem_id="compare-stop")
-    backends = gr.CheckboxGroup(choices=choices, value=default, label="Backends",
-                                info="Hosted ones need a key (from the environment or the Hosted API tab).")
+    backends = gr.CheckboxGroup(
+        choices=choices,
+        value=default,
+        label="Backends",
+        info="Hosted ones need a key (from the environment or the Hosted API tab).",
+    )
     with gr.Accordion("Options", open=False):
-        system = gr.Textbox(label="System prompt (optional)", lines=2,
-                            placeholder="e.g. You are a concise assistant. Answer in at most three sentences.")
+        system = gr.Textbox(
+            label="System prompt (optional)",
+            lines=2,
+            placeholder="e.g. You are a concise assistant. Answer in at most three sentences.",
+        )
         with gr.Row():
             max_tokens = gr.Slider(1, cap, value=min(128, cap), step=1, label="Max new tokens")
-            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
-                                    info="0 = always the most likely token (fair for comparing).")
+            temperature = gr.Slider(
+                0.0,
+                2.0,
+                value=0.0,
+                step=0.05,
+                label="Temperature",
+                info="0 = always the most likely token (fair for comparing).",
+            )
 
     columns: list[gr.Column] = []
     answers: list[gr.Markdown] = []
     for start in range(0, len(ids), PER_ROW):
         with gr.Row(equal_height=True):
-            for option_id in ids[start:start + PER_ROW]:
+            for option_id in ids[start : start + PER_ROW]:
                 with gr.Column(visible=option_id in default, min_width=240) as col:
                     gr.Markdown(f"**{labels[option_id]}**")
-                    answers.append(gr.Markdown("", elem_classes="compare-answer", container=True,
-                                               max_height=520))
+                    answers.append(gr.Markdown("", elem_classes="compare-answer", container=True, max_height=520))
                 columns.append(col)
 
     status = gr.Markdown("", elem_id="compare-status")
-    table = gr.Dataframe(value=pd.DataFrame(columns=TABLE_COLUMNS), headers=TABLE_COLUMNS, label="Metrics",
-                         elem_id="compare-table", interactive=False, wrap=True)
+    table = gr.Dataframe(
+        value=pd.DataFrame(columns=TABLE_COLUMNS),
+        headers=TABLE_COLUMNS,
+        label="Metrics",
+        elem_id="compare-table",
+        interactive=False,
+        wrap=True,
+    )
     # No sort= here: in Gradio 6.31 a sorted BarPlot stays empty; y from 0 so small bars are visible.
     with gr.Row():
-        ttft_plot = gr.BarPlot(_bars("seconds", []), x="backend", y="seconds",
-                               title="Time to first token (s, lower is better)", height=260, y_lim=[0, None])
-        tps_plot = gr.BarPlot(_bars("tokens/s", []), x="backend", y="tokens/s",
-                              title="Decode speed (tokens/s, higher is better)", height=260, y_lim=[0, None])
+        ttft_plot = gr.BarPlot(
+            _bars("seconds", []),
+            x="backend",
+            y="seconds",
+            title="Time to first token (s, lower is better)",
+            height=260,
+            y_lim=[0, None],
+        )
+        tps_plot = gr.BarPlot(
+            _bars("tokens/s", []),
+            x="backend",
+            y="tokens/s",
+            title="Decode speed (tokens/s, higher is better)",
+            height=260,
+            y_lim=[0, None],
+        )
     with gr.Accordion("About Compare", open=False):
         gr.Markdown(ABOUT)
 
-    tab = CompareTab(runtime, ids, labels, price_table(runtime), answers, columns, table, ttft_plot, tps_plot,
-                     status)
-    run_ev = gr.on([run_btn.click, prompt.submit], tab.run,
-                   inputs=[prompt, system, max_tokens, temperature, backends, session.api_key],
-                   outputs=tab.outputs, api_name="compare_run", show_progress="minimal",
-                   show_progress_on=[status], **gradio_lane("compare"))
+    tab = CompareTab(runtime, ids, labels, price_table(runtime), answers, columns, table, ttft_plot, tps_plot, status)
+    run_ev = gr.on(
+        [run_btn.click, prompt.submit],
+        tab.run,
+        inputs=[prompt, system, max_tokens, temperature, backends, session.api_key],
+        outputs=tab.outputs,
+        api_name="compare_run",
+        show_progress="minimal",
+        show_progress_on=[status],
+        **gradio_lane("compare"),
+    )
     stop_btn.click(None, None, None, cancels=[run_ev], api_visibility="private", queue=False)
-    backends.change(tab.show_columns, backends, columns, api_visibility="private", queue=False,
-                    show_progress="hidden")
-    session.api_key.change(tab.tick_session_key, [session.api_key, backends], backends, api_visibility="private",
-                           queue=False, show_progress="hidden")
+    backends.change(tab.show_columns, backends, columns, api_visibility="private", queue=False, show_progress="hidden")
+    session.api_key.change(
+        tab.tick_session_key,
+        [session.api_key, backends],
+        backends,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )

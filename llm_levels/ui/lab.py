@@ -49,7 +49,7 @@ from ..icl.runner import (
     save_results,
 )
 from ..runtime import LOCAL, AppRuntime
-from ..turns import Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from ..turns import Event, Loading, Started, TurnRequest, Waiting, answer_text, run_turn
 from ..web.gradio_compat import checked_slider
 from .shared import backend_choices, lane, short_label, wait_title
 
@@ -70,12 +70,23 @@ Updates = dict[Any, Any]
 def plot_frame(runs: list[RunResult]) -> pd.DataFrame:
     """The accuracy / F1 per k chart's data: k as text (whole numbers on the axis, in k's order), typed even
     when empty (in Gradio 6.31 a plot that once got an untyped empty frame never draws later data)."""
-    rows = [[str(r.shots), value, name] for r in sorted(runs, key=lambda r: r.shots) if r.metrics.n
-            for value, name in ((r.metrics.accuracy, "accuracy"), (r.metrics.weighted_f1, "weighted F1"),
-                                (r.metrics.macro_f1, "macro F1"))]
-    return pd.DataFrame({"k": pd.Series([r[0] for r in rows], dtype=str),
-                         "score": pd.Series([r[1] for r in rows], dtype=float),
-                         "metric": pd.Series([r[2] for r in rows], dtype=str)})
+    rows = [
+        [str(r.shots), value, name]
+        for r in sorted(runs, key=lambda r: r.shots)
+        if r.metrics.n
+        for value, name in (
+            (r.metrics.accuracy, "accuracy"),
+            (r.metrics.weighted_f1, "weighted F1"),
+            (r.metrics.macro_f1, "macro F1"),
+        )
+    ]
+    return pd.DataFrame(
+        {
+            "k": pd.Series([r[0] for r in rows], dtype=str),
+            "score": pd.Series([r[1] for r in rows], dtype=float),
+            "metric": pd.Series([r[2] for r in rows], dtype=str),
+        }
+    )
 
 
 @dataclass
@@ -97,8 +108,9 @@ class LabRun:
             return []
         folder = tempfile.mkdtemp(prefix="llm-levels-lab-")
         self.folders.append(folder)
-        j, c = save_results(self.progress.runs, folder, source=self.source, backend=self.backend,
-                            model=self.backend, config=self.config)
+        j, c = save_results(
+            self.progress.runs, folder, source=self.source, backend=self.backend, model=self.backend, config=self.config
+        )
         self.files = [str(j), str(c)]
         return self.files
 
@@ -131,17 +143,39 @@ class LabTab:
         """The API outputs of ``lab_run`` and ``lab_stop``, in order (the holder comes after them)."""
         return [self.status, self.table, self.plot, self.confusion, self.per_class, self.files, self.examples_md]
 
-    def run(self, upload: str | None, fmt_v: str, backend_id: str, method_v: str, template_v: str, shots_v: str,
-            limit_v: float | None, seed_v: float | None, calibrate_v: str, max_new_v: float, api_key: str | None,
-            request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[Updates]:
+    def run(
+        self,
+        upload: str | None,
+        fmt_v: str,
+        backend_id: str,
+        method_v: str,
+        template_v: str,
+        shots_v: str,
+        limit_v: float | None,
+        seed_v: float | None,
+        calibrate_v: str,
+        max_new_v: float,
+        api_key: str | None,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Iterator[Updates]:
         """Run the lab on the upload (or the demo set); the tables and chart refresh after each batch."""
         try:  # checked before anything on screen changes: a bad setting loses nothing
-            config = LabConfig(shots=parse_shots(shots_v or ""), method=method_v, template=template_v,
-                               limit=int(limit_v) if limit_v else None, seed=int(seed_v or 0),
-                               max_new_tokens=int(max_new_v or 10), calibrate=calibrate_v or "batch")
+            config = LabConfig(
+                shots=parse_shots(shots_v or ""),
+                method=method_v,
+                template=template_v,
+                limit=int(limit_v) if limit_v else None,
+                seed=int(seed_v or 0),
+                max_new_tokens=int(max_new_v or 10),
+                calibrate=calibrate_v or "batch",
+            )
             if method_v == "score" and self.runtime.engine_of(backend_id) is None:
-                raise BackendError("The score method reads the local model's probabilities: pick the local model, "
-                                   "or use generate for a hosted backend.", kind="bad_request")
+                raise BackendError(
+                    "The score method reads the local model's probabilities: pick the local model, "
+                    "or use generate for a hosted backend.",
+                    kind="bad_request",
+                )
             data, pool = (load_labelled(upload, fmt_v or "auto"), None) if upload else load_demo()
             rows, pool_rows = prepare_data(data, pool, config)
         except BackendError as e:
@@ -160,20 +194,33 @@ class LabTab:
         except BackendError as e:
             if state.progress is not None and state.progress.runs:
                 state.save()
-                yield {**self.view(state, notes, prefix=f"❌ {e} — the rows done so far are below."), self.holder: state}
+                yield {
+                    **self.view(state, notes, prefix=f"❌ {e} — the rows done so far are below."),
+                    self.holder: state,
+                }
             else:
                 yield {self.status: f"{notes}❌ {e}", self.holder: state}
 
-    def _steps(self, state: LabRun, rows: list, pool_rows: list, data: LabelledData, backend_id: str,
-               api_key: str | None, request: gr.Request | None, progress: gr.Progress) -> Iterator[Progress]:
+    def _steps(
+        self,
+        state: LabRun,
+        rows: list,
+        pool_rows: list,
+        data: LabelledData,
+        backend_id: str,
+        api_key: str | None,
+        request: gr.Request | None,
+        progress: gr.Progress,
+    ) -> Iterator[Progress]:
         """The run's progress: scored on the transformers engine, or asked turn by turn."""
         config = state.config
         assert config is not None
         if config.method == "score":
             from ..icl.scoring import LabelScorer
 
-            loaded = self.runtime.models.get(engine=TRANSFORMERS, progress=lambda f, m: progress(
-                f, desc=f"Loading the transformers engine: {m}"))
+            loaded = self.runtime.models.get(
+                engine=TRANSFORMERS, progress=lambda f, m: progress(f, desc=f"Loading the transformers engine: {m}")
+            )
             scorer = LabelScorer(loaded, slots=self.runtime.line(TRANSFORMERS))
             state.backend = f"local · {loaded.display_name} · {TRANSFORMERS}"
             return run_lab(rows, pool_rows, data.labels, config, scorer=scorer, cancel=state.cancel)
@@ -181,8 +228,9 @@ class LabTab:
         engine = self.runtime.engine_of(backend_id)
         state.backend = short_label(backend_id)
         if engine is not None:  # a model without a chat template gets one-message prompts: load it to know
-            loaded = self.runtime.models.get(engine=engine, progress=lambda f, m: progress(
-                f, desc=f"Loading the local model: {m}"))
+            loaded = self.runtime.models.get(
+                engine=engine, progress=lambda f, m: progress(f, desc=f"Loading the local model: {m}")
+            )
             single_turn = bool(getattr(loaded, "is_seq2seq", False))
             state.backend = f"local · {loaded.display_name} · {engine}"
         # A Lab run counts once against the session's request limit (here); its rows are one run's work.
@@ -208,14 +256,21 @@ class LabTab:
         assert p is not None
         runs = p.runs
         pct = p.fraction * 100
-        head = prefix or ("✅ Done" if p.finished else "⏹ Stopped: the rows done so far are kept" if p.stopped
-                          else "⏳ Running")
-        bar = (f'<div style="height:10px;border-radius:5px;background:var(--neutral-200);overflow:hidden">'
-               f'<div style="width:{pct:.1f}%;height:100%;background:var(--color-accent)"></div></div>')
-        out = {self.status: f"{notes}**{head}** · {state.backend} · {p.describe()}\n\n{bar}",
-               self.table: pd.DataFrame(results_table(runs), columns=TABLE_HEADERS),
-               self.plot: plot_frame(runs), self.confusion: pd.DataFrame(), self.per_class: pd.DataFrame(),
-               self.examples_md: ""}
+        head = prefix or (
+            "✅ Done" if p.finished else "⏹ Stopped: the rows done so far are kept" if p.stopped else "⏳ Running"
+        )
+        bar = (
+            f'<div style="height:10px;border-radius:5px;background:var(--neutral-200);overflow:hidden">'
+            f'<div style="width:{pct:.1f}%;height:100%;background:var(--color-accent)"></div></div>'
+        )
+        out = {
+            self.status: f"{notes}**{head}** · {state.backend} · {p.describe()}\n\n{bar}",
+            self.table: pd.DataFrame(results_table(runs), columns=TABLE_HEADERS),
+            self.plot: plot_frame(runs),
+            self.confusion: pd.DataFrame(),
+            self.per_class: pd.DataFrame(),
+            self.examples_md: "",
+        }
         if state.files:
             out[self.files] = state.files
         if runs:
@@ -224,12 +279,19 @@ class LabTab:
 
     def _details(self, last: RunResult) -> Updates:
         m = last.metrics
-        conf = pd.DataFrame([[lab] + row for lab, row in zip(m.labels, m.confusion)],
-                            columns=["gold \\ predicted"] + m.confusion_columns)
+        conf = pd.DataFrame(
+            [[lab] + row for lab, row in zip(m.labels, m.confusion)],
+            columns=["gold \\ predicted"] + m.confusion_columns,
+        )
         if not m.n_invalid:
             conf = conf.drop(columns=[INVALID])
-        pc = pd.DataFrame([[lab, round(s.precision, 3), round(s.recall, 3), round(s.f1, 3), s.support]
-                           for lab, s in m.per_class.items()], columns=["label", "precision", "recall", "F1", "support"])
+        pc = pd.DataFrame(
+            [
+                [lab, round(s.precision, 3), round(s.recall, 3), round(s.f1, 3), s.support]
+                for lab, s in m.per_class.items()
+            ],
+            columns=["label", "precision", "recall", "F1", "support"],
+        )
         return {self.confusion: conf, self.per_class: pc, self.examples_md: examples_text(last)}
 
 
@@ -238,8 +300,16 @@ class SessionAsk:
     turn service, for this session (its key, its request limit). What a turn waits for (the model, the line,
     the limit) shows in the progress bar; Stop (``state.cancel``) ends the turn, or the wait, at once."""
 
-    def __init__(self, runtime: AppRuntime, option_id: str, state: LabRun, *, api_key: str | None,
-                 session_id: str | None, progress: Any) -> None:
+    def __init__(
+        self,
+        runtime: AppRuntime,
+        option_id: str,
+        state: LabRun,
+        *,
+        api_key: str | None,
+        session_id: str | None,
+        progress: Any,
+    ) -> None:
         self.runtime, self.option_id, self.state, self.progress = runtime, option_id, state, progress
         self.api_key, self.session_id = api_key, session_id
 
@@ -248,31 +318,19 @@ class SessionAsk:
         self.progress(p.fraction if p is not None else None, desc=text)
 
     def __call__(self, messages: list[Message], params: GenParams) -> str:
-        cancel = self.state.cancel
-        while True:
-            try:
-                events = run_turn(self.runtime, TurnRequest(self.option_id, messages, params, session_id=self.session_id,
-                                                            api_key=self.api_key), cancel=cancel)
-                break
-            except BackendError as e:
-                if e.kind != "rate_limit":
-                    raise
-                self._say(f"⏳ {e} The Lab goes on by itself.")  # REQUESTS_PER_MINUTE paces a long run
-                if cancel.wait(1.0):
-                    return ""
-        try:
-            for event in events:
-                if isinstance(event, Done):
-                    return event.text
-                if isinstance(event, Failed):
-                    raise event.error
-                if isinstance(event, Started) and not self.state.backend.startswith("local"):
-                    self.state.backend = event.name
-                elif isinstance(event, (Loading, Waiting)):
-                    self._say(wait_title(event))
-        finally:
-            events.close()
-        return ""  # stopped before the answer started
+        events = run_turn(
+            self.runtime,
+            TurnRequest(self.option_id, messages, params, session_id=self.session_id, api_key=self.api_key),
+            cancel=self.state.cancel,
+        )
+        return answer_text(events, self._show)
+
+    def _show(self, event: Event) -> None:
+        """What a row's turn is waiting for (the model, the line) in the progress bar; the backend's name."""
+        if isinstance(event, Started) and not self.state.backend.startswith("local"):
+            self.state.backend = event.name
+        elif isinstance(event, (Loading, Waiting)):
+            self._say(wait_title(event))
 
 
 def examples_text(run: RunResult) -> str:
@@ -291,37 +349,63 @@ def build(runtime: AppRuntime, session: Any) -> LabTab:
     holder = gr.State(None, time_to_live=runtime.settings.session_idle_ttl_s, delete_callback=LabRun.discard)
     with gr.Row():
         with gr.Column(scale=2):
-            data_file = gr.File(label="Labelled file (empty = the demo set: 150 financial-news sentences)",
-                                file_types=[".csv", ".tsv", ".jsonl", ".json", ".txt"], type="filepath")
-            fmt = gr.Dropdown(list(FORMATS), value="auto", label="Format",
-                              info="csv/tsv: text + label columns · jsonl · phrasebank: sentence@label (Latin-1)")
+            data_file = gr.File(
+                label="Labelled file (empty = the demo set: 150 financial-news sentences)",
+                file_types=[".csv", ".tsv", ".jsonl", ".json", ".txt"],
+                type="filepath",
+            )
+            fmt = gr.Dropdown(
+                list(FORMATS),
+                value="auto",
+                label="Format",
+                info="csv/tsv: text + label columns · jsonl · phrasebank: sentence@label (Latin-1)",
+            )
             backend = gr.Dropdown(backend_choices(runtime), value=LOCAL, label="Backend")
-            method = gr.Radio(list(METHODS), value="score", label="Method",
-                              info="score: label log-likelihoods (local model only) · generate: parse an answer")
-            template = gr.Dropdown([(t.title, t.name) for t in TEMPLATES.values()], value=DEFAULT_TEMPLATE,
-                                   label="Prompt template")
+            method = gr.Radio(
+                list(METHODS),
+                value="score",
+                label="Method",
+                info="score: label log-likelihoods (local model only) · generate: parse an answer",
+            )
+            template = gr.Dropdown(
+                [(t.title, t.name) for t in TEMPLATES.values()], value=DEFAULT_TEMPLATE, label="Prompt template"
+            )
             shots = gr.Textbox("0,1,3", label="Shots (k)", info="Comma-separated, e.g. 0,1,3,5", elem_id="lab-shots")
             with gr.Row():
                 limit = gr.Number(0, label="Rows (0 = all)", precision=0, minimum=0, elem_id="lab-limit")
                 seed = gr.Number(0, label="Seed", precision=0)
             with gr.Row():
-                calibrate = gr.Dropdown(list(CALIBRATIONS), value="batch", label="Calibration (score)",
-                                        info="batch: subtract each label's mean score over the rows · "
-                                             "content-free: subtract the scores for 'N/A' · none")
+                calibrate = gr.Dropdown(
+                    list(CALIBRATIONS),
+                    value="batch",
+                    label="Calibration (score)",
+                    info="batch: subtract each label's mean score over the rows · "
+                    "content-free: subtract the scores for 'N/A' · none",
+                )
                 max_new = checked_slider(1, 64, value=10, step=1, label="max_new_tokens (generate)")
             with gr.Row():
                 run_btn = gr.Button("Run", variant="primary", elem_id="lab-run")
                 stop_btn = gr.Button("Stop", variant="stop")
         with gr.Column(scale=3):
             status = gr.Markdown("Pick a file (or keep the demo set) and press **Run**.", elem_id="lab-status")
-            table = gr.Dataframe(pd.DataFrame(columns=TABLE_HEADERS), label="Results per k", interactive=False,
-                                 elem_id="lab-table")
+            table = gr.Dataframe(
+                pd.DataFrame(columns=TABLE_HEADERS), label="Results per k", interactive=False, elem_id="lab-table"
+            )
             # Points, not lines: a line of one k draws nothing; k is text, so the axis shows whole numbers.
-            plot = gr.ScatterPlot(None, x="k", y="score", color="metric", x_title="shots (k)",
-                                  title="Accuracy and F1 per number of shots (k)", y_lim=[0, 1], height=280)
+            plot = gr.ScatterPlot(
+                None,
+                x="k",
+                y="score",
+                color="metric",
+                x_title="shots (k)",
+                title="Accuracy and F1 per number of shots (k)",
+                y_lim=[0, 1],
+                height=280,
+            )
             with gr.Row():
-                confusion = gr.Dataframe(pd.DataFrame(), label="Confusion matrix (latest run; rows = gold)",
-                                         interactive=False)
+                confusion = gr.Dataframe(
+                    pd.DataFrame(), label="Confusion matrix (latest run; rows = gold)", interactive=False
+                )
                 per_class = gr.Dataframe(pd.DataFrame(), label="Per class (latest run)", interactive=False)
             files = gr.File(label="Download: results JSON + per-row CSV", file_count="multiple", interactive=False)
             examples_md = gr.Markdown("")

@@ -38,7 +38,7 @@ from ..inspection import LOCAL_METRIC_COLUMNS, local_metrics_row, memory_snapsho
 from ..runtime import AppRuntime
 from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
 from .local_panels import Hood, describe_loaded, keeps_polling, model_info, params_from, under_the_hood
-from .shared import chat_panel, checked_slider, lane, local_queue, wait_text, wait_title
+from .shared import chat_panel, checked_slider, form_params, lane, local_queue, wait_text, wait_title
 
 log = logging.getLogger(__name__)
 
@@ -59,40 +59,43 @@ SAMPLING_INFO = "Off: greedy decoding (always the most likely token; temperature
 Updates = dict[Any, Any]
 
 
-def _params(raw: dict[str, Any]) -> GenParams:
-    """The form's values as GenParams; a bad value is an input error (gr.Error), nothing changes on screen."""
-    try:
-        return GenParams.from_dict(raw)
-    except BackendError as e:
-        raise gr.Error(str(e)) from e
-
-
 @dataclass
 class LocalTab:
     """The Local tab's components and its event handlers (each returns ``{component: value}`` updates)."""
 
     runtime: AppRuntime
     chatbot: gr.Chatbot
-    state: gr.State        # the exact conversation (history.py dicts)
+    state: gr.State  # the exact conversation (history.py dicts)
     textbox: gr.Textbox
     metrics_md: gr.Markdown
-    spec_state: gr.State   # the model this session talks to
-    engine: gr.Radio       # the session's engine: a value of this page (and the last API parameter)
+    spec_state: gr.State  # the model this session talks to
+    engine: gr.Radio  # the session's engine: a value of this page (and the last API parameter)
     model_box: gr.Textbox
     model_info: gr.Markdown
-    info_timer: gr.Timer   # keeps the model line current while the model loads at start-up
+    info_timer: gr.Timer  # keeps the model line current while the model loads at start-up
     prompt_code: gr.Code
     tokens_md: gr.Markdown
     tokens_view: gr.HighlightedText
     snippet: gr.Code
     table: gr.Dataframe
-    rows: gr.State         # metric rows of this session's turns
+    rows: gr.State  # metric rows of this session's turns
 
     @property
     def outputs(self) -> list[Any]:
         """Send's and retry's outputs, in their API order."""
-        return [self.chatbot, self.state, self.textbox, self.metrics_md, self.prompt_code, self.tokens_md,
-                self.tokens_view, self.snippet, self.table, self.rows, self.model_info]
+        return [
+            self.chatbot,
+            self.state,
+            self.textbox,
+            self.metrics_md,
+            self.prompt_code,
+            self.tokens_md,
+            self.tokens_view,
+            self.snippet,
+            self.table,
+            self.rows,
+            self.model_info,
+        ]
 
     def engine_of(self, value: Any) -> str:
         """The engine an event asked for; left out (an API client from before the engine existed): the default."""
@@ -104,14 +107,32 @@ class LocalTab:
         return engine
 
     # ------------------------------------------------------------------ a turn
-    def answer(self, hist: list, spec: str, engine: str, system_prompt: str, params: GenParams, table_rows: list,
-               request: gr.Request | None, *, clear_input: bool) -> Iterator[Updates]:
+    def answer(
+        self,
+        hist: list,
+        spec: str,
+        engine: str,
+        system_prompt: str,
+        params: GenParams,
+        table_rows: list,
+        request: gr.Request | None,
+        *,
+        clear_input: bool,
+    ) -> Iterator[Updates]:
         """Stream the answer to ``hist`` (ending with the user's message) from ``spec`` on ``engine``."""
         messages = H.to_messages(hist, system=system_prompt)
         try:  # checked once, before anything on screen changes: a bad request loses nothing
-            events = run_turn(self.runtime, TurnRequest(
-                self.runtime.local_option(engine), messages, params,
-                session_id=request.session_hash if request else None, spec=spec, engine=engine))
+            events = run_turn(
+                self.runtime,
+                TurnRequest(
+                    self.runtime.local_option(engine),
+                    messages,
+                    params,
+                    session_id=request.session_hash if request else None,
+                    spec=spec,
+                    engine=engine,
+                ),
+            )
         except BackendError as e:
             raise gr.Error(str(e)) from e
         wait = H.note("…", title=H.WAIT_TITLE, pending=True)
@@ -134,12 +155,16 @@ class LocalTab:
                         hood = self._hood(backend, messages, params)
                         yield {**self._panels(hood), self.model_info: describe_loaded(backend.loaded)}
                 elif isinstance(event, Done):
-                    yield self._finished(hist, event, backend, hood or self._hood(backend, messages, params),
-                                         table_rows)
+                    yield self._finished(
+                        hist, event, backend, hood or self._hood(backend, messages, params), table_rows
+                    )
                 elif isinstance(event, Failed):
                     failed = H.failure(hist, str(event.error), event.error.kind, event.partial)
-                    yield {self.chatbot: failed, self.state: failed,
-                           self.metrics_md: f"not answered ({event.error.kind})"}
+                    yield {
+                        self.chatbot: failed,
+                        self.state: failed,
+                        self.metrics_md: f"not answered ({event.error.kind})",
+                    }
 
     def _hood(self, backend: Any, messages: list[Message], params: GenParams) -> Hood | None:
         """The panels for this turn; None (the panels stay as they are) when they cannot be built."""
@@ -152,45 +177,85 @@ class LocalTab:
     def _panels(self, hood: Hood | None) -> Updates:
         if hood is None:
             return {}
-        return {self.prompt_code: hood.prompt, self.tokens_md: hood.summary, self.tokens_view: hood.tokens,
-                self.snippet: hood.code}
+        return {
+            self.prompt_code: hood.prompt,
+            self.tokens_md: hood.summary,
+            self.tokens_view: hood.tokens,
+            self.snippet: hood.code,
+        }
 
     def _finished(self, hist: list, done: Done, backend: Any, hood: Hood | None, table_rows: list) -> Updates:
         """The last update of a turn: it repeats every panel, so an API client's final result holds all of them."""
         mem = memory_snapshot(backend.loaded.device)
         rows = list(table_rows or [])
-        rows.append(local_metrics_row(len(rows) + 1, done.metrics, mem,
-                                      model=f"{done.metrics.model} · {backend.engine}"))
-        line = (f"**{backend.name}** on **{backend.loaded.label}** · {done.metrics.summary()} · "
-                f"{memory_text(mem)} · free (your hardware)")
+        rows.append(
+            local_metrics_row(len(rows) + 1, done.metrics, mem, model=f"{done.metrics.model} · {backend.engine}")
+        )
+        line = (
+            f"**{backend.name}** on **{backend.loaded.label}** · {done.metrics.summary()} · "
+            f"{memory_text(mem)} · free (your hardware)"
+        )
         finished = H.answered(hist, done.text)
-        return {self.chatbot: finished, self.state: finished, self.metrics_md: line, **self._panels(hood),
-                self.table: pd.DataFrame(rows, columns=LOCAL_METRIC_COLUMNS), self.rows: rows,
-                self.model_info: describe_loaded(backend.loaded)}
+        return {
+            self.chatbot: finished,
+            self.state: finished,
+            self.metrics_md: line,
+            **self._panels(hood),
+            self.table: pd.DataFrame(rows, columns=LOCAL_METRIC_COLUMNS),
+            self.rows: rows,
+            self.model_info: describe_loaded(backend.loaded),
+        }
 
     # ------------------------------------------------------------------ handlers
-    def send(self, text: str, spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float,
-             repp: float, max_tokens: float, seed_value: Any, engine: Any, hist: list, table_rows: list,
-             request: gr.Request) -> Iterator[Updates]:
+    def send(
+        self,
+        text: str,
+        spec: str,
+        system_prompt: str,
+        sample: bool,
+        temp: float,
+        topk: float,
+        topp: float,
+        repp: float,
+        max_tokens: float,
+        seed_value: Any,
+        engine: Any,
+        hist: list,
+        table_rows: list,
+        request: gr.Request,
+    ) -> Iterator[Updates]:
         """Send a message to the local model on the chosen engine and stream the answer; fills prompt,
         tokens, code, metrics."""
         if H.is_blank(text):
             raise gr.Error("Type a message first.")
         engine = self.engine_of(engine)
-        params = _params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
+        params = form_params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
         turn = H.without_pending(hist or []) + [H.user(text)]
         yield from self.answer(turn, spec, engine, system_prompt, params, table_rows, request, clear_input=True)
 
-    def retry(self, spec: str, system_prompt: str, sample: bool, temp: float, topk: float, topp: float,
-              repp: float, max_tokens: float, seed_value: Any, engine: Any, hist: list, table_rows: list,
-              request: gr.Request) -> Iterator[Updates]:
+    def retry(
+        self,
+        spec: str,
+        system_prompt: str,
+        sample: bool,
+        temp: float,
+        topk: float,
+        topp: float,
+        repp: float,
+        max_tokens: float,
+        seed_value: Any,
+        engine: Any,
+        hist: list,
+        table_rows: list,
+        request: gr.Request,
+    ) -> Iterator[Updates]:
         """Answer the last message again, on the engine chosen now (with sampling on, a new seed gives a new
         answer)."""
         engine = self.engine_of(engine)
         base = H.for_retry(H.without_pending(hist or []))
         if not base:
             raise gr.Error("Nothing to retry yet: send a message first.")
-        params = _params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
+        params = form_params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
         yield from self.answer(base, spec, engine, system_prompt, params, table_rows, request, clear_input=False)
 
     def undo(self, hist: list) -> Updates:
@@ -200,9 +265,17 @@ class LocalTab:
 
     def clear(self) -> Updates:
         """Start over: empty conversation, panels and metrics."""
-        return {self.chatbot: [], self.state: [], self.textbox: "", self.metrics_md: "", self.prompt_code: "",
-                self.tokens_md: "", self.tokens_view: [], self.table: pd.DataFrame(columns=LOCAL_METRIC_COLUMNS),
-                self.rows: []}
+        return {
+            self.chatbot: [],
+            self.state: [],
+            self.textbox: "",
+            self.metrics_md: "",
+            self.prompt_code: "",
+            self.tokens_md: "",
+            self.tokens_view: [],
+            self.table: pd.DataFrame(columns=LOCAL_METRIC_COLUMNS),
+            self.rows: [],
+        }
 
     def load(self, spec_text: str, engine: Any, progress: gr.Progress = gr.Progress()) -> Updates:
         """Load a model (embedded, folder or Hub id) on the chosen engine for this session; shows progress
@@ -218,9 +291,22 @@ class LocalTab:
             raise gr.Error(str(e)) from e
         return {self.spec_state: spec_text, self.model_info: model_info(self.runtime, spec_text, engine)}
 
-    def render(self, text: str, spec: str, system_prompt: str, sample: bool, temp: float, topk: float,
-               topp: float, repp: float, max_tokens: float, seed_value: Any, engine: Any, hist: list,
-               progress: gr.Progress = gr.Progress()) -> Updates:
+    def render(
+        self,
+        text: str,
+        spec: str,
+        system_prompt: str,
+        sample: bool,
+        temp: float,
+        topk: float,
+        topp: float,
+        repp: float,
+        max_tokens: float,
+        seed_value: Any,
+        engine: Any,
+        hist: list,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Updates:
         """The prompt the model would read for this conversation plus the text box (nothing is generated),
         on the chosen engine (loading the model there first if needed, with its progress)."""
         engine = self.engine_of(engine)
@@ -230,7 +316,7 @@ class LocalTab:
         messages = H.to_messages(base, system=system_prompt)
         if not messages:
             raise gr.Error("Type a message first: the prompt is built from the conversation.")
-        params = _params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
+        params = form_params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
         try:
             self.runtime.models.get(spec, progress=lambda f, msg: progress(f, desc=msg), engine=engine)
             # Only renders: no place in the engine's line is taken (a backend takes one when it streams).
@@ -243,8 +329,10 @@ class LocalTab:
     def refresh_info(self, spec: str, engine: Any) -> Updates:
         """The model line on the engine picked now (the timer keeps polling only while that can change)."""
         engine = engine if engine in ENGINES else self.runtime.settings.local_engine
-        return {self.model_info: model_info(self.runtime, spec, engine),
-                self.info_timer: gr.Timer(active=keeps_polling(self.runtime, spec, engine))}
+        return {
+            self.model_info: model_info(self.runtime, spec, engine),
+            self.info_timer: gr.Timer(active=keeps_polling(self.runtime, spec, engine)),
+        }
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -260,16 +348,24 @@ def _model_section(runtime: AppRuntime) -> dict[str, Any]:
     settings = runtime.settings
     with gr.Accordion("Model", open=True):
         with gr.Row(equal_height=True):
-            engine = gr.Radio(list(ENGINES), value=settings.local_engine, label="Engine", scale=3,
-                              info=ENGINE_INFO, elem_id="local-engine")
+            engine = gr.Radio(
+                list(ENGINES),
+                value=settings.local_engine,
+                label="Engine",
+                scale=3,
+                info=ENGINE_INFO,
+                elem_id="local-engine",
+            )
             model_box = gr.Textbox(
-                value=settings.local_model, label="Model", scale=4,
+                value=settings.local_model,
+                label="Model",
+                scale=4,
                 info="'embedded' (SmolLM2-135M-Instruct, offline), a local folder or a Hub id"
-                     + ("" if settings.allow_model_downloads else " already on this machine (downloads are off)")
-                     + ".")
+                + ("" if settings.allow_model_downloads else " already on this machine (downloads are off)")
+                + ".",
+            )
             load_btn = gr.Button("Load", scale=1, min_width=90)
-        info = gr.Markdown(model_info(runtime, settings.local_model, settings.local_engine),
-                           elem_id="local-model-info")
+        info = gr.Markdown(model_info(runtime, settings.local_model, settings.local_engine), elem_id="local-model-info")
         # Keeps the line above current while the model loads at start-up (then stops polling).
         timer = gr.Timer(1.0)
     return {"engine": engine, "model_box": model_box, "model_info": info, "info_timer": timer, "load_btn": load_btn}
@@ -278,14 +374,19 @@ def _model_section(runtime: AppRuntime) -> dict[str, Any]:
 def _sampling_section(cap: int) -> list[Any]:
     """The system prompt and sampling knobs, in their API order."""
     with gr.Accordion("Sampling", open=True):
-        system = gr.Textbox(label="System prompt", lines=2, max_lines=6,
-                            placeholder="e.g. You are a helpful assistant.",
-                            info="Becomes the first message; the chat template decides how the model sees it.")
+        system = gr.Textbox(
+            label="System prompt",
+            lines=2,
+            max_lines=6,
+            placeholder="e.g. You are a helpful assistant.",
+            info="Becomes the first message; the chat template decides how the model sees it.",
+        )
         with gr.Row():
             do_sample = gr.Checkbox(value=False, label="do_sample", info=SAMPLING_INFO)
             m = PARAM_SPECS["max_new_tokens"]
-            max_new = checked_slider(m.minimum, cap, value=min(128, cap), step=1, label="max_new_tokens",
-                                     info=m.description)
+            max_new = checked_slider(
+                m.minimum, cap, value=min(128, cap), step=1, label="max_new_tokens", info=m.description
+            )
         with gr.Row():
             temperature = _slider("temperature", minimum=0.05)
             top_k = _slider("top_k", maximum=200)
@@ -293,8 +394,12 @@ def _sampling_section(cap: int) -> list[Any]:
             top_p = _slider("top_p")
             rep = _slider("repetition_penalty")
         # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
-        seed = gr.Textbox(value="", label="seed", placeholder="empty = random",
-                          info=PARAM_SPECS["seed"].description + " Used only with do_sample.")
+        seed = gr.Textbox(
+            value="",
+            label="seed",
+            placeholder="empty = random",
+            info=PARAM_SPECS["seed"].description + " Used only with do_sample.",
+        )
     return [system, do_sample, temperature, top_k, top_p, rep, max_new, seed]
 
 
@@ -303,23 +408,54 @@ def _hood_section() -> dict[str, Any]:
     gr.Markdown("### Under the hood")
     with gr.Tabs():
         with gr.Tab("Prompt"):
-            prompt_code = gr.Code("", language=None, label="What the model reads (chat template applied)",
-                                  max_lines=30, wrap_lines=True, buttons=["copy"])
+            prompt_code = gr.Code(
+                "",
+                language=None,
+                label="What the model reads (chat template applied)",
+                max_lines=30,
+                wrap_lines=True,
+                buttons=["copy"],
+            )
         with gr.Tab("Tokens"):
             tokens_md = gr.Markdown("Send a message (or press *Show the prompt*) to see its tokens.")
-            tokens_view = gr.HighlightedText(value=[], label="Prompt tokens (piece · id)", show_legend=False,
-                                             show_inline_category=True, combine_adjacent=False)
+            tokens_view = gr.HighlightedText(
+                value=[],
+                label="Prompt tokens (piece · id)",
+                show_legend=False,
+                show_inline_category=True,
+                combine_adjacent=False,
+            )
         with gr.Tab("Python"):
-            snippet = gr.Code("", language="python", label="The same call in plain Python, on the engine that answered",
-                              max_lines=40, wrap_lines=True, buttons=["copy", "download"], elem_id="local-snippet")
+            snippet = gr.Code(
+                "",
+                language="python",
+                label="The same call in plain Python, on the engine that answered",
+                max_lines=40,
+                wrap_lines=True,
+                buttons=["copy", "download"],
+                elem_id="local-snippet",
+            )
         with gr.Tab("Metrics"):
-            table = gr.Dataframe(pd.DataFrame(columns=LOCAL_METRIC_COLUMNS), headers=LOCAL_METRIC_COLUMNS,
-                                 label="Per turn", interactive=False, wrap=True)
-            gr.Markdown("TTFT = time to first token (reading the prompt). Tokens/s = decode speed after "
-                        "the first token. RSS = memory of the whole app process; CUDA = GPU memory held "
-                        "by torch. Cost: free (your hardware).", elem_classes="turn-metrics")
-    return {"prompt_code": prompt_code, "tokens_md": tokens_md, "tokens_view": tokens_view, "snippet": snippet,
-            "table": table}
+            table = gr.Dataframe(
+                pd.DataFrame(columns=LOCAL_METRIC_COLUMNS),
+                headers=LOCAL_METRIC_COLUMNS,
+                label="Per turn",
+                interactive=False,
+                wrap=True,
+            )
+            gr.Markdown(
+                "TTFT = time to first token (reading the prompt). Tokens/s = decode speed after "
+                "the first token. RSS = memory of the whole app process; CUDA = GPU memory held "
+                "by torch. Cost: free (your hardware).",
+                elem_classes="turn-metrics",
+            )
+    return {
+        "prompt_code": prompt_code,
+        "tokens_md": tokens_md,
+        "tokens_view": tokens_view,
+        "snippet": snippet,
+        "table": table,
+    }
 
 
 class _Buttons(NamedTuple):
@@ -339,17 +475,28 @@ def build(runtime: AppRuntime, session: Any) -> LocalTab:
     state, rows, spec_state = gr.State([]), gr.State([]), gr.State(runtime.settings.local_model)
     with gr.Row():
         with gr.Column(scale=5):
-            panel = chat_panel("local", label="Conversation (the model runs in this app)",
-                               placeholder="### Level 3: your own model\nEverything runs here, in the open.",
-                               extra_buttons=["Show the prompt"])
+            panel = chat_panel(
+                "local",
+                label="Conversation (the model runs in this app)",
+                placeholder="### Level 3: your own model\nEverything runs here, in the open.",
+                extra_buttons=["Show the prompt"],
+            )
             model = _model_section(runtime)
             sampling = _sampling_section(runtime.settings.max_new_tokens_cap)
         with gr.Column(scale=4):
             hood = _hood_section()
-    buttons = _Buttons(panel.send_btn, panel.stop_btn, panel.retry_btn, panel.undo_btn, panel.clear_btn,
-                       panel.extra_buttons[0], model.pop("load_btn"))
-    tab = LocalTab(runtime, panel.chatbot, state, panel.textbox, panel.metrics_md, spec_state, rows=rows,
-                   **model, **hood)
+    buttons = _Buttons(
+        panel.send_btn,
+        panel.stop_btn,
+        panel.retry_btn,
+        panel.undo_btn,
+        panel.clear_btn,
+        panel.extra_buttons[0],
+        model.pop("load_btn"),
+    )
+    tab = LocalTab(
+        runtime, panel.chatbot, state, panel.textbox, panel.metrics_md, spec_state, rows=rows, **model, **hood
+    )
     _wire(tab, sampling, buttons)
     return tab
 
@@ -360,27 +507,78 @@ def _wire(tab: LocalTab, sampling: list[Any], buttons: _Buttons) -> None:
     gen_lane = lane("local-tab")  # the tab's own lane; the local model's limit is the engine's line
     # The engine comes after the API parameters that existed before it: a client that leaves it out gets
     # the default engine (gradio_client fills in a parameter's default).
-    send_ev = gr.on([t.textbox.submit, buttons.send.click], t.send,
-                    inputs=[t.textbox, t.spec_state, *sampling, t.engine, t.state, t.rows], outputs=t.outputs,
-                    api_name="local_send", show_progress="minimal", **gen_lane)
-    retry_ev = gr.on([buttons.retry.click, t.chatbot.retry], t.retry,
-                     inputs=[t.spec_state, *sampling, t.engine, t.state, t.rows], outputs=t.outputs,
-                     api_name="local_retry", show_progress="minimal", **gen_lane)
+    send_ev = gr.on(
+        [t.textbox.submit, buttons.send.click],
+        t.send,
+        inputs=[t.textbox, t.spec_state, *sampling, t.engine, t.state, t.rows],
+        outputs=t.outputs,
+        api_name="local_send",
+        show_progress="minimal",
+        **gen_lane,
+    )
+    retry_ev = gr.on(
+        [buttons.retry.click, t.chatbot.retry],
+        t.retry,
+        inputs=[t.spec_state, *sampling, t.engine, t.state, t.rows],
+        outputs=t.outputs,
+        api_name="local_retry",
+        show_progress="minimal",
+        **gen_lane,
+    )
     running = [send_ev, retry_ev]
     buttons.stop.click(None, None, None, cancels=running, api_visibility="private", queue=False)
-    gr.on([buttons.undo.click, t.chatbot.undo], t.undo, inputs=[t.state], outputs=[t.chatbot, t.state, t.textbox],
-          api_name="local_undo", cancels=running, concurrency_limit=None, show_progress="hidden")
-    gr.on([buttons.clear.click, t.chatbot.clear], t.clear, inputs=None,
-          outputs=[t.chatbot, t.state, t.textbox, t.metrics_md, t.prompt_code, t.tokens_md, t.tokens_view, t.table,
-                   t.rows],
-          api_name="local_clear", cancels=running, concurrency_limit=None, show_progress="hidden")
-    gr.on([buttons.load.click, t.model_box.submit], t.load, inputs=[t.model_box, t.engine],
-          outputs=[t.spec_state, t.model_info], api_name="local_load_model", **local_queue(t.runtime))
-    info = dict(inputs=[t.spec_state, t.engine], outputs=[t.model_info, t.info_timer], api_visibility="private",
-                queue=False, show_progress="hidden")
+    gr.on(
+        [buttons.undo.click, t.chatbot.undo],
+        t.undo,
+        inputs=[t.state],
+        outputs=[t.chatbot, t.state, t.textbox],
+        api_name="local_undo",
+        cancels=running,
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    gr.on(
+        [buttons.clear.click, t.chatbot.clear],
+        t.clear,
+        inputs=None,
+        outputs=[
+            t.chatbot,
+            t.state,
+            t.textbox,
+            t.metrics_md,
+            t.prompt_code,
+            t.tokens_md,
+            t.tokens_view,
+            t.table,
+            t.rows,
+        ],
+        api_name="local_clear",
+        cancels=running,
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    gr.on(
+        [buttons.load.click, t.model_box.submit],
+        t.load,
+        inputs=[t.model_box, t.engine],
+        outputs=[t.spec_state, t.model_info],
+        api_name="local_load_model",
+        **local_queue(t.runtime),
+    )
+    info = dict(
+        inputs=[t.spec_state, t.engine],
+        outputs=[t.model_info, t.info_timer],
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
     t.info_timer.tick(t.refresh_info, **info)
     # Picking an engine loads nothing: the line says whether the model is ready there or loads on first use.
     t.engine.change(t.refresh_info, **info)
-    buttons.render.click(t.render, inputs=[t.textbox, t.spec_state, *sampling, t.engine, t.state],
-                         outputs=[t.prompt_code, t.tokens_view, t.tokens_md, t.snippet, t.model_info],
-                         api_name="local_render_prompt", concurrency_limit=None)
+    buttons.render.click(
+        t.render,
+        inputs=[t.textbox, t.spec_state, *sampling, t.engine, t.state],
+        outputs=[t.prompt_code, t.tokens_view, t.tokens_md, t.snippet, t.model_info],
+        api_name="local_render_prompt",
+        concurrency_limit=None,
+    )

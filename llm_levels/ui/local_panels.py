@@ -38,8 +38,7 @@ def under_the_hood(backend: Any, messages: Sequence[Message], params: Any, setti
     prompt = backend.prepare(messages, params.max_new_tokens)
     pairs, summary = token_view(prompt_tokens(backend, prompt))
     if prompt.truncated_turns:
-        summary += (f" The {prompt.truncated_turns} oldest turn(s) were left out to fit the model's "
-                    "context window.")
+        summary += f" The {prompt.truncated_turns} oldest turn(s) were left out to fit the model's context window."
     return Hood(prompt.text, pairs, summary, local_snippet(backend, messages, params, settings, prompt))
 
 
@@ -56,11 +55,18 @@ def prompt_tokens(backend: Any, prompt: Any) -> list[tuple[int, str]]:
     return [(i, tok.decode([i])) for i in prompt.ids]
 
 
-def params_from(sample: bool, temp: Any, topk: Any, topp: Any, repp: Any, max_tokens: Any,
-                seed_value: Any) -> dict[str, Any]:
+def params_from(
+    sample: bool, temp: Any, topk: Any, topp: Any, repp: Any, max_tokens: Any, seed_value: Any
+) -> dict[str, Any]:
     """Raw values for GenParams.from_dict (which coerces and checks them); do_sample off = greedy."""
-    return {"temperature": temp if sample else 0.0, "top_k": topk, "top_p": topp,
-            "repetition_penalty": repp, "max_new_tokens": max_tokens, "seed": seed_value}
+    return {
+        "temperature": temp if sample else 0.0,
+        "top_k": topk,
+        "top_p": topp,
+        "repetition_penalty": repp,
+        "max_new_tokens": max_tokens,
+        "seed": seed_value,
+    }
 
 
 def describe_loaded(loaded: Any) -> str:
@@ -69,14 +75,18 @@ def describe_loaded(loaded: Any) -> str:
     head = f"**{loaded.display_name}** · engine **{engine}**"
     if engine == LLAMA_CPP:
         slots = loaded.parallel
-        return (f"{head} · GGUF weights **{loaded.dtype}** · {loaded.threads} CPU thread"
-                f"{'s' if loaded.threads != 1 else ''} · {slots} slot{'s' if slots != 1 else ''} (requests "
-                f"decoded together) · context per request {loaded.context_window:,} tokens · "
-                f"loaded in {loaded.load_s:.1f} s")
+        return (
+            f"{head} · GGUF weights **{loaded.dtype}** · {loaded.threads} CPU thread"
+            f"{'s' if loaded.threads != 1 else ''} · {slots} slot{'s' if slots != 1 else ''} (requests "
+            f"decoded together) · context per request {loaded.context_window:,} tokens · "
+            f"loaded in {loaded.load_s:.1f} s"
+        )
     ctx = f"{loaded.context_window:,} tokens" if loaded.context_window else "unknown"
-    return (f"{head} · device **{loaded.device}** · dtype **{loaded.dtype}** · "
-            f"{loaded.n_params / 1e6:,.1f} M parameters · context window {ctx} · loaded in {loaded.load_s:.1f} s"
-            + (" (from the converted cache)" if loaded.from_cache else ""))
+    return (
+        f"{head} · device **{loaded.device}** · dtype **{loaded.dtype}** · "
+        f"{loaded.n_params / 1e6:,.1f} M parameters · context window {ctx} · loaded in {loaded.load_s:.1f} s"
+        + (" (from the converted cache)" if loaded.from_cache else "")
+    )
 
 
 def model_info(runtime: AppRuntime, spec: str, engine: str | None = None) -> str:
@@ -92,9 +102,11 @@ def model_info(runtime: AppRuntime, spec: str, engine: str | None = None) -> str
     if f["state"] == "error":
         return f"❌ Could not load **{spec}** on **{engine}**: {f['error']}"
     if engine == TRANSFORMERS:
-        return (f"**{spec}** is not loaded on **transformers** yet: it loads on the first message (or press Load). "
-                "The first time, a GGUF model is converted to float32 weights (tens of seconds); later loads read "
-                "the converted copy.")
+        return (
+            f"**{spec}** is not loaded on **transformers** yet: it loads on the first message (or press Load). "
+            "The first time, a GGUF model is converted to float32 weights (tens of seconds); later loads read "
+            "the converted copy."
+        )
     return f"**{spec}** is not loaded on **{engine}** yet: it loads on the first message (or press Load)."
 
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
-from ..core import BackendError
+from ..core import BackendError, GenParams
 from ..pricing import PriceTable
 from ..runtime import APP_ENDPOINT, LOCAL, LOCAL_PREFIX, SESSION_HOSTED, AppRuntime
 from ..turns.events import Loading, Waiting
@@ -74,7 +74,7 @@ def lane(tab: str) -> dict[str, Any]:
 
 
 def local_wait_title(ahead: int) -> str:
-    """"⏳ Waiting for the local model — N ahead of you"."""
+    """ "⏳ Waiting for the local model — N ahead of you"."""
     return f"{LOCAL_WAIT_TITLE} — {ahead} ahead of you"
 
 
@@ -82,8 +82,10 @@ def local_wait_text(ahead: int, limit: int) -> str:
     """What a request waiting for a local slot is told (``ahead`` requests are in line before it)."""
     at_once = "one request at a time" if limit == 1 else f"{limit} requests at a time"
     first = "You are next" if ahead == 0 else f"{ahead} request(s) are in line before yours"
-    return (f"{first}: the local model answers {at_once} on this server, and yours starts as soon as a "
-            "slot is free. Stop takes it out of the line.")
+    return (
+        f"{first}: the local model answers {at_once} on this server, and yours starts as soon as a "
+        "slot is free. Stop takes it out of the line."
+    )
 
 
 class ChatPanel(NamedTuple):
@@ -107,11 +109,18 @@ def chat_panel(prefix: str, *, label: str, placeholder: str, extra_buttons: Sequ
     of Retry, Undo, Clear and one small button per label in ``extra_buttons``, and the one-line turn
     metrics. Elem ids: ``{prefix}-chat``, ``{prefix}-input``, ``{prefix}-send``, ``{prefix}-metrics``.
     """
-    chatbot = gr.Chatbot(label=label, height=460, buttons=["copy", "copy_all"], elem_id=f"{prefix}-chat",
-                         placeholder=placeholder)
+    chatbot = gr.Chatbot(
+        label=label, height=460, buttons=["copy", "copy_all"], elem_id=f"{prefix}-chat", placeholder=placeholder
+    )
     with gr.Row(equal_height=True):
-        textbox = gr.Textbox(show_label=False, placeholder="Message… (Enter sends)", lines=1,
-                             max_lines=8, scale=8, elem_id=f"{prefix}-input")
+        textbox = gr.Textbox(
+            show_label=False,
+            placeholder="Message… (Enter sends)",
+            lines=1,
+            max_lines=8,
+            scale=8,
+            elem_id=f"{prefix}-input",
+        )
         send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id=f"{prefix}-send")
         stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90)
     with gr.Row():
@@ -172,7 +181,7 @@ def short_label(option_id: str) -> str:
     if option_id == LOCAL:
         return "Local model"
     if option_id.startswith(LOCAL_PREFIX):
-        return f"Local model · {option_id[len(LOCAL_PREFIX):]}"
+        return f"Local model · {option_id[len(LOCAL_PREFIX) :]}"
     if option_id == APP_ENDPOINT:
         return "App endpoint (/v1)"
     if option_id == SESSION_HOSTED:
@@ -198,6 +207,14 @@ def model_status_fields(status: Any) -> dict[str, Any]:
     }
 
 
+def form_params(raw: dict[str, Any]) -> GenParams:
+    """A form's values as GenParams; a bad value is an input error (gr.Error): nothing on screen changes."""
+    try:
+        return GenParams.from_dict(raw)
+    except BackendError as e:
+        raise gr.Error(str(e)) from e
+
+
 def wait_title(event: Loading | Waiting) -> str:
     """A short title for a "please wait" note: the place in line, or the loading percentage."""
     if isinstance(event, Waiting):
@@ -213,6 +230,8 @@ def wait_text(event: Loading | Waiting) -> str:
         return local_wait_text(event.ahead, event.limit)
     if event.fraction is not None:
         detail = f": {event.message}" if event.message else ""
-        return (f"The local model is loading ({event.fraction * 100:.0f}%){detail}. Your message will be answered "
-                "as soon as it is ready.")
+        return (
+            f"The local model is loading ({event.fraction * 100:.0f}%){detail}. Your message will be answered "
+            "as soon as it is ready."
+        )
     return event.message or "Please wait…"

@@ -48,8 +48,15 @@ def create_app(settings: Settings) -> tuple[Any, Any]:
     app.state.runtime = runtime
     app.include_router(create_router(runtime))
     app = gr.mount_gradio_app(
-        app, demo, path="", server_name=settings.server_name, server_port=settings.server_port,
-        footer_links=["api"], theme=THEME, css=CSS, ssr_mode=False,
+        app,
+        demo,
+        path="",
+        server_name=settings.server_name,
+        server_port=settings.server_port,
+        footer_links=["api"],
+        theme=THEME,
+        css=CSS,
+        ssr_mode=False,
     )
     app.state.blocks = demo
     app.state.sessions = limits.install(app, demo, lean=hooks_fit)  # right after mounting, before serving

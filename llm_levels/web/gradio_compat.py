@@ -53,14 +53,26 @@ log = logging.getLogger(__name__)
 GRADIO_SERIES = (6, 31)
 #: What each hook relies on: (object, attribute). Checked at start-up with the version.
 _RELIED_ON = (
-    (SessionState, "__setitem__"), (SessionState, "_update_config"), (SessionState, "_update_value_in_config"),
-    (StateHolder, "set_blocks"), (StateHolder, "update"), (StateHolder, "delete_state"),
+    (SessionState, "__setitem__"),
+    (SessionState, "_update_config"),
+    (SessionState, "_update_value_in_config"),
+    (StateHolder, "set_blocks"),
+    (StateHolder, "update"),
+    (StateHolder, "delete_state"),
 )
-_RELIED_ON_INSTANCE = ("blocks_config", "config_values", "state_data", "_state_ttl", "is_closed",
-                       "STATE_TTL_WHEN_CLOSED")
-HOOKS = ("LeanSessionState (no per-session config copy; no dead component copies; closed TTL)",
-         "LeanStateHolder (lean sessions; drops the queue's empty per-session sets)",
-         "checked_slider (one-line error for a non-numeric slider value)")
+_RELIED_ON_INSTANCE = (
+    "blocks_config",
+    "config_values",
+    "state_data",
+    "_state_ttl",
+    "is_closed",
+    "STATE_TTL_WHEN_CLOSED",
+)
+HOOKS = (
+    "LeanSessionState (no per-session config copy; no dead component copies; closed TTL)",
+    "LeanStateHolder (lean sessions; drops the queue's empty per-session sets)",
+    "checked_slider (one-line error for a non-numeric slider value)",
+)
 
 
 def _series(version: str) -> tuple[int, int] | None:
@@ -76,7 +88,9 @@ def compat_problems(version: str | None = None) -> list[str]:
     version = version or gr.__version__
     problems = []
     if _series(version) != GRADIO_SERIES:
-        problems.append(f"Gradio {version} is installed; the hooks were written for {'.'.join(map(str, GRADIO_SERIES))}.x")
+        problems.append(
+            f"Gradio {version} is installed; the hooks were written for {'.'.join(map(str, GRADIO_SERIES))}.x"
+        )
     for owner, name in _RELIED_ON:
         if not callable(getattr(owner, name, None)):
             problems.append(f"gradio {owner.__name__}.{name} is gone")
@@ -89,9 +103,13 @@ def check_gradio_version(version: str | None = None) -> bool:
     Returns True when the hooks may be installed. Called at start-up by ``web.app.create_app``."""
     problems = compat_problems(version)
     if problems:
-        log.error("GRADIO UPGRADE: %s. The hooks in llm_levels/web/gradio_compat.py are OFF (%s): sessions use "
-                  "Gradio's own state, which costs more memory. Re-check each hook against the new Gradio, run "
-                  "tests/test_gradio_compat.py, then update GRADIO_SERIES.", "; ".join(problems), "; ".join(HOOKS))
+        log.error(
+            "GRADIO UPGRADE: %s. The hooks in llm_levels/web/gradio_compat.py are OFF (%s): sessions use "
+            "Gradio's own state, which costs more memory. Re-check each hook against the new Gradio, run "
+            "tests/test_gradio_compat.py, then update GRADIO_SERIES.",
+            "; ".join(problems),
+            "; ".join(HOOKS),
+        )
     return not problems
 
 
@@ -180,8 +198,9 @@ def install_lean_sessions(app: Any, blocks: Any, *, closed_ttl_s: float | None =
     mounted = [getattr(r, "app", None) for r in getattr(app, "routes", [])]
     gradio_app = next((a for a in mounted if getattr(a, "state_holder", None) is old), None)
     if gradio_app is None or type(old) is not StateHolder:
-        raise RuntimeError("Gradio's mounted app (with its StateHolder) was not found: call this right after "
-                           "gr.mount_gradio_app, once")
+        raise RuntimeError(
+            "Gradio's mounted app (with its StateHolder) was not found: call this right after gr.mount_gradio_app, once"
+        )
     if old.session_data:
         raise RuntimeError("sessions already started: install the lean state before serving")
     probe = LeanSessionState(blocks)

@@ -31,10 +31,15 @@ SSE_DONE = b"data: [DONE]\n\n"
 def token_logprobs(tokens: Iterable[TokenLogprob], shape: Any = ChoiceLogprobs) -> Any:
     """Per-token probabilities in OpenAI's ``choice.logprobs`` ``shape`` (a completion's or a chunk's);
     None when there are none."""
-    content = [ChatCompletionTokenLogprob(
-        token=t.token, logprob=t.logprob, bytes=list(t.token.encode("utf-8")),
-        top_logprobs=[TopLogprob(token=a, logprob=lp, bytes=list(a.encode("utf-8"))) for a, lp in t.top],
-    ) for t in tokens]
+    content = [
+        ChatCompletionTokenLogprob(
+            token=t.token,
+            logprob=t.logprob,
+            bytes=list(t.token.encode("utf-8")),
+            top_logprobs=[TopLogprob(token=a, logprob=lp, bytes=list(a.encode("utf-8"))) for a, lp in t.top],
+        )
+        for t in tokens
+    ]
     return shape(content=content, refusal=None) if content else None
 
 
@@ -43,8 +48,9 @@ def usage_of(done: Done | None) -> CompletionUsage | None:
     m = done.metrics if done is not None else None
     if m is None or m.input_tokens is None or m.output_tokens is None:
         return None
-    return CompletionUsage(prompt_tokens=m.input_tokens, completion_tokens=m.output_tokens,
-                           total_tokens=m.input_tokens + m.output_tokens)
+    return CompletionUsage(
+        prompt_tokens=m.input_tokens, completion_tokens=m.output_tokens, total_tokens=m.input_tokens + m.output_tokens
+    )
 
 
 def finish_reason(reason: str | None) -> str:
@@ -54,18 +60,27 @@ def finish_reason(reason: str | None) -> str:
 
 def completion(request_id: str, created: int, model: str, done: Done) -> str:
     """One ``chat.completion`` (JSON) for a finished turn."""
-    choice = Choice(index=0, message=ChatCompletionMessage(role="assistant", content=done.text, refusal=None),
-                    logprobs=token_logprobs(done.tokens), finish_reason=finish_reason(done.finish_reason))
-    return ChatCompletion(id=request_id, object="chat.completion", created=created, model=model, choices=[choice],
-                          usage=usage_of(done)).model_dump_json(exclude_unset=True)
+    choice = Choice(
+        index=0,
+        message=ChatCompletionMessage(role="assistant", content=done.text, refusal=None),
+        logprobs=token_logprobs(done.tokens),
+        finish_reason=finish_reason(done.finish_reason),
+    )
+    return ChatCompletion(
+        id=request_id, object="chat.completion", created=created, model=model, choices=[choice], usage=usage_of(done)
+    ).model_dump_json(exclude_unset=True)
 
 
 class ChunkWriter:
     """The server-sent events of one streamed answer (same id, time and model on every chunk)."""
 
     def __init__(self, request_id: str, created: int, model: str, include_usage: bool) -> None:
-        self._base: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created,
-                                      "model": model}
+        self._base: dict[str, Any] = {
+            "id": request_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
         if include_usage:
             self._base["usage"] = None  # OpenAI: null on every chunk but the last one
         self.include_usage = include_usage
@@ -74,8 +89,9 @@ class ChunkWriter:
         obj = ChatCompletionChunk(**{**self._base, **extra}, choices=choices)
         return b"data: " + obj.model_dump_json(exclude_unset=True).encode() + b"\n\n"
 
-    def _choice(self, delta: chunk_types.ChoiceDelta, finish: str | None = None,
-                tokens: Iterable[TokenLogprob] = ()) -> bytes:
+    def _choice(
+        self, delta: chunk_types.ChoiceDelta, finish: str | None = None, tokens: Iterable[TokenLogprob] = ()
+    ) -> bytes:
         logprobs = token_logprobs(tokens, chunk_types.ChoiceLogprobs)
         return self._event([chunk_types.Choice(index=0, delta=delta, logprobs=logprobs, finish_reason=finish)])
 

@@ -10,12 +10,11 @@ Hosted-API tab's "this app's local endpoint" works everywhere.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from typing import Any
 
 from fastapi import Request
 
-from ..config import secret
+from ..config import is_loopback, secret
 from .openai_errors import ApiError
 
 
@@ -40,15 +39,27 @@ class AccessCheck:
         if ok:
             return
         if not configured:
-            raise ApiError(403, "This endpoint is closed: the app listens on a non-local address "
-                                f"({self.server_name}) and no LOCAL_API_KEY is set. Set LOCAL_API_KEY on the "
-                                "server and send it as 'Authorization: Bearer <key>'.", code="endpoint_closed")
+            raise ApiError(
+                403,
+                "This endpoint is closed: the app listens on a non-local address "
+                f"({self.server_name}) and no LOCAL_API_KEY is set. Set LOCAL_API_KEY on the "
+                "server and send it as 'Authorization: Bearer <key>'.",
+                code="endpoint_closed",
+            )
         if given is None:
-            raise ApiError(401, "Missing API key: send the server's LOCAL_API_KEY as "
-                                "'Authorization: Bearer <key>' (the openai client's api_key).",
-                           code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
-        raise ApiError(401, "Incorrect API key: use the LOCAL_API_KEY this server was started with.",
-                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "Missing API key: send the server's LOCAL_API_KEY as "
+                "'Authorization: Bearer <key>' (the openai client's api_key).",
+                code="missing_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        raise ApiError(
+            401,
+            "Incorrect API key: use the LOCAL_API_KEY this server was started with.",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def bearer(header: str | None) -> str | None:
@@ -59,14 +70,3 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (the default bind, 127.0.0.1)."""
-    host = host.strip().strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -38,12 +38,25 @@ REFUSED = "refused"
 class ApiError(Exception):
     """An error answered in OpenAI's JSON shape, with its HTTP status and optional headers."""
 
-    _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-              404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-              429: "rate_limit_error"}
+    _TYPES = {
+        400: "invalid_request_error",
+        401: "invalid_request_error",
+        403: "permission_error",
+        404: "invalid_request_error",
+        405: "invalid_request_error",
+        413: "invalid_request_error",
+        429: "rate_limit_error",
+    }
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -74,8 +87,12 @@ class ApiError(Exception):
         unknown = sorted(_printable(e["loc"][-1]) for e in errors if e.get("type") == "extra_forbidden")
         if unknown:
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            return cls(400, f"Unrecognized request argument supplied: {', '.join(unknown[:5])}{more}.",
-                       param=unknown[0], code="unknown_parameter")
+            return cls(
+                400,
+                f"Unrecognized request argument supplied: {', '.join(unknown[:5])}{more}.",
+                param=unknown[0],
+                code="unknown_parameter",
+            )
         first = errors[0]
         ctx = first.get("ctx") or {}
         loc = [part for part in first.get("loc", ()) if part != "body"]
@@ -104,9 +121,17 @@ def param_name(loc: list[Any]) -> str:
     return out
 
 
-_KINDS = {"int_type": "a whole number", "float_type": "a number", "finite_number": "a finite number",
-          "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
-          "model_type": "an object", "model_attributes_type": "an object", "dict_type": "an object"}
+_KINDS = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "dict_type": "an object",
+}
 
 
 def describe(error: Mapping[str, Any], param: str | None) -> str:

@@ -44,9 +44,13 @@ def model_card(model_id: str) -> dict[str, Any]:
 
 
 def unknown_model(model: str, runtime: Any) -> ApiError:
-    return ApiError(404, f"The model {model[:80]!r} does not exist on this server. Use one of: "
-                         f"{', '.join(model_ids(runtime))} (GET /v1/models lists them).", param="model",
-                    code="model_not_found")
+    return ApiError(
+        404,
+        f"The model {model[:80]!r} does not exist on this server. Use one of: "
+        f"{', '.join(model_ids(runtime))} (GET /v1/models lists them).",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def _model_name(runtime: Any) -> str | None:

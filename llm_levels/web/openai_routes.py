@@ -88,23 +88,36 @@ def create_router(runtime: Any) -> APIRouter:
         engine = engine_for(body.model, runtime)
         stream = start_turn(runtime, engine, body, request_id)
         model, first = await guarded(request, stream, until_ready(stream, settings.max_queue_size))
-        log.info("%s: %s stream=%s max_tokens=%d temperature=%g (%d waiting)", request_id, engine,
-                 bool(body.stream), body.params.max_new_tokens, body.params.temperature, runtime.line(engine).waiting)
+        log.info(
+            "%s: %s stream=%s max_tokens=%d temperature=%g (%d waiting)",
+            request_id,
+            engine,
+            bool(body.stream),
+            body.params.max_new_tokens,
+            body.params.temperature,
+            runtime.line(engine).waiting,
+        )
         created = int(time.time())
         if not body.stream:
             done = await guarded(request, stream, collect(stream, first))
             return Response(completion(request_id, created, model, done), media_type="application/json")
         writer = ChunkWriter(request_id, created, model, body.include_usage)
-        return StreamingResponse(sse_events(stream, first, writer), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            sse_events(stream, first, writer),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     async def unknown_route(rest: str) -> Response:
         path = "/v1/" + rest
         if path in _KNOWN_PATHS:
             raise ApiError(405, f"Use {_KNOWN_PATHS[path]} for {path}.", code="method_not_allowed")
-        raise ApiError(404, f"Unknown endpoint {path}: this server offers GET /v1/models and "
-                            "POST /v1/chat/completions.", code="unknown_url")
+        raise ApiError(
+            404,
+            f"Unknown endpoint {path}: this server offers GET /v1/models and POST /v1/chat/completions.",
+            code="unknown_url",
+        )
 
     return router
 
@@ -123,5 +136,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"We could not parse the JSON body of your request ({e}). Send a JSON object with "
-                            "'model' and 'messages'.", code="invalid_json") from None
+        raise ApiError(
+            400,
+            f"We could not parse the JSON body of your request ({e}). Send a JSON object with 'model' and 'messages'.",
+            code="invalid_json",
+        ) from None

@@ -41,10 +41,18 @@ from .openai_errors import ApiError, refused
 DEFAULT_TEMPERATURE = 1.0
 
 # OpenAI chat-completions fields that do not change the answer here: accepted and ignored.
-_IGNORED = frozenset({
-    "user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key",
-    "safety_identifier", "prediction",
-})
+_IGNORED = frozenset(
+    {
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "parallel_tool_calls",
+        "prompt_cache_key",
+        "safety_identifier",
+        "prediction",
+    }
+)
 # OpenAI fields accepted only at their "off" value; anything else would silently change the answer.
 _OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (None, 0, 0.0),
@@ -82,8 +90,7 @@ def _in_range(name: str) -> AfterValidator:
 
     def check(value: Any) -> Any:
         if value is not None and not spec.minimum <= value <= spec.maximum:
-            raise refused(f"{name} must be between {_fmt(spec.minimum)} and {_fmt(spec.maximum)} "
-                          f"(got {_fmt(value)}).")
+            raise refused(f"{name} must be between {_fmt(spec.minimum)} and {_fmt(spec.maximum)} (got {_fmt(value)}).")
         return value
 
     return AfterValidator(check)
@@ -120,19 +127,24 @@ class ChatMessage(BaseModel):
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind != "text" or not isinstance(part.get("text"), str):
-                raise refused(f"only text content parts are supported (got {kind!r}); the local model reads "
-                              "text only.", code="unsupported_content")
+                raise refused(
+                    f"only text content parts are supported (got {kind!r}); the local model reads text only.",
+                    code="unsupported_content",
+                )
         return "".join(part["text"] for part in content)
 
     @model_validator(mode="after")
     def _known_role(self) -> ChatMessage:
         extra = self.model_extra or {}
         if self.role in ("tool", "function") or extra.get("tool_calls") or extra.get("function_call"):
-            raise refused("tool messages are not supported (the local model has no tools).",
-                          code="unsupported_parameter")
+            raise refused(
+                "tool messages are not supported (the local model has no tools).", code="unsupported_parameter"
+            )
         if self.role != "developer" and self.role not in ROLES:
-            raise refused(f"Unknown message role {self.role[:40]!r}: use one of {', '.join(ROLES)} (or developer).",
-                          param="messages")
+            raise refused(
+                f"Unknown message role {self.role[:40]!r}: use one of {', '.join(ROLES)} (or developer).",
+                param="messages",
+            )
         return self
 
     def to_message(self) -> Message:
@@ -190,8 +202,11 @@ class ChatCompletionRequest(BaseModel):
         if all(k in cls.model_fields or k in _OFF_VALUES for k in data):
             for name, allowed in _OFF_VALUES.items():
                 if name in data and not _is_off(data[name], allowed):
-                    raise refused(f"{name}={json.dumps(data[name])[:60]} is not supported: {_WHY_OFF[name]}.",
-                                  param=name, code="unsupported_parameter")
+                    raise refused(
+                        f"{name}={json.dumps(data[name])[:60]} is not supported: {_WHY_OFF[name]}.",
+                        param=name,
+                        code="unsupported_parameter",
+                    )
         return {k: v for k, v in data.items() if k not in _OFF_VALUES}
 
     @field_validator("messages", mode="before")
@@ -205,8 +220,11 @@ class ChatCompletionRequest(BaseModel):
     @classmethod
     def _one_choice(cls, n: Any) -> Any:
         if n is not None and (isinstance(n, bool) or n != 1):
-            raise refused(f"n={json.dumps(n)[:20]} is not supported: this server returns one choice per request "
-                          "(n=1); send several requests instead.", code="unsupported_parameter")
+            raise refused(
+                f"n={json.dumps(n)[:20]} is not supported: this server returns one choice per request "
+                "(n=1); send several requests instead.",
+                code="unsupported_parameter",
+            )
         return n
 
     @field_validator("stop")
@@ -226,8 +244,11 @@ class ChatCompletionRequest(BaseModel):
     @classmethod
     def _text_format(cls, rf: Any) -> Any:
         if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
-            raise refused("response_format is not supported: the local model cannot be constrained to JSON; "
-                          "leave it out (or use {\"type\": \"text\"}).", code="unsupported_parameter")
+            raise refused(
+                "response_format is not supported: the local model cannot be constrained to JSON; "
+                "leave it out (or use {\"type\": \"text\"}).",
+                code="unsupported_parameter",
+            )
         return rf
 
     @field_validator("max_tokens", "max_completion_tokens")
@@ -237,8 +258,10 @@ class ChatCompletionRequest(BaseModel):
             raise refused(f"{info.field_name} must be a whole number of at least 1.")
         cap = (info.context or {}).get("max_new_tokens_cap")
         if value is not None and cap is not None and value > cap:
-            raise refused(f"{info.field_name}={value} is more than this server allows: at most {cap} "
-                          "(MAX_NEW_TOKENS_CAP). Ask for fewer tokens.")
+            raise refused(
+                f"{info.field_name}={value} is more than this server allows: at most {cap} "
+                "(MAX_NEW_TOKENS_CAP). Ask for fewer tokens."
+            )
         return value
 
     @model_validator(mode="after")
@@ -260,8 +283,10 @@ class ChatCompletionRequest(BaseModel):
             self._params = GenParams(
                 max_new_tokens=self.max_completion_tokens or self.max_tokens or cap,
                 temperature=DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
-                stop=tuple(self.stop or ()), top_logprobs=(self.top_logprobs or 0) if self.logprobs else None,
-                **{k: v for k, v in values.items() if v is not None})
+                stop=tuple(self.stop or ()),
+                top_logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+                **{k: v for k, v in values.items() if v is not None},
+            )
         except BackendError as e:
             raise refused(e.message) from None
         return self
@@ -278,6 +303,7 @@ def parse_request(body: Any, settings: Any) -> ChatCompletionRequest:
 
 def _is_off(value: Any, allowed: tuple[Any, ...]) -> bool:
     """Whether ``value`` is one of the "feature off" values (same type, or both plain numbers)."""
+
     def num(x: Any) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool)
 

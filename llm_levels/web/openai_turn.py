@@ -45,8 +45,7 @@ def start_turn(runtime: Any, engine: str, body: ChatCompletionRequest, request_i
         raise queue_full(line.waiting)
     stream = TurnStream(request_id)
     # No browser session: the per-session rate limit is the UI's; /v1 is bounded by its engine's line.
-    turn = TurnRequest(runtime.local_option(engine), body.conversation, body.params,
-                       session_id=None, engine=engine)
+    turn = TurnRequest(runtime.local_option(engine), body.conversation, body.params, session_id=None, engine=engine)
     return stream.start(run_turn(runtime, turn, cancel=stream.cancel, poll_s=LINE_POLL_S))
 
 
@@ -66,15 +65,20 @@ async def until_ready(stream: TurnStream, max_queue_size: int) -> tuple[str, Eve
                 raise queue_full(event.ahead)  # the line filled up while the model was loading
             waiting_since = now if waiting_since is None else waiting_since
             if now - waiting_since > QUEUE_WAIT_S:
-                raise ApiError(503, f"The local model stayed busy for {QUEUE_WAIT_S:g} s: too many requests are "
-                                    "ahead of this one. Retry later.", code="busy",
-                               headers={"Retry-After": str(RETRY_AFTER_BUSY_S)})
+                raise ApiError(
+                    503,
+                    f"The local model stayed busy for {QUEUE_WAIT_S:g} s: too many requests are "
+                    "ahead of this one. Retry later.",
+                    code="busy",
+                    headers={"Retry-After": str(RETRY_AFTER_BUSY_S)},
+                )
         elif isinstance(event, Started):
             model = event.model
         elif isinstance(event, Failed) and model is None:
             e = event.error
-            raise ApiError(e.status if e.status >= 500 else 503, f"The local model is not available: {e.message}",
-                           code=e.kind)
+            raise ApiError(
+                e.status if e.status >= 500 else 503, f"The local model is not available: {e.message}", code=e.kind
+            )
         elif event is END:
             raise ApiError(500, "The answer ended before it began; see the app log.", code="internal")
         else:
@@ -107,16 +111,18 @@ async def sse_events(stream: TurnStream, first: Event, writer: ChunkWriter) -> A
                 yield writer.end(event)
             elif isinstance(event, Failed) or event is END:
                 ended = True  # headers are sent: report it the way OpenAI does mid-stream
-                error = event.error if isinstance(event, Failed) else BackendError(
-                    "The answer ended before it was complete; see the app log.", kind="internal")
+                error = (
+                    event.error
+                    if isinstance(event, Failed)
+                    else BackendError("The answer ended before it was complete; see the app log.", kind="internal")
+                )
                 yield sse_error(ApiError.from_backend(error).body())
             if not ended:
                 event = await stream.next()
     except Exception:  # a bug while writing: the log has it, the client gets an error event
         ended = True
         log.exception("%s: streaming the answer failed", stream.request_id)
-        yield sse_error(ApiError(500, "The server failed while streaming; see the app log.",
-                                 code="internal").body())
+        yield sse_error(ApiError(500, "The server failed while streaming; see the app log.", code="internal").body())
     finally:
         if not ended:
             stream.stop("client went away")  # Starlette closed us: the worker stops the turn
@@ -155,13 +161,22 @@ async def _disconnected(request: Request) -> None:
 
 
 def queue_full(waiting: int) -> ApiError:
-    return ApiError(429, f"The local model is busy: {waiting} request(s) are already waiting (MAX_QUEUE_SIZE). "
-                         "Retry in a few seconds.", code="queue_full", headers={"Retry-After": str(RETRY_AFTER_BUSY_S)})
+    return ApiError(
+        429,
+        f"The local model is busy: {waiting} request(s) are already waiting (MAX_QUEUE_SIZE). Retry in a few seconds.",
+        code="queue_full",
+        headers={"Retry-After": str(RETRY_AFTER_BUSY_S)},
+    )
 
 
 def still_loading(event: Loading) -> ApiError:
-    parts = ([f"{event.fraction:.0%}"] if event.fraction is not None else []) + ([event.message] if event.message
-                                                                                 else [])
+    parts = ([f"{event.fraction:.0%}"] if event.fraction is not None else []) + (
+        [event.message] if event.message else []
+    )
     status = f" ({', '.join(parts)})" if parts else ""
-    return ApiError(503, f"The local model is still loading{status}. Retry in a few seconds.", code="model_loading",
-                    headers={"Retry-After": str(RETRY_AFTER_LOADING_S)})
+    return ApiError(
+        503,
+        f"The local model is still loading{status}. Retry in a few seconds.",
+        code="model_loading",
+        headers={"Retry-After": str(RETRY_AFTER_LOADING_S)},
+    )

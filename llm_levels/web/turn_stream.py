@@ -42,8 +42,9 @@ class TurnStream:
         self._thread: threading.Thread | None = None
 
     def start(self, events: Iterator[Event]) -> TurnStream:
-        self._thread = threading.Thread(target=self._work, args=(events,), name=f"v1-{self.request_id[-8:]}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, args=(events,), name=f"v1-{self.request_id[-8:]}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -76,8 +77,13 @@ class TurnStream:
                     break
         except Exception:  # run_turn reports failures as events: anything raised here is a bug
             log.exception("%s: the turn failed", self.request_id)
-            self._put(Failed(BackendError("The local model failed while answering; see the app log.",
-                                          kind="internal", status=500)))
+            self._put(
+                Failed(
+                    BackendError(
+                        "The local model failed while answering; see the app log.", kind="internal", status=500
+                    )
+                )
+            )
         finally:
             try:
                 events.close()  # out of the line, or the backend stops generating
@@ -90,8 +96,17 @@ class TurnStream:
         if not self._why_stopped:
             return
         if self.started:
-            log.info("%s: %s; generation stopped after %d chunk(s); worker ended %.2f s after start",
-                     self.request_id, self._why_stopped, self.chunks, seconds)
+            log.info(
+                "%s: %s; generation stopped after %d chunk(s); worker ended %.2f s after start",
+                self.request_id,
+                self._why_stopped,
+                self.chunks,
+                seconds,
+            )
         else:
-            log.info("%s: %s while waiting; left the line; worker ended %.2f s after start", self.request_id,
-                     self._why_stopped, seconds)
+            log.info(
+                "%s: %s while waiting; left the line; worker ended %.2f s after start",
+                self.request_id,
+                self._why_stopped,
+                seconds,
+            )

@@ -86,11 +86,17 @@ def test_the_model_and_describe(llama, backend):
 
 
 def test_the_request_sent_to_the_engine(backend):
-    req = backend.request(STORY, GenParams(max_new_tokens=7, temperature=0.5, top_p=0.9, top_k=20,
-                                           repetition_penalty=1.1))
+    req = backend.request(
+        STORY, GenParams(max_new_tokens=7, temperature=0.5, top_p=0.9, top_k=20, repetition_penalty=1.1)
+    )
     assert req["messages"] == [{"role": "user", "content": STORY[0].content}]
-    assert (req["max_tokens"], req["temperature"], req["top_p"], req["top_k"], req["repeat_penalty"]) == \
-        (7, 0.5, 0.9, 20, 1.1)
+    assert (req["max_tokens"], req["temperature"], req["top_p"], req["top_k"], req["repeat_penalty"]) == (
+        7,
+        0.5,
+        0.9,
+        20,
+        1.1,
+    )
     assert req["min_p"] == 0.0 and req["stream"] is True and req["stream_options"] == {"include_usage": True}
     assert "seed" not in req and "stop" not in req and "logprobs" not in req
     req = backend.request(STORY, GenParams(seed=5, stop=("END",), top_logprobs=3))
@@ -203,8 +209,10 @@ def test_a_long_conversation_keeps_the_newest_turns_with_few_renders(small_llama
     assert window == SMALL_CONTEXT
     history = [Message("system", "Be brief.")]
     for i in range(25):  # about 1,200 tokens: more than twice the window
-        history += [Message("user", f"Question number {i}: what does the quick brown fox do near the river today?"),
-                    Message("assistant", f"Answer number {i}: the quick brown fox jumps over the lazy dog again.")]
+        history += [
+            Message("user", f"Question number {i}: what does the quick brown fox do near the river today?"),
+            Message("assistant", f"Answer number {i}: the quick brown fox jumps over the lazy dog again."),
+        ]
     history.append(Message("user", "And the last question?"))
     assert len(backend.prepare(history).ids) > 2 * window
 
@@ -226,10 +234,10 @@ def test_a_long_conversation_keeps_the_newest_turns_with_few_renders(small_llama
     assert len(prompt.ids) + 16 <= window
     kept = prompt.messages
     assert kept[0] == history[0] and kept[1].role == "user" and kept[-1] == history[-1]
-    assert kept == (history[0], *history[1 + prompt.truncated_turns:])
+    assert kept == (history[0], *history[1 + prompt.truncated_turns :])
     assert "Question number 0:" not in prompt.text and "Question number 24:" in prompt.text
     # The longest history that fits: one more question/answer pair would not.
-    more = [history[0], *history[1 + prompt.truncated_turns - 2:]]
+    more = [history[0], *history[1 + prompt.truncated_turns - 2 :]]
     assert len(small_llama.tokenize(small_llama.apply_template(more))) + 16 > window
 
     last = list(backend.stream(history, greedy(16)))[-1]
@@ -300,9 +308,15 @@ def test_a_request_cancelled_while_waiting_in_line_never_starts(llama):
 def test_four_concurrent_streams_each_get_their_own_answer(llama):
     slots = LocalSlots(4)
     backend = LlamaCppBackend(llama, slots=slots)
-    questions = [[Message("user", q)] for q in (
-        "Write a long story about a dragon who learns to cook.", "Name a large animal.",
-        "Write a poem about the sea.", "Explain what a computer does.")]
+    questions = [
+        [Message("user", q)]
+        for q in (
+            "Write a long story about a dragon who learns to cook.",
+            "Name a large animal.",
+            "Write a poem about the sea.",
+            "Explain what a computer does.",
+        )
+    ]
     alone = [backend.complete(q, greedy(16)).text for q in questions]
     assert len(set(alone)) == 4
 

@@ -30,7 +30,7 @@ def direct_generate(lm, prompt_ids: list[int], **kwargs) -> list[int]:
     ids = torch.tensor([prompt_ids])
     with torch.inference_mode():
         out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-    return out[0, len(prompt_ids):].tolist()
+    return out[0, len(prompt_ids) :].tolist()
 
 
 def wait_dead(thread: threading.Thread, within_s: float) -> float:
@@ -101,8 +101,9 @@ def test_seeded_sampling_reproduces_and_matches_transformers(local_backend, embe
     # The same computation as transformers' own sampling after torch.manual_seed.
     prompt_ids = local_backend.prepare(STORY).ids
     torch.manual_seed(1234)
-    ref = direct_generate(embedded_model, prompt_ids, max_new_tokens=8, do_sample=True,
-                          temperature=0.9, top_p=0.95, top_k=40)
+    ref = direct_generate(
+        embedded_model, prompt_ids, max_new_tokens=8, do_sample=True, temperature=0.9, top_p=0.95, top_k=40
+    )
     assert a.text == embedded_model.tokenizer.decode(ref, skip_special_tokens=True)
     other = local_backend.complete(STORY, params.with_(seed=99))
     assert other.text != a.text
@@ -145,7 +146,9 @@ def test_prompt_inspection(local_backend, embedded_model):
     tokens = local_backend.prompt_tokens(msgs)
     assert [i for i, _ in tokens] == embedded_model.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert "".join(piece for _, piece in tokens) == text
-    assert local_backend.count_tokens("Paris") == len(embedded_model.tokenizer("Paris", add_special_tokens=False)["input_ids"])
+    assert local_backend.count_tokens("Paris") == len(
+        embedded_model.tokenizer("Paris", add_special_tokens=False)["input_ids"]
+    )
     info = local_backend.describe()
     assert {"engine", "device", "dtype", "source", "context_window"} <= info.keys()
     assert info["engine"] == "transformers" == local_backend.engine and "fast_path" not in info
@@ -160,13 +163,17 @@ def test_concurrent_requests_wait_in_line_and_get_their_own_answers(embedded_mod
     each answer is exactly the one the same question gets alone."""
     slots = LocalSlots(1)
     backend = LocalBackend(embedded_model, slots=slots)
-    questions = [[Message("user", q)] for q in ("What is the capital of France?", "Name a large animal.",
-                                                 "Write a poem about the sea.")]
+    questions = [
+        [Message("user", q)]
+        for q in ("What is the capital of France?", "Name a large animal.", "Write a poem about the sea.")
+    ]
     alone = [backend.complete(q, greedy(8)).text for q in questions]
     out: list = [None] * 3
     most = 0
-    ths = [threading.Thread(target=lambda i=i: out.__setitem__(i, backend.complete(questions[i], greedy(8)).text))
-           for i in range(3)]
+    ths = [
+        threading.Thread(target=lambda i=i: out.__setitem__(i, backend.complete(questions[i], greedy(8)).text))
+        for i in range(3)
+    ]
     for t in ths:
         t.start()
     while any(t.is_alive() for t in ths):
@@ -266,8 +273,10 @@ def test_old_turns_are_dropped_to_fit_the_context_window(tiny_causal):
     backend = LocalBackend(tiny_causal)  # context window: 256 tokens
     history = [Message("system", "Be brief.")]
     for i in range(12):
-        history += [Message("user", f"Question number {i} about the quick brown fox?"),
-                    Message("assistant", f"Answer number {i}: the lazy dog.")]
+        history += [
+            Message("user", f"Question number {i} about the quick brown fox?"),
+            Message("assistant", f"Answer number {i}: the lazy dog."),
+        ]
     history.append(Message("user", "And the last question?"))
     assert len(backend.prepare(history).ids) > 256 - 16
     chunks = list(backend.stream(history, greedy(16)))
@@ -293,16 +302,21 @@ def test_a_tokenizer_without_chat_template_gets_the_plain_prompt(tmp_path):
 
 def test_seq2seq_reads_the_last_message_with_the_system_text(tiny_seq2seq):
     backend = LocalBackend(tiny_seq2seq)
-    msgs = [Message("system", "Answer with one word."), Message("user", "hi"), Message("assistant", "hello"),
-            Message("user", "Is the following sentence positive?")]
+    msgs = [
+        Message("system", "Answer with one word."),
+        Message("user", "hi"),
+        Message("assistant", "hello"),
+        Message("user", "Is the following sentence positive?"),
+    ]
     text = backend.render_prompt(msgs)
     assert text == "Answer with one word.\n\nIs the following sentence positive?"
     chunks = list(backend.stream(msgs, greedy(6)))
     last = chunks[-1]
     assert last.usage.input_tokens == len(tiny_seq2seq.tokenizer(text)["input_ids"])
     assert last.raw["truncated_turns"] == 2
-    reference = tiny_seq2seq.model.generate(**tiny_seq2seq.tokenizer(text, return_tensors="pt"),
-                                            max_new_tokens=6, do_sample=False)[0, 1:].tolist()
+    reference = tiny_seq2seq.model.generate(
+        **tiny_seq2seq.tokenizer(text, return_tensors="pt"), max_new_tokens=6, do_sample=False
+    )[0, 1:].tolist()
     assert last.raw["generated_ids"] == reference and last.usage.output_tokens == len(reference)
     assert "".join(c.text for c in chunks) == tiny_seq2seq.tokenizer.decode(reference, skip_special_tokens=True)
     assert last.finish_reason == ("stop" if reference[-1] == tiny_seq2seq.tokenizer.eos_token_id else "length")

@@ -240,8 +240,9 @@ def test_unknown_host_says_it_does_not_resolve():
     assert err.kind == "connection" and "no-such-host.invalid" in err.message and "resolve" in err.message
 
 
-@pytest.mark.parametrize("url", ["localhost:8000/v1", "http://", "http://exa mple.com/v1", "ftp://host/v1",
-                                 "http://host:99999/v1"])
+@pytest.mark.parametrize(
+    "url", ["localhost:8000/v1", "http://", "http://exa mple.com/v1", "ftp://host/v1", "http://host:99999/v1"]
+)
 def test_malformed_base_url(url):
     err, _, _ = fail(backend(url))
     assert err.kind == "config" and "http://localhost:8000/v1" in err.message
@@ -281,8 +282,18 @@ def test_retry_after_beyond_the_budget_fails_at_once(scripted_server):
 
 
 def test_quota_exhausted_is_not_retried(scripted_server):
-    scripted_server.push(Act.status(429, {"error": {"message": "You exceeded your current quota.",
-                                                    "type": "insufficient_quota", "code": "insufficient_quota"}}))
+    scripted_server.push(
+        Act.status(
+            429,
+            {
+                "error": {
+                    "message": "You exceeded your current quota.",
+                    "type": "insufficient_quota",
+                    "code": "insufficient_quota",
+                }
+            },
+        )
+    )
     err, _, _ = fail(backend(scripted_server.base_url, max_retries=2))
     assert err.kind == "rate_limit" and not err.retryable and "quota" in err.message and "billing" in err.message
     assert len(scripted_server.requests) == 1
@@ -363,11 +374,18 @@ def test_the_client_backoff_constants_are_the_clients():
     assert budget.CLIENT_MAX_RETRY_AFTER_S == _constants.MAX_RETRY_AFTER_DELAY
 
 
-@pytest.mark.parametrize("headers, seconds", [
-    ({"retry-after": "2"}, 2.0), ({"retry-after-ms": "250"}, 0.25), ({"retry-after": "not a date"}, None),
-    ({"retry-after": "inf"}, None), ({"retry-after-ms": "x", "retry-after": "1.5"}, 1.5), ({}, None),
-    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: no wait
-])
+@pytest.mark.parametrize(
+    "headers, seconds",
+    [
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"retry-after": "not a date"}, None),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after-ms": "x", "retry-after": "1.5"}, 1.5),
+        ({}, None),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: no wait
+    ],
+)
 def test_retry_after_parsing(headers, seconds):
     from llm_levels.backends.openai_budget import retry_after
 
@@ -396,9 +414,18 @@ def test_stream_cut_before_any_text_is_retried(scripted_server):
 
 # ================================================================================ scripted: status codes
 def test_unknown_model_404_names_the_model(scripted_server):
-    scripted_server.push(Act.status(404, {"error": {
-        "message": "The model `gpt-9` does not exist or you do not have access to it.",
-        "type": "invalid_request_error", "code": "model_not_found"}}))
+    scripted_server.push(
+        Act.status(
+            404,
+            {
+                "error": {
+                    "message": "The model `gpt-9` does not exist or you do not have access to it.",
+                    "type": "invalid_request_error",
+                    "code": "model_not_found",
+                }
+            },
+        )
+    )
     err, _, _ = fail(backend(scripted_server.base_url, model="gpt-9"))
     assert err.kind == "not_found" and "'gpt-9'" in err.message and "/models" in err.message
     assert len(scripted_server.requests) == 1
@@ -421,10 +448,20 @@ def test_server_text_is_scrubbed_and_truncated(scripted_server):
 
 
 def test_token_limit_parameter_is_swapped_once_when_refused(scripted_server):
-    scripted_server.push(Act.status(400, {"error": {
-        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                   "Use 'max_completion_tokens' instead.",
-        "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}))
+    scripted_server.push(
+        Act.status(
+            400,
+            {
+                "error": {
+                    "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                    "Use 'max_completion_tokens' instead.",
+                    "type": "invalid_request_error",
+                    "param": "max_tokens",
+                    "code": "unsupported_parameter",
+                }
+            },
+        )
+    )
     b = backend(scripted_server.base_url)
     reply = collect(b.stream(HELLO, GenParams(max_new_tokens=12)))
     assert reply.text == "Hello, world"
@@ -435,9 +472,18 @@ def test_token_limit_parameter_is_swapped_once_when_refused(scripted_server):
 
 
 def test_token_limit_too_large_is_not_swapped(scripted_server):
-    scripted_server.push(Act.status(400, {"error": {
-        "message": "'max_tokens' is too large: 5000. This model's maximum context length is 2048 tokens.",
-        "type": "BadRequestError", "param": "max_tokens"}}))
+    scripted_server.push(
+        Act.status(
+            400,
+            {
+                "error": {
+                    "message": "'max_tokens' is too large: 5000. This model's maximum context length is 2048 tokens.",
+                    "type": "BadRequestError",
+                    "param": "max_tokens",
+                }
+            },
+        )
+    )
     err, _, _ = fail(backend(scripted_server.base_url))
     assert err.kind == "bad_request" and "too large: 5000" in err.message
     assert len(scripted_server.requests) == 1
@@ -482,8 +528,13 @@ def test_raw_chunks_are_capped_but_keep_the_last(scripted_server):
 
 
 def test_error_event_inside_the_stream_keeps_the_partial_text(scripted_server):
-    scripted_server.push(Act.events(Act.text_chunk("par"), Act.text_chunk("tial"),
-                                    {"error": {"message": "model overloaded", "type": "server_error"}}))
+    scripted_server.push(
+        Act.events(
+            Act.text_chunk("par"),
+            Act.text_chunk("tial"),
+            {"error": {"message": "model overloaded", "type": "server_error"}},
+        )
+    )
     err, _, seen = fail(backend(scripted_server.base_url))
     assert err.kind == "server" and "model overloaded" in err.message and err.partial_text == "partial"
     assert [c.text for c in seen] == ["par", "tial"] and len(scripted_server.requests) == 1

@@ -36,8 +36,10 @@ def cost(messages: list[Message]) -> int:
 def chat(pairs: int, *, system: str | None = "Be brief.", words: int = 5) -> list[Message]:
     msgs = [Message("system", system)] if system else []
     for i in range(pairs):
-        msgs += [Message("user", f"question{i} " + "w " * (words - 1)),
-                 Message("assistant", f"answer{i} " + "w " * (words - 1))]
+        msgs += [
+            Message("user", f"question{i} " + "w " * (words - 1)),
+            Message("assistant", f"answer{i} " + "w " * (words - 1)),
+        ]
     return msgs + [Message("user", "last " + "w " * (words - 1))]
 
 
@@ -80,9 +82,9 @@ def test_the_newest_turns_that_fit_are_kept_with_the_system_message():
     assert p.messages[0] == msgs[0] and p.messages[-1] == msgs[-1]
     assert p.messages[1].role == "user"  # the kept history starts with a question
     assert p.truncated_turns > 0 and p.truncated_turns % 2 == 0  # whole question/answer pairs
-    assert p.messages == (msgs[0], *msgs[1 + p.truncated_turns:])
+    assert p.messages == (msgs[0], *msgs[1 + p.truncated_turns :])
     # The longest history that fits: one more pair would not.
-    one_more = [msgs[0], *msgs[1 + p.truncated_turns - 2:]]
+    one_more = [msgs[0], *msgs[1 + p.truncated_turns - 2 :]]
     assert cost(one_more) > window - max_new
     assert "question19" in p.text and "question0 " not in p.text
 
@@ -90,8 +92,11 @@ def test_the_newest_turns_that_fit_are_kept_with_the_system_message():
 def test_the_kept_history_never_starts_with_an_answer():
     enc = FakeEncoder()
     # A question followed by several answers (a retried or streamed-in-parts reply), then more turns.
-    msgs = [Message("user", "q0 " + "w " * 20)] + [Message("assistant", "a " + "w " * 20)] * 4 + [
-        Message("user", "q1 w w"), Message("assistant", "a1 w w"), Message("user", "last w")]
+    msgs = (
+        [Message("user", "q0 " + "w " * 20)]
+        + [Message("assistant", "a " + "w " * 20)] * 4
+        + [Message("user", "q1 w w"), Message("assistant", "a1 w w"), Message("user", "last w")]
+    )
     budget = cost(msgs[-3:])  # room for exactly the last question, answer and question
     p = fit_prompt(msgs, enc, window=budget + 10, max_new_tokens=10, model="m")
     assert p.messages == tuple(msgs[-3:]) and p.truncated_turns == len(msgs) - 3

@@ -47,7 +47,9 @@ def test_typed_prompt_streams_tokens_and_completes(page):
     assert lengths == sorted(lengths) and lengths[-1] < len(final), shown
     assert final.startswith(partial[0].split()[0]), (partial[0], final)
     # The user's message is on screen above it, and the input box was emptied.
-    expect(page.locator('#chat-window [data-testid="user"]').last).to_have_text("Write a short story about a cat who learns to swim.")
+    expect(page.locator('#chat-window [data-testid="user"]').last).to_have_text(
+        "Write a short story about a cat who learns to swim."
+    )
     expect(page.locator("#chat-input textarea")).to_have_value("")
     assert "local" in page.locator("#chat-metrics").inner_text()
 

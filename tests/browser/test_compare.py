@@ -44,8 +44,12 @@ def test_compare_charts_draw_a_bar_per_answer(page):
     page.locator("#compare-prompt textarea").fill("Hi")
     page.locator("#compare-run").click()
     expect(page.locator("#compare-status")).to_contain_text("Done in", timeout=180_000)
-    finished = page.locator("#compare-table [role=row]").filter(has_not_text="error").filter(
-        has=page.get_by_role("gridcell")).count()
+    finished = (
+        page.locator("#compare-table [role=row]")
+        .filter(has_not_text="error")
+        .filter(has=page.get_by_role("gridcell"))
+        .count()
+    )
     # Both charts (time to first token, tokens/s) draw one bar per backend that answered.
     bars = page.locator(".vega-embed .mark-rect path")
     expect(bars).to_have_count(2 * finished, timeout=10_000)

@@ -21,7 +21,7 @@ def test_lab_run_from_the_page_fills_the_results(page):
     expect(page.locator("#lab-status")).to_contain_text("Done", timeout=120_000)
     cells = page.locator("#lab-table").inner_text().split("weighted F1", 1)[1].split()
     # one row per k: k, method, template, n, accuracy, macro F1, weighted F1, invalid % (after the headers)
-    rows = [cells[i:i + 8] for i in range(cells.index("0"), len(cells), 8)]
+    rows = [cells[i : i + 8] for i in range(cells.index("0"), len(cells), 8)]
     assert [r[0] for r in rows] == ["0", "1"] and all(r[1] == "score" and r[3] == "9" for r in rows), cells
     assert all(0.0 <= float(r[4]) <= 1.0 for r in rows)
     # No error toast: every value the page sent passed validation.

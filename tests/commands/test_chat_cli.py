@@ -21,8 +21,14 @@ CRASH_SIGNS = ("terminate called", "Traceback", "Aborted", "core dumped", "Segme
 
 
 def chat(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llm_levels", "chat", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "llm_levels", "chat", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def check_failure(p: subprocess.CompletedProcess, status: int = 1) -> str:
@@ -35,8 +41,20 @@ def check_failure(p: subprocess.CompletedProcess, status: int = 1) -> str:
 
 
 def test_json_against_katan(katan_echo):
-    p = chat("--backend", "openai", "--prompt", "what is two plus two", "--system", "you add numbers",
-             "--max-new-tokens", "9", "--temperature", "0.2", "--json", env=katan_echo.env())
+    p = chat(
+        "--backend",
+        "openai",
+        "--prompt",
+        "what is two plus two",
+        "--system",
+        "you add numbers",
+        "--max-new-tokens",
+        "9",
+        "--temperature",
+        "0.2",
+        "--json",
+        env=katan_echo.env(),
+    )
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
     lines = p.stdout.strip().splitlines()
@@ -66,8 +84,19 @@ def test_streaming_prints_the_answer(katan_echo):
 
 def test_no_stream_and_flags_override_the_environment(katan_echo):
     env = openai_env("http://127.0.0.1:9/v1", katan_echo.api_key, "from-env")  # wrong URL in the env
-    p = chat("--backend", "openai", "--prompt", "hi", "--no-stream", "--json", "--base-url", katan_echo.base_url,
-             "--model", "from-flag", env=env)
+    p = chat(
+        "--backend",
+        "openai",
+        "--prompt",
+        "hi",
+        "--no-stream",
+        "--json",
+        "--base-url",
+        katan_echo.base_url,
+        "--model",
+        "from-flag",
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["model"] == "from-flag" and out["text"].endswith("User: hi") and out["usage"] is not None
@@ -95,8 +124,9 @@ def test_wrong_key_never_printed(katan_echo):
 
 
 def test_unknown_model(scripted_server):
-    scripted_server.push(Act.status(404, {"error": {"message": "The model `nope-1` does not exist.",
-                                                    "code": "model_not_found"}}))
+    scripted_server.push(
+        Act.status(404, {"error": {"message": "The model `nope-1` does not exist.", "code": "model_not_found"}})
+    )
     p = chat("--backend", "openai", "--prompt", "hi", env=openai_env(scripted_server.base_url, None, "nope-1"))
     line = check_failure(p)
     assert "'nope-1'" in line and "model id" in line
@@ -116,12 +146,15 @@ def test_no_key_says_where_to_set_it():
     assert "OPENAI_API_KEY" in line
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--backend", "openai"], "--prompt"),
-    (["--backend", "nope", "--prompt", "x"], "invalid choice"),
-    (["--backend", "openai", "--prompt", "x", "--temperature", "5"], "temperature"),
-    (["--backend", "openai", "--prompt", "   "], "empty"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--backend", "openai"], "--prompt"),
+        (["--backend", "nope", "--prompt", "x"], "invalid choice"),
+        (["--backend", "openai", "--prompt", "x", "--temperature", "5"], "temperature"),
+        (["--backend", "openai", "--prompt", "   "], "empty"),
+    ],
+)
 def test_usage_errors_exit_2(args, needle):
     p = chat(*args, env=openai_env(None, None, None))
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
@@ -129,9 +162,22 @@ def test_usage_errors_exit_2(args, needle):
 
 def test_ctrl_c_stops_cleanly_with_130(katan_faults):
     server = katan_faults.slow_tokens  # about 3 s to the first chunk, then a chunk every 100 ms
-    proc = subprocess.Popen([sys.executable, "-m", "llm_levels", "chat", "--backend", "openai", "--prompt",
-                             "a long enough prompt to stream for a few seconds"],
-                            cwd=ROOT, env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llm_levels",
+            "chat",
+            "--backend",
+            "openai",
+            "--prompt",
+            "a long enough prompt to stream for a few seconds",
+        ],
+        cwd=ROOT,
+        env=server.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         first = proc.stdout.read(4)  # blocks until the answer starts streaming
         assert first == b"[ech"
@@ -154,8 +200,16 @@ def test_ctrl_c_stops_cleanly_with_130(katan_faults):
 def local_env(**extra: str) -> dict[str, str]:
     """This environment without hosted settings or local-model overrides (the defaults apply), plus ``extra``."""
     env = openai_env(None, None, None)
-    for name in ("LOCAL_MODEL", "LOCAL_ENGINE", "LOCAL_CONTEXT", "LOCAL_THREADS", "LOCAL_CONCURRENCY",
-                 "TRANSFORMERS_CONCURRENCY", "LOCAL_DEVICE", "LOCAL_DTYPE"):
+    for name in (
+        "LOCAL_MODEL",
+        "LOCAL_ENGINE",
+        "LOCAL_CONTEXT",
+        "LOCAL_THREADS",
+        "LOCAL_CONCURRENCY",
+        "TRANSFORMERS_CONCURRENCY",
+        "LOCAL_DEVICE",
+        "LOCAL_DTYPE",
+    ):
         env.pop(name, None)
     return {**env, **extra}
 
@@ -179,8 +233,19 @@ def check_json_shape(out: dict, engine: str, max_new_tokens: int) -> None:
 @pytest.mark.slow
 def test_local_backend_json():
     """The real embedded model on the default engine (llama.cpp), greedy: its answer is the engine's own."""
-    p = chat("--backend", "local", "--prompt", "Say hello.", "--json", "--max-new-tokens", "8", "--temperature", "0",
-             env=local_env(), timeout=300)
+    p = chat(
+        "--backend",
+        "local",
+        "--prompt",
+        "Say hello.",
+        "--json",
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0",
+        env=local_env(),
+        timeout=300,
+    )
     check_clean_exit(p)
     assert p.stderr == ""  # stderr is not a terminal: no progress lines
     lines = p.stdout.strip().splitlines()
@@ -195,8 +260,9 @@ def test_local_backend_json():
 
     model = load_llama_cpp_model("embedded", Settings.from_env(local_env()))
     try:
-        here = LlamaCppBackend(model).complete([Message("user", "Say hello.")],
-                                               GenParams(max_new_tokens=8, temperature=0))
+        here = LlamaCppBackend(model).complete(
+            [Message("user", "Say hello.")], GenParams(max_new_tokens=8, temperature=0)
+        )
     finally:
         model.close()
     assert out["text"] == here.text and out["usage"] == here.usage.to_dict()
@@ -207,8 +273,9 @@ def test_local_default_settings_exit_cleanly_every_time():
     """Sampled (the default temperature): only the shape is checked. A short-lived process that used llama.cpp
     must end with status 0 and nothing from the native side on stderr, whether it streamed or printed JSON."""
     for args in (["--json"], [], ["--json", "--max-new-tokens", "1"]):
-        p = chat("--backend", "local", "--prompt", "What is the capital of France?", *args, env=local_env(),
-                 timeout=300)
+        p = chat(
+            "--backend", "local", "--prompt", "What is the capital of France?", *args, env=local_env(), timeout=300
+        )
         check_clean_exit(p)
         assert p.stderr == ""
         if "--json" in args:
@@ -220,10 +287,26 @@ def test_local_default_settings_exit_cleanly_every_time():
 
 @pytest.mark.slow
 def test_local_ctrl_c_stops_the_engine_and_exits_130():
-    proc = subprocess.Popen([sys.executable, "-m", "llm_levels", "chat", "--backend", "local", "--prompt",
-                             "Write a long story about a dragon who learns to cook.", "--max-new-tokens", "1000",
-                             "--temperature", "0"],
-                            cwd=ROOT, env=local_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llm_levels",
+            "chat",
+            "--backend",
+            "local",
+            "--prompt",
+            "Write a long story about a dragon who learns to cook.",
+            "--max-new-tokens",
+            "1000",
+            "--temperature",
+            "0",
+        ],
+        cwd=ROOT,
+        env=local_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         first = proc.stdout.read(4)  # blocks until the answer starts streaming
         assert len(first) == 4
@@ -245,8 +328,21 @@ def test_local_ctrl_c_stops_the_engine_and_exits_130():
 def test_engine_transformers_json():
     """``--engine transformers``: the embedded model through transformers (its converted copy is cached after the
     first run); greedy, so the answer is the well-known one."""
-    p = chat("--backend", "local", "--engine", "transformers", "--prompt", "What is the capital of France?",
-             "--json", "--max-new-tokens", "12", "--temperature", "0", env=local_env(), timeout=300)
+    p = chat(
+        "--backend",
+        "local",
+        "--engine",
+        "transformers",
+        "--prompt",
+        "What is the capital of France?",
+        "--json",
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "0",
+        env=local_env(),
+        timeout=300,
+    )
     check_clean_exit(p)
     assert p.stderr == ""
     out = json.loads(p.stdout)
@@ -255,8 +351,23 @@ def test_engine_transformers_json():
 
 
 def test_engine_transformers_on_a_model_folder(tiny_causal_dir):
-    p = chat("--backend", "local", "--engine", "transformers", "--model", str(tiny_causal_dir), "--prompt", "hi",
-             "--json", "--max-new-tokens", "3", "--temperature", "0", env=local_env(), timeout=120)
+    p = chat(
+        "--backend",
+        "local",
+        "--engine",
+        "transformers",
+        "--model",
+        str(tiny_causal_dir),
+        "--prompt",
+        "hi",
+        "--json",
+        "--max-new-tokens",
+        "3",
+        "--temperature",
+        "0",
+        env=local_env(),
+        timeout=120,
+    )
     check_clean_exit(p)
     out = json.loads(p.stdout)
     assert out["engine"] == "transformers" and out["backend"] == "local" and out["usage"]["output_tokens"] <= 3
@@ -266,8 +377,18 @@ def test_a_model_folder_on_llama_cpp_says_to_pick_transformers(tiny_causal_dir):
     p = chat("--backend", "local", "--model", str(tiny_causal_dir), "--prompt", "hi", env=local_env(), timeout=120)
     line = check_failure(p)
     assert "transformers engine" in line and "GGUF" in line
-    p = chat("--backend", "local", "--model", str(tiny_causal_dir), "--prompt", "hi", "--max-new-tokens", "3",
-             env=local_env(LOCAL_ENGINE="transformers"), timeout=120)  # the setting is the default of --engine
+    p = chat(
+        "--backend",
+        "local",
+        "--model",
+        str(tiny_causal_dir),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "3",
+        env=local_env(LOCAL_ENGINE="transformers"),
+        timeout=120,
+    )  # the setting is the default of --engine
     check_clean_exit(p)
 
 

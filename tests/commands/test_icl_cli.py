@@ -14,14 +14,30 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-RUN_KEYS = {"shots", "method", "template", "n", "accuracy", "macro_f1", "weighted_f1", "invalid_rate",
-            "per_class", "confusion"}
+RUN_KEYS = {
+    "shots",
+    "method",
+    "template",
+    "n",
+    "accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "invalid_rate",
+    "per_class",
+    "confusion",
+}
 
 
 def icl(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "llm_levels", "icl", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "llm_levels", "icl", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_score_on_the_demo_set_writes_json_and_csv(tmp_path):
@@ -59,13 +75,24 @@ def test_generate_locally_runs_on_llama_cpp_and_exits_cleanly(tmp_path):
 
 def test_phrasebank_file_generate_via_openai_server_and_bad_lines(tmp_path, katan_echo):
     data = tmp_path / "bank.txt"
-    lines = [f"Sentence number {i} about profits .@{lab}" for i, lab in
-             enumerate(["positive", "negative", "neutral"] * 3)]
+    lines = [
+        f"Sentence number {i} about profits .@{lab}" for i, lab in enumerate(["positive", "negative", "neutral"] * 3)
+    ]
     lines.insert(4, "a line without the separator")
     data.write_bytes("\n".join(lines).encode("latin-1"))
     out = tmp_path / "r.json"
-    p = icl("--data", str(data), "--backend", "openai", "--shots", "0", "--json", str(out),
-            env=katan_echo.env(), timeout=120)
+    p = icl(
+        "--data",
+        str(data),
+        "--backend",
+        "openai",
+        "--shots",
+        "0",
+        "--json",
+        str(out),
+        env=katan_echo.env(),
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert "line 5" in p.stderr  # the bad line is reported, with its number
     (run,) = json.loads(out.read_text())["runs"]

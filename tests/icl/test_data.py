@@ -9,12 +9,14 @@ from llm_levels.icl.data import load_demo, load_labelled, parse_labelled
 
 
 def test_phrasebank_latin1_and_bad_lines(tmp_path):
-    raw = ("Profit rose to EUR 5 mn .@positive\n"
-           "The caf\xe9 chain employs 40 people .@neutral\n"
-           "no separator on this line\n"
-           "\n"
-           "Sales fell by 10 % .@negative\n"
-           "Empty label here@\n").encode("latin-1")
+    raw = (
+        "Profit rose to EUR 5 mn .@positive\n"
+        "The caf\xe9 chain employs 40 people .@neutral\n"
+        "no separator on this line\n"
+        "\n"
+        "Sales fell by 10 % .@negative\n"
+        "Empty label here@\n"
+    ).encode("latin-1")
     f = tmp_path / "Sentences_AllAgree.txt"
     f.write_bytes(raw)
     data = load_labelled(f)
@@ -22,30 +24,39 @@ def test_phrasebank_latin1_and_bad_lines(tmp_path):
     assert [(e.line, e.label) for e in data.examples] == [(1, "positive"), (2, "neutral"), (5, "negative")]
     assert "café" in data.examples[1].text
     assert [(p.line, p.message) for p in data.problems] == [
-        (3, "no '@' between the sentence and the label"), (6, "the label is empty")]
+        (3, "no '@' between the sentence and the label"),
+        (6, "the label is empty"),
+    ]
     assert "line 3" in data.problem_summary() and "line 6" in data.problem_summary()
     with pytest.raises(BackendError, match="line 3"):
         load_labelled(f, strict=True)
 
 
 def test_csv_columns_quotes_and_bad_line_numbers():
-    content = ('id,sentence,sentiment\n'
-               '1,"Profit, at last, rose",Positive\n'
-               '2,A plain fact,neutral\n'
-               '3\n'
-               '4,"Sales fell",\n'
-               '5,"Loss widened",negative\n')
+    content = (
+        'id,sentence,sentiment\n'
+        '1,"Profit, at last, rose",Positive\n'
+        '2,A plain fact,neutral\n'
+        '3\n'
+        '4,"Sales fell",\n'
+        '5,"Loss widened",negative\n'
+    )
     data = parse_labelled(content, "csv", source="x.csv")
     assert [(e.line, e.text, e.label) for e in data.examples] == [
-        (2, "Profit, at last, rose", "positive"), (3, "A plain fact", "neutral"), (6, "Loss widened", "negative")]
+        (2, "Profit, at last, rose", "positive"),
+        (3, "A plain fact", "neutral"),
+        (6, "Loss widened", "negative"),
+    ]
     assert [p.line for p in data.problems] == [4, 5]
 
 
 def test_jsonl_and_auto_detection():
-    content = ('{"text": "Profit rose", "label": "positive"}\n'
-               '{"text": "Loss", "label": "negative"\n'
-               '["not", "an", "object"]\n'
-               '{"text": "A fact", "label": "neutral"}\n')
+    content = (
+        '{"text": "Profit rose", "label": "positive"}\n'
+        '{"text": "Loss", "label": "negative"\n'
+        '["not", "an", "object"]\n'
+        '{"text": "A fact", "label": "neutral"}\n'
+    )
     data = parse_labelled(content, "auto", source="upload")
     assert data.format == "jsonl"
     assert [e.line for e in data.examples] == [1, 4]

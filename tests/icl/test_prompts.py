@@ -50,12 +50,22 @@ def test_article_template_is_verbatim():
         get_template("nope")
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ("positive", "positive"), ("Negative.", "negative"), ("  NEUTRAL\n", "neutral"),
-    ("The sentiment is positive.", "positive"), ("Bullish", "positive"),
-    ("not positive, it is negative", "negative"), ("Positive. Not negative.", "positive"),
-    ("positive or negative", None), ("neither positive nor negative", None), ("", None), ("I like cake", None),
-    ("Answer:\nneutral", "neutral"),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("positive", "positive"),
+        ("Negative.", "negative"),
+        ("  NEUTRAL\n", "neutral"),
+        ("The sentiment is positive.", "positive"),
+        ("Bullish", "positive"),
+        ("not positive, it is negative", "negative"),
+        ("Positive. Not negative.", "positive"),
+        ("positive or negative", None),
+        ("neither positive nor negative", None),
+        ("", None),
+        ("I like cake", None),
+        ("Answer:\nneutral", "neutral"),
+    ],
+)
 def test_parse_label(answer, expected):
     assert parse_label(answer, LABELS) == expected

@@ -109,8 +109,9 @@ def test_a_method_without_what_it_needs_is_refused(demo):
 def test_a_backend_answers_the_generate_method_through_ask_backend(demo):
     rows, pool = demo
     backend = FakeBackend(["Neg", "ative"])
-    final = list(run_lab(rows[:2], pool, LABELS, LabConfig(shots=(0,), method="generate"),
-                         ask=ask_backend(backend)))[-1]
+    final = list(run_lab(rows[:2], pool, LABELS, LabConfig(shots=(0,), method="generate"), ask=ask_backend(backend)))[
+        -1
+    ]
     assert final.finished and [r.answer for r in final.runs[0].rows] == ["Negative", "Negative"]
     assert len(backend.calls) == 2
 

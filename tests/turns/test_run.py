@@ -22,8 +22,9 @@ def runtime() -> AppRuntime:
 
 
 def test_a_turn_reports_started_deltas_and_done(runtime):
-    events = list(run_turn(runtime, TurnRequest("fake", HELLO, {"max_new_tokens": 10},
-                                                backend=FakeBackend(truncated_turns=2))))
+    events = list(
+        run_turn(runtime, TurnRequest("fake", HELLO, {"max_new_tokens": 10}, backend=FakeBackend(truncated_turns=2)))
+    )
     assert isinstance(events[0], Started) and events[0].name == "fake"
     assert [e.text for e in events if isinstance(e, Delta)] == ["Hello", ", ", "world"]
     done = events[-1]
@@ -76,8 +77,9 @@ def test_token_probabilities_travel_with_the_deltas(runtime):
 # ------------------------------------------------------------------------------------ the real engine
 @pytest.mark.slow
 def test_a_local_turn_waits_in_its_engines_line_and_leaves_it_when_stopped():
-    rt = AppRuntime(Settings.from_env({"PRELOAD_MODEL": "false", "LOCAL_CONCURRENCY": "1",
-                                       "REQUESTS_PER_MINUTE": "1000"}))
+    rt = AppRuntime(
+        Settings.from_env({"PRELOAD_MODEL": "false", "LOCAL_CONCURRENCY": "1", "REQUESTS_PER_MINUTE": "1000"})
+    )
     long = (Message("user", "Write a long story about a robot who learns to paint."),)
     first = run_turn(rt, TurnRequest("local", long, {"max_new_tokens": 400, "temperature": 0}), poll_s=0.05)
     seen = []
@@ -105,8 +107,7 @@ def test_a_local_turn_waits_in_its_engines_line_and_leaves_it_when_stopped():
 @pytest.mark.slow
 def test_a_cancel_event_ends_a_local_turn(runtime):
     cancel = threading.Event()
-    events = run_turn(runtime, TurnRequest("local", HELLO, {"max_new_tokens": 300, "temperature": 0}),
-                      cancel=cancel)
+    events = run_turn(runtime, TurnRequest("local", HELLO, {"max_new_tokens": 300, "temperature": 0}), cancel=cancel)
     out = []
     for e in events:
         out.append(e)

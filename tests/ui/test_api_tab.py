@@ -23,10 +23,32 @@ pytestmark = pytest.mark.slow
 FIELDS = ("chat", "textbox", "metrics", "snippet", "request", "response", "table")
 
 
-def send(client, text, *, endpoint=KATAN, url="", model="katan-echo", system="", temperature=0.0, top_p=1.0,
-         max_tokens=64, seed=None, stream=True, api_name="/api_send") -> dict:
-    args = ([text] if api_name == "/api_send" else []) + [endpoint, url, model, system, temperature, top_p,
-                                                           max_tokens, seed, stream]
+def send(
+    client,
+    text,
+    *,
+    endpoint=KATAN,
+    url="",
+    model="katan-echo",
+    system="",
+    temperature=0.0,
+    top_p=1.0,
+    max_tokens=64,
+    seed=None,
+    stream=True,
+    api_name="/api_send",
+) -> dict:
+    args = ([text] if api_name == "/api_send" else []) + [
+        endpoint,
+        url,
+        model,
+        system,
+        temperature,
+        top_p,
+        max_tokens,
+        seed,
+        stream,
+    ]
     return dict(zip(FIELDS, client.predict(*args, api_name=api_name)))
 
 
@@ -50,8 +72,7 @@ def assert_no_key(app_server, *outputs) -> None:
 
 def test_stream_on_fills_snippet_request_response_and_metrics(app_server):
     client = app_server.client()
-    out = send(client, 'Hello "API"\nsecond line', system="Answer briefly.", temperature=0.3, seed=7,
-               max_tokens=80)
+    out = send(client, 'Hello "API"\nsecond line', system="Answer briefly.", temperature=0.3, seed=7, max_tokens=80)
     answer = last_answer(out)
     assert answer.startswith("[echo] model=") and 'User: Hello "API"\nsecond line' in answer
     assert "messages=2 " in answer and "max_tokens=80" in answer and "temperature=0.3" in answer
@@ -59,13 +80,16 @@ def test_stream_on_fills_snippet_request_response_and_metrics(app_server):
     req = out["request"]
     assert req["model"] == "katan-echo" and req["stream"] is True and req["seed"] == 7
     assert req["stream_options"] == {"include_usage": True}
-    assert req["messages"] == [{"role": "system", "content": "Answer briefly."},
-                               {"role": "user", "content": 'Hello "API"\nsecond line'}]
+    assert req["messages"] == [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": 'Hello "API"\nsecond line'},
+    ]
 
     chunks = out["response"]
     assert isinstance(chunks, list) and all(c.get("object") == "chat.completion.chunk" for c in chunks[:-1])
-    text = "".join((c.get("choices") or [{}])[0].get("delta", {}).get("content") or "" for c in chunks
-                   if c.get("choices"))
+    text = "".join(
+        (c.get("choices") or [{}])[0].get("delta", {}).get("content") or "" for c in chunks if c.get("choices")
+    )
     assert text == answer  # the panel holds the very chunks the answer was made of
     usage = chunks[-1]["usage"]
 
@@ -264,8 +288,19 @@ def test_stop_cuts_the_request_and_the_app_endpoint_frees_the_model(app_server):
     import time
 
     client = app_server.client()
-    job = client.submit("Write a long story about a lighthouse.", APP_ENDPOINT, "", "local", "", 0.0, 1.0, 1000,
-                        None, True, api_name="/api_send")
+    job = client.submit(
+        "Write a long story about a lighthouse.",
+        APP_ENDPOINT,
+        "",
+        "local",
+        "",
+        0.0,
+        1.0,
+        1000,
+        None,
+        True,
+        api_name="/api_send",
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         # Updates that skip the chat (the panels' own updates) carry no list there.
@@ -292,8 +327,11 @@ def _fake_hosted(name="fake"):
         last_request = last_response = None
 
         def build_request(self, messages, params):
-            self.last_request = {"model": self.model, "messages": [{"role": m.role, "content": m.content}
-                                                                   for m in messages], "stream": True}
+            self.last_request = {
+                "model": self.model,
+                "messages": [{"role": m.role, "content": m.content} for m in messages],
+                "stream": True,
+            }
             self.last_response = None
             return self.last_request
 
@@ -314,8 +352,9 @@ def _tab_in_process(monkeypatch, backend, models=None):
     from llm_levels.ui import api
     from llm_levels.ui.shared import create_session_state
 
-    runtime = AppRuntime(Settings.from_env({"PRELOAD_MODEL": "false", "REQUESTS_PER_MINUTE": "1000",
-                                            "ALLOW_PRIVATE_BASE_URL": "false"}))
+    runtime = AppRuntime(
+        Settings.from_env({"PRELOAD_MODEL": "false", "REQUESTS_PER_MINUTE": "1000", "ALLOW_PRIVATE_BASE_URL": "false"})
+    )
     if models is not None:
         monkeypatch.setattr(runtime, "models", models)
     with gr.Blocks():
@@ -332,8 +371,9 @@ def _tab_in_process(monkeypatch, backend, models=None):
 
 
 def _send(tab, text, endpoint="hosted:session", url="", model="fake-model", max_tokens=16):
-    return list(tab.send(text, endpoint, url, model, "Be brief.", 0.0, 1.0, max_tokens, "", True, [], "sk-typed",
-                         [], None))
+    return list(
+        tab.send(text, endpoint, url, model, "Be brief.", 0.0, 1.0, max_tokens, "", True, [], "sk-typed", [], None)
+    )
 
 
 def test_in_process_a_turn_comes_back_as_component_updates(monkeypatch):
@@ -353,7 +393,7 @@ def test_in_process_a_turn_comes_back_as_component_updates(monkeypatch):
     (row,) = last[tab.rows]
     assert row[:4] == [1, "fake-model", 2, 3] and row[-1] == "unknown"  # system + user in, 3 pieces out
     assert last[tab.metrics_md].startswith("**fake** · ") and "cost unknown" in last[tab.metrics_md]
-    (option_id, kw), = built
+    ((option_id, kw),) = built
     assert option_id == "hosted:session" and kw == {"api_key": "sk-typed", "model": "fake-model", "stream": True}
 
 
@@ -394,8 +434,9 @@ def test_in_process_the_app_endpoint_shows_the_local_models_load_first(monkeypat
 
     tab, built = _tab_in_process(monkeypatch, _fake_hosted("this app's local endpoint"), LoadingModels())
     updates = _send(tab, "hello", endpoint=APP_ENDPOINT, model="local")
-    titles = [u[tab.chatbot][-1]["metadata"]["title"] for u in updates if tab.chatbot in u
-              and H.is_note(u[tab.chatbot][-1])]
+    titles = [
+        u[tab.chatbot][-1]["metadata"]["title"] for u in updates if tab.chatbot in u and H.is_note(u[tab.chatbot][-1])
+    ]
     assert any("40%" in t for t in titles), titles
     assert H.to_messages(updates[-1][tab.chatbot])[-1].content == "Hello, world"
     assert updates[-1][tab.rows][0][-1] == "free (your hardware)"

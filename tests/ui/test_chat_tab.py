@@ -36,8 +36,11 @@ def test_local_model_streams_and_remembers_the_conversation(app_server):
     job = client.submit("Remember this: the code word is PINEAPPLE.", LOCAL, 12, api_name="/chat_send")
     chat, _, metrics1 = job.result(timeout=300)
     # Streaming: the answer grew over several updates before the final one.
-    partials = {H.content_text(out[0][-1]["content"]) for out in job.outputs() if out[0]
-                and out[0][-1]["role"] == "assistant" and not H.is_note(out[0][-1])}
+    partials = {
+        H.content_text(out[0][-1]["content"])
+        for out in job.outputs()
+        if out[0] and out[0][-1]["role"] == "assistant" and not H.is_note(out[0][-1])
+    }
     assert len(partials) >= 2, partials
     assert [r for r, _ in turns(chat)] == ["user", "assistant"] and turns(chat)[1][1].strip()
     assert "local" in metrics1 and "tokens/s" in metrics1
@@ -151,8 +154,13 @@ def places_seen(job) -> list[int]:
 
 def streaming(job) -> bool:
     outs = job.outputs()
-    return bool(outs and isinstance(outs[-1][0], list) and outs[-1][0]
-                and outs[-1][0][-1]["role"] == "assistant" and not H.is_note(outs[-1][0][-1]))
+    return bool(
+        outs
+        and isinstance(outs[-1][0], list)
+        and outs[-1][0]
+        and outs[-1][0][-1]["role"] == "assistant"
+        and not H.is_note(outs[-1][0][-1])
+    )
 
 
 def wait_for(cond, what: str, within_s: float = 120) -> None:
@@ -172,8 +180,9 @@ def test_waiting_users_see_their_place_in_the_local_queue(app_server):
     busy = []
     for i in range(LOCAL_CONCURRENCY):
         # Long answers, so they still hold every slot while the others queue (a fast path is fast).
-        busy.append(app_server.client().submit(f"Write a long story about robot number {i}.", LOCAL, 600,
-                                               api_name="/chat_send"))
+        busy.append(
+            app_server.client().submit(f"Write a long story about robot number {i}.", LOCAL, 600, api_name="/chat_send")
+        )
     wait_for(lambda: all(streaming(j) for j in busy), "the first users never started")
     first = app_server.client().submit("Write a short poem about the sea.", LOCAL, 8, api_name="/chat_send")
     wait_for(lambda: places_seen(first)[-1:] == [0], "the first waiter never saw '0 ahead of you'", 30)
@@ -194,8 +203,10 @@ def test_waiting_users_see_their_place_in_the_local_queue(app_server):
     assert not any(H.is_pending(m) for m in chat2) and "local" in metrics
     busy[1].cancel()
     # The stopped waiter never started: nothing was answered for it.
-    assert not any(isinstance(o[0], list) and o[0] and o[0][-1]["role"] == "assistant" and not H.is_note(o[0][-1])
-                   for o in first.outputs())
+    assert not any(
+        isinstance(o[0], list) and o[0] and o[0][-1]["role"] == "assistant" and not H.is_note(o[0][-1])
+        for o in first.outputs()
+    )
 
 
 def test_model_status_names_the_loaded_model(app_server):

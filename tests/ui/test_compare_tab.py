@@ -17,8 +17,13 @@ pytestmark = pytest.mark.slow
 
 #: The app's backend options in picker order (the order of compare_run's answer outputs).
 OPTIONS = [LOCAL, LOCAL_TRANSFORMERS, KATAN, DEAD, APP_ENDPOINT]
-ROW_NAMES = {LOCAL: "Local model", LOCAL_TRANSFORMERS: "Local model · transformers", KATAN: "OpenAI-compatible",
-             DEAD: "dead", APP_ENDPOINT: "App endpoint (/v1)"}
+ROW_NAMES = {
+    LOCAL: "Local model",
+    LOCAL_TRANSFORMERS: "Local model · transformers",
+    KATAN: "OpenAI-compatible",
+    DEAD: "dead",
+    APP_ENDPOINT: "App endpoint (/v1)",
+}
 
 
 def run(client, prompt, backends, *, max_tokens=8, temperature=0.0, system=""):
@@ -67,8 +72,11 @@ def test_every_column_and_the_table_fill_and_a_failure_stays_in_its_column(app_s
     # Concurrent, not one after another: the hosted answer was complete while the transformers column (it
     # loads on first use, seconds) was still waiting or streaming.
     n = len(OPTIONS)
-    assert any(out[2].startswith("[echo]") and (out[1].startswith("⏳") or out[1].endswith("▌"))
-               for out in job.outputs()[:-1] if len(out) > n)
+    assert any(
+        out[2].startswith("[echo]") and (out[1].startswith("⏳") or out[1].endswith("▌"))
+        for out in job.outputs()[:-1]
+        if len(out) > n
+    )
 
 
 def test_only_the_ticked_backends_run(app_server):

@@ -22,8 +22,17 @@ RENDER_FIELDS = ("prompt", "tokens", "tokens_md", "snippet", "model_info")
 LLAMA_CPP, TRANSFORMERS = "llama.cpp", "transformers"
 
 
-def sampling(system="", do_sample=False, temperature=0.7, top_k=0, top_p=1.0, repetition_penalty=1.0,
-             max_new_tokens=6, seed=None, engine=None) -> list:
+def sampling(
+    system="",
+    do_sample=False,
+    temperature=0.7,
+    top_k=0,
+    top_p=1.0,
+    repetition_penalty=1.0,
+    max_new_tokens=6,
+    seed=None,
+    engine=None,
+) -> list:
     """The API parameters after the text; the engine (the last one) only when given, as an older client
     that does not know it would call (the app then uses its default engine, llama.cpp)."""
     values = [system, do_sample, temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed]
@@ -125,8 +134,7 @@ def test_transformers_loads_on_first_use_with_progress_and_answers(app_server, t
     """The transformers engine: loaded on first use (its progress in the chat), never delaying llama.cpp;
     its answer comes with the transformers code and facts; and greedy is greedy on both engines."""
     question = "What is the capital of France?"
-    job = app_server.client().submit(question, *sampling(max_new_tokens=6, engine=TRANSFORMERS),
-                                     api_name="/local_send")
+    job = app_server.client().submit(question, *sampling(max_new_tokens=6, engine=TRANSFORMERS), api_name="/local_send")
     # While it loads (the first time: the GGUF is converted, tens of seconds), llama.cpp still answers.
     deadline = time.monotonic() + 60
     while not _loading_notes(job) and not job.done() and time.monotonic() < deadline:
@@ -163,12 +171,10 @@ def test_transformers_loads_on_first_use_with_progress_and_answers(app_server, t
     client = app_server.client()
     first = answer_of(send(client, question, max_new_tokens=6, engine=TRANSFORMERS))
     assert first == answer
-    again = dict(zip(FIELDS, client.predict(*sampling(max_new_tokens=6, engine=TRANSFORMERS),
-                                            api_name="/local_retry")))
+    again = dict(zip(FIELDS, client.predict(*sampling(max_new_tokens=6, engine=TRANSFORMERS), api_name="/local_retry")))
     assert answer_of(again) == answer and "transformers" in again["model_info"]
     # The same conversation retried on llama.cpp: that engine's answer, info and code.
-    other = dict(zip(FIELDS, client.predict(*sampling(max_new_tokens=6, engine=LLAMA_CPP),
-                                            api_name="/local_retry")))
+    other = dict(zip(FIELDS, client.predict(*sampling(max_new_tokens=6, engine=LLAMA_CPP), api_name="/local_retry")))
     assert answer_of(other).strip() and "llama.cpp" in other["model_info"] and "xllamacpp" in other["snippet"]
     assert [r[0] for r in other["table"]["data"]] == [1, 2, 3]
 
@@ -181,8 +187,12 @@ def _answer_streamed(job) -> bool:
 def test_render_and_load_on_each_engine(app_server):
     client = app_server.client()
     for engine, marker in ((LLAMA_CPP, "xllamacpp"), (TRANSFORMERS, "from transformers import")):
-        out = dict(zip(RENDER_FIELDS, client.predict("render me", *sampling(system="SYS", engine=engine),
-                                                     api_name="/local_render_prompt")))
+        out = dict(
+            zip(
+                RENDER_FIELDS,
+                client.predict("render me", *sampling(system="SYS", engine=engine), api_name="/local_render_prompt"),
+            )
+        )
         assert "<|im_start|>system\nSYS<|im_end|>" in out["prompt"]
         assert marker in out["snippet"] and engine in out["model_info"]
         info = client.predict("embedded", engine, api_name="/local_load_model")
@@ -212,8 +222,9 @@ def test_greedy_retry_repeats_and_a_seed_reproduces_a_sample(app_server):
 
 def test_render_prompt_without_generating(app_server):
     client = app_server.client()
-    out = dict(zip(RENDER_FIELDS, client.predict("only render this", *sampling(system="SYS"),
-                                                 api_name="/local_render_prompt")))
+    out = dict(
+        zip(RENDER_FIELDS, client.predict("only render this", *sampling(system="SYS"), api_name="/local_render_prompt"))
+    )
     assert "<|im_start|>system\nSYS<|im_end|>" in out["prompt"]
     assert "<|im_start|>user\nonly render this<|im_end|>" in out["prompt"]
     assert "only render this" in out["snippet"]
@@ -248,8 +259,12 @@ def test_undo_and_clear(app_server):
     chat, textbox = client.predict(api_name="/local_undo")
     assert chat == [] and textbox == "one"
     send(client, "two", max_new_tokens=2)
-    cleared = dict(zip(("chat", "textbox", "metrics", "prompt", "tokens_md", "tokens", "table"),
-                       client.predict(api_name="/local_clear")))
+    cleared = dict(
+        zip(
+            ("chat", "textbox", "metrics", "prompt", "tokens_md", "tokens", "table"),
+            client.predict(api_name="/local_clear"),
+        )
+    )
     assert cleared["chat"] == [] and cleared["prompt"] == "" and cleared["table"]["data"] == []
 
 
@@ -306,9 +321,18 @@ class _Models:
 def _loaded():
     from types import SimpleNamespace
 
-    return SimpleNamespace(engine=LLAMA_CPP, display_name="Fake-135M", dtype="Q4_1", threads=2, parallel=4,
-                           context_window=1536, load_s=0.4, device="cpu", label="llama.cpp · Q4_1",
-                           tokenize=lambda text: [(1, "<|im_start|>"), (2, text[12:])])
+    return SimpleNamespace(
+        engine=LLAMA_CPP,
+        display_name="Fake-135M",
+        dtype="Q4_1",
+        threads=2,
+        parallel=4,
+        context_window=1536,
+        load_s=0.4,
+        device="cpu",
+        label="llama.cpp · Q4_1",
+        tokenize=lambda text: [(1, "<|im_start|>"), (2, text[12:])],
+    )
 
 
 _LOADED = _loaded()
@@ -329,12 +353,15 @@ def _local_tab_in_process(monkeypatch):
         def prepare(self, messages, max_new_tokens=None):
             from types import SimpleNamespace
 
-            return SimpleNamespace(text="<|im_start|>" + messages[-1].content, ids=[1, 2], truncated_turns=1,
-                                   messages=tuple(messages))
+            return SimpleNamespace(
+                text="<|im_start|>" + messages[-1].content, ids=[1, 2], truncated_turns=1, messages=tuple(messages)
+            )
 
     runtime = AppRuntime(Settings.from_env({"PRELOAD_MODEL": "false", "REQUESTS_PER_MINUTE": "1000"}))
     monkeypatch.setattr(runtime, "models", _Models())
-    monkeypatch.setattr(runtime, "local_backend", lambda spec=None, *, engine=None, slots=None: FakeLocal(name="local · Fake"))
+    monkeypatch.setattr(
+        runtime, "local_backend", lambda spec=None, *, engine=None, slots=None: FakeLocal(name="local · Fake")
+    )
     monkeypatch.setattr(local_panels, "local_snippet", lambda backend, messages, params, settings, prompt: "# code")
     with gr.Blocks():
         tab = local.build(runtime, None)
@@ -345,8 +372,9 @@ def test_in_process_a_turn_shows_loading_then_the_answer_and_every_panel(monkeyp
     tab = _local_tab_in_process(monkeypatch)
     updates = list(tab.send("hello", "embedded", "", False, 0.7, 0, 1.0, 1.0, 8, "", "llama.cpp", [], [], None))
     assert all(isinstance(u, dict) and u and set(u) <= set(tab.outputs) for u in updates)
-    titles = [u[tab.chatbot][-1]["metadata"]["title"] for u in updates
-              if tab.chatbot in u and H.is_note(u[tab.chatbot][-1])]
+    titles = [
+        u[tab.chatbot][-1]["metadata"]["title"] for u in updates if tab.chatbot in u and H.is_note(u[tab.chatbot][-1])
+    ]
     assert any("25%" in t for t in titles), titles  # the load's progress, from the turn service's events
     last = updates[-1]
     assert set(tab.outputs) - {tab.textbox} <= set(last)  # the final update holds every panel
@@ -364,8 +392,7 @@ def test_in_process_render_load_and_refusals(monkeypatch):
     import gradio as gr
 
     tab = _local_tab_in_process(monkeypatch)
-    shown = tab.render("hi", "embedded", "SYS", False, 0.7, 0, 1.0, 1.0, 8, "", None, [],
-                       progress=lambda *a, **k: None)
+    shown = tab.render("hi", "embedded", "SYS", False, 0.7, 0, 1.0, 1.0, 8, "", None, [], progress=lambda *a, **k: None)
     assert shown[tab.prompt_code] == "<|im_start|>hi" and "Fake-135M" in shown[tab.model_info]
     assert set(shown) == {tab.prompt_code, tab.tokens_view, tab.tokens_md, tab.snippet, tab.model_info}
     loaded = tab.load("embedded", "llama.cpp", progress=lambda *a, **k: None)
