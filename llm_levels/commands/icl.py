@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 from ..core import BackendError, GenParams, Message
 from ..engine import ENGINES, TRANSFORMERS
-from ..icl.data import FORMATS, load_demo, load_labelled
+from ..icl.data import FORMATS, Example, LabelledData, load_demo, load_labelled
 from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
 from ..icl.runner import (
     CALIBRATIONS,
@@ -120,37 +120,7 @@ def run(args: argparse.Namespace) -> int:
     err = sys.stderr
     method = args.method or ("score" if args.backend == "local" else "generate")
     try:
-        if method == "score" and args.backend != "local":
-            raise BackendError(
-                "--method score needs --backend local: it reads the model's probabilities of each "
-                "label, which hosted APIs do not return. Use --method generate.",
-                kind="bad_request",
-            )
-        if method == "score" and args.engine not in (None, TRANSFORMERS):
-            raise BackendError(
-                f"--method score runs on the transformers engine (it reads the model's probability "
-                f"of each label), not {args.engine}: leave out --engine or use --method generate.",
-                kind="bad_request",
-            )
-        config = LabConfig(
-            shots=parse_shots(args.shots),
-            method=method,
-            template=args.template,
-            limit=args.limit,
-            seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            calibrate=args.calibrate,
-        )
-        if args.data:
-            data = load_labelled(args.data, args.format, text_column=args.text_column, label_column=args.label_column)
-            pool = load_labelled(args.pool, "auto") if args.pool else None
-        else:
-            data, pool = load_demo()
-        for d in (data, pool):
-            if d is not None and d.problems:
-                _error(err, d.problem_summary(), prefix="warning")
-        rows, pool_rows = prepare_data(data, pool, config)
+        config, data, rows, pool_rows = _prepare(args, method, err)
     except BackendError as e:
         _error(err, e.message)
         return EXIT_USAGE
@@ -203,6 +173,45 @@ def run(args: argparse.Namespace) -> int:
     _report(args, last, data.source, config, name, err)
     _close(runtime)
     return 0 if last.finished else EXIT_FAILED
+
+
+def _prepare(
+    args: argparse.Namespace, method: str, err: TextIO
+) -> tuple[LabConfig, LabelledData, list[Example], list[Example]]:
+    """Check the method against the backend, build the :class:`LabConfig`, read the data (printing any
+    skipped lines as warnings) and split it: (config, data, rows to evaluate, pool rows). Raises BackendError."""
+    if method == "score" and args.backend != "local":
+        raise BackendError(
+            "--method score needs --backend local: it reads the model's probabilities of each "
+            "label, which hosted APIs do not return. Use --method generate.",
+            kind="bad_request",
+        )
+    if method == "score" and args.engine not in (None, TRANSFORMERS):
+        raise BackendError(
+            f"--method score runs on the transformers engine (it reads the model's probability "
+            f"of each label), not {args.engine}: leave out --engine or use --method generate.",
+            kind="bad_request",
+        )
+    config = LabConfig(
+        shots=parse_shots(args.shots),
+        method=method,
+        template=args.template,
+        limit=args.limit,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        calibrate=args.calibrate,
+    )
+    if args.data:
+        data = load_labelled(args.data, args.format, text_column=args.text_column, label_column=args.label_column)
+        pool = load_labelled(args.pool, "auto") if args.pool else None
+    else:
+        data, pool = load_demo()
+    for d in (data, pool):
+        if d is not None and d.problems:
+            _error(err, d.problem_summary(), prefix="warning")
+    rows, pool_rows = prepare_data(data, pool, config)
+    return config, data, rows, pool_rows
 
 
 def name_of(args: argparse.Namespace) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..core import BackendError
+from .formats import MAX_LABEL_CHARS, _check, _norm_label, decode, detect_format  # noqa: F401 - MAX_LABEL_CHARS re-exported
 
 Format = Literal["auto", "csv", "jsonl", "phrasebank"]
 FORMATS: tuple[str, ...] = ("auto", "csv", "jsonl", "phrasebank")
@@ -30,7 +31,6 @@ FORMATS: tuple[str, ...] = ("auto", "csv", "jsonl", "phrasebank")
 TEXT_KEYS = ("text", "sentence", "sentences", "content", "headline", "review", "input")
 LABEL_KEYS = ("label", "sentiment", "labels", "class", "category", "target", "output")
 
-MAX_LABEL_CHARS = 40
 MAX_PROBLEMS_SHOWN = 10
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -95,17 +95,6 @@ def data_error(message: str) -> BackendError:
 
 
 # ------------------------------------------------------------------------------------------- reading
-def decode(raw: bytes) -> str:
-    """UTF-8 (with or without a BOM) when the bytes are valid UTF-8, else Latin-1 (the PhraseBank's encoding).
-
-    A Latin-1 file that decodes as UTF-8 is plain ASCII, which reads the same either way.
-    """
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
 def load_labelled(
     path: str | Path,
     fmt: str = "auto",
@@ -160,40 +149,6 @@ def parse_labelled(
     if len(data.labels) < 2:
         raise data_error(f"{source} has only one label ({data.labels[0]!r}): a classifier needs at least two.")
     return data
-
-
-def detect_format(content: str, source: str = "") -> str:
-    """Guess the format: by the file extension, else by the first non-empty line."""
-    suffix = Path(source).suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    if suffix in (".csv", ".tsv"):
-        return "csv"
-    first = next((ln.strip() for ln in content.splitlines() if ln.strip()), "")
-    if first.startswith(("{", "[")):
-        return "jsonl"
-    if "@" in first:
-        label = first.rpartition("@")[2].strip()
-        if label and " " not in label and len(label) <= MAX_LABEL_CHARS:
-            return "phrasebank"
-    return "csv"
-
-
-def _check(text: str, label: str) -> str | None:
-    """Why a (text, label) pair is unusable, or None."""
-    if not text.strip():
-        return "the text is empty"
-    if not label.strip():
-        return "the label is empty"
-    if len(label.strip()) > MAX_LABEL_CHARS:
-        return f"the label is longer than {MAX_LABEL_CHARS} characters (is a column or separator missing?)"
-    if "\n" in label:
-        return "the label spans several lines"
-    return None
-
-
-def _norm_label(label: str) -> str:
-    return " ".join(label.split()).lower()
 
 
 def _keep_row(examples: list[Example], problems: list[Problem], line: int, text: str, label: str, source: str) -> None:

@@ -30,34 +30,26 @@ import gradio as gr
 import pandas as pd
 
 from .. import history as H
-from ..core import PARAM_SPECS, BackendError, GenParams
+from ..core import BackendError, GenParams
 from ..inspection import API_METRIC_COLUMNS, api_metrics_row, request_view
-from ..pricing import PRICING_NOTE, PriceTable
+from ..pricing import PriceTable
 from ..runtime import AppRuntime
 from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from .api_layout import (
+    ABOUT,
+    HOSTED_CONCURRENCY,
+    KEY_SET,
+    KEY_UNSET,
+    NO_KEY_HELP,
+    hood_section,
+    key_section,
+    settings_section,
+    wire,
+)
 from .api_panels import CUSTOM, Endpoints, Target, cost_label, panels, snippet_for
-from .shared import chat_panel, checked_slider, form_params, price_table, wait_text, wait_title
+from .shared import chat_panel, form_params, price_table, wait_text, wait_title
 
-#: Concurrent hosted sends (they wait on the network, not on this machine's CPU).
-HOSTED_CONCURRENCY = 8
-
-ABOUT = """
-**Level 2 — the API.** The same model you chat with, called from code: you choose the model and the
-sampling settings, see the exact request and response, and can automate it (the Python beside the
-chat runs as is). You pay per token and your text goes to the provider; in exchange you get big models
-without owning hardware. "This app's local endpoint" is the same API shape served by the small local
-model, so you can try all of this without a key.
-"""
-
-NO_KEY_HELP = """
-**No API key is configured.** To use OpenAI, put `OPENAI_API_KEY=sk-...` in a `.env` file next to
-`app.py` (or in the environment) and restart; on a Hugging Face Space, add it as a *secret* under
-Settings → Variables and secrets. Or paste a key below: it is kept only for this browser session, on
-the server, and never shown again. Meanwhile, **this app's local endpoint** works with no key.
-"""
-
-KEY_SET = "🔑 A key is set for this session."
-KEY_UNSET = "No key set for this session."
+__all__ = ["ABOUT", "HOSTED_CONCURRENCY", "KEY_SET", "KEY_UNSET", "NO_KEY_HELP", "ApiTab", "Form", "build"]
 
 Updates = dict[Any, Any]
 
@@ -326,111 +318,6 @@ class ApiTab:
         return {self.model: gr.Dropdown(choices=ids, value=current if current in ids else ids[0])}
 
 
-# ---------------------------------------------------------------------------------------------- layout
-def _settings_section(endpoints: Endpoints, cap: int) -> tuple[list[Any], gr.Button]:
-    """The request settings, in their API order, and the Fetch-models button."""
-    default = endpoints.default_option
-    with gr.Accordion("Request settings", open=True):
-        with gr.Row():
-            endpoint = gr.Dropdown(choices=endpoints.choices(), value=default, label="Endpoint", scale=1)
-            with gr.Column(scale=1):
-                model = gr.Dropdown(
-                    choices=[endpoints.default_model(default)],
-                    value=endpoints.default_model(default),
-                    allow_custom_value=True,
-                    label="Model",
-                    info="Type any id, or fetch the server's list.",
-                )
-                fetch_btn = gr.Button("Fetch models", size="sm")
-        base_url = gr.Textbox(
-            label="Base URL",
-            placeholder="https://api.example.com/v1",
-            visible=default == CUSTOM,
-            info="An OpenAI-compatible server (vLLM, Ollama, LM Studio…), ending in /v1.",
-        )
-        system = gr.Textbox(
-            label="System prompt",
-            lines=2,
-            max_lines=6,
-            placeholder="e.g. You are a concise assistant. Answer in one paragraph.",
-            info="Sent first, as a 'system' message, with every request.",
-        )
-        with gr.Row():
-            t, p = PARAM_SPECS["temperature"], PARAM_SPECS["top_p"]
-            temperature = checked_slider(
-                t.minimum, t.maximum, value=t.default, step=t.step, label="temperature", info=t.description
-            )
-            top_p = checked_slider(
-                p.minimum, p.maximum, value=p.default, step=p.step, label="top_p", info=p.description
-            )
-        with gr.Row():
-            m = PARAM_SPECS["max_new_tokens"]
-            max_tokens = checked_slider(
-                m.minimum, cap, value=min(256, cap), step=1, label="max tokens", info=m.description
-            )
-            # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
-            seed = gr.Textbox(
-                value="", label="seed", placeholder="empty = random", info=PARAM_SPECS["seed"].description
-            )
-            stream = gr.Checkbox(
-                value=True, label="stream", info="On: the answer arrives token by token. Off: all at once."
-            )
-    return [endpoint, base_url, model, system, temperature, top_p, max_tokens, seed, stream], fetch_btn
-
-
-def _key_section(settings: Any) -> tuple[gr.Textbox, gr.Button, gr.Button, gr.Markdown]:
-    """The session key field with its buttons and status line."""
-    no_key = not settings.has_openai_key and not settings.openai_base_url
-    with gr.Accordion("Your API key (this session only)", open=no_key):
-        if no_key:
-            gr.Markdown(NO_KEY_HELP)
-        with gr.Row(equal_height=True):
-            key_box = gr.Textbox(
-                type="password",
-                label="API key",
-                placeholder="sk-…",
-                scale=4,
-                elem_id="api-key",
-                info="Used instead of the configured key; forgotten when you close the page.",
-            )
-            save_btn = gr.Button("Use this key", scale=1, min_width=110, elem_id="api-key-save")
-            forget_btn = gr.Button("Forget key", scale=1, min_width=110)
-        status = gr.Markdown(KEY_UNSET, elem_id="api-key-status")
-    return key_box, save_btn, forget_btn, status
-
-
-def _hood_section(first_snippet: str) -> dict[str, Any]:
-    """The under-the-hood panels: Python, raw request, raw response, metrics."""
-    gr.Markdown("### Under the hood")
-    with gr.Tabs():
-        with gr.Tab("Python"):
-            snippet = gr.Code(
-                first_snippet,
-                language="python",
-                label="This request in Python (runs as is)",
-                max_lines=40,
-                wrap_lines=True,
-                buttons=["copy", "download"],
-            )
-        with gr.Tab("Request"):
-            request_json = gr.JSON(None, label="Raw request body (JSON)", open=True)
-        with gr.Tab("Response"):
-            response_json = gr.JSON(None, label="Raw response (JSON; a stream is a list of chunks)")
-        with gr.Tab("Metrics"):
-            table = gr.Dataframe(
-                pd.DataFrame(columns=API_METRIC_COLUMNS),
-                headers=API_METRIC_COLUMNS,
-                label="Per turn",
-                interactive=False,
-                wrap=True,
-            )
-            gr.Markdown(
-                f"TTFT = time to first token. Tokens/s = decode speed after the first token. Cost: {PRICING_NOTE}",
-                elem_classes="turn-metrics",
-            )
-    return {"snippet": snippet, "request_json": request_json, "response_json": response_json, "table": table}
-
-
 def build(runtime: AppRuntime, session: Any) -> ApiTab:
     """Build the Hosted API tab inside the current ``gr.Tab``."""
     endpoints = Endpoints(runtime)
@@ -445,10 +332,10 @@ def build(runtime: AppRuntime, session: Any) -> ApiTab:
                 label="Conversation (sent through the API)",
                 placeholder="### Level 2: the API\nSame chat, but now you hold the knobs.",
             )
-            form, fetch_btn = _settings_section(endpoints, cap)
-            key_box, save_key_btn, forget_key_btn, key_status = _key_section(runtime.settings)
+            form, fetch_btn = settings_section(endpoints, cap)
+            key_box, save_key_btn, forget_key_btn, key_status = key_section(runtime.settings)
         with gr.Column(scale=4):
-            hood = _hood_section(endpoints.first_snippet(GenParams(max_new_tokens=min(256, cap))))
+            hood = hood_section(endpoints.first_snippet(GenParams(max_new_tokens=min(256, cap))))
     tab = ApiTab(
         runtime,
         endpoints,
@@ -465,84 +352,5 @@ def build(runtime: AppRuntime, session: Any) -> ApiTab:
         api_key=session.api_key,
         **hood,
     )
-    _wire(tab, panel, form, fetch_btn, save_key_btn, forget_key_btn)
+    wire(tab, panel, form, fetch_btn, save_key_btn, forget_key_btn)
     return tab
-
-
-def _wire(
-    tab: ApiTab, panel: Any, form: list[Any], fetch_btn: gr.Button, save_key_btn: gr.Button, forget_key_btn: gr.Button
-) -> None:
-    """The tab's events, with their API names and input/output order (clients rely on both)."""
-    t = tab
-    gen_inputs = [*form, t.state, t.api_key, t.rows]
-    lane = {"concurrency_id": "hosted-api", "concurrency_limit": HOSTED_CONCURRENCY}
-    send_ev = gr.on(
-        [t.textbox.submit, panel.send_btn.click],
-        t.send,
-        inputs=[t.textbox, *gen_inputs],
-        outputs=t.outputs,
-        api_name="api_send",
-        show_progress="minimal",
-        **lane,
-    )
-    retry_ev = gr.on(
-        [panel.retry_btn.click, t.chatbot.retry],
-        t.retry,
-        inputs=gen_inputs,
-        outputs=t.outputs,
-        api_name="api_retry",
-        show_progress="minimal",
-        **lane,
-    )
-    running = [send_ev, retry_ev]
-    panel.stop_btn.click(None, None, None, cancels=running, api_visibility="private", queue=False)
-    gr.on(
-        [panel.undo_btn.click, t.chatbot.undo],
-        t.undo,
-        inputs=[t.state],
-        outputs=[t.chatbot, t.state, t.textbox],
-        api_name="api_undo",
-        cancels=running,
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
-    gr.on(
-        [panel.clear_btn.click, t.chatbot.clear],
-        t.clear,
-        inputs=None,
-        outputs=[t.chatbot, t.state, t.textbox, t.metrics_md, t.request_json, t.response_json, t.table, t.rows],
-        api_name="api_clear",
-        cancels=running,
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
-    key_outputs = [t.key_box, t.api_key, t.key_status]
-    gr.on(
-        [save_key_btn.click, t.key_box.submit],
-        t.set_key,
-        inputs=[t.key_box],
-        outputs=key_outputs,
-        api_name="api_set_key",
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
-    forget_key_btn.click(
-        t.clear_key, None, key_outputs, api_name="api_clear_key", concurrency_limit=None, show_progress="hidden"
-    )
-    endpoint = form[0]
-    endpoint.change(
-        t.pick_endpoint,
-        [endpoint],
-        [t.base_url, t.model],
-        api_name="api_pick_endpoint",
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
-    fetch_btn.click(
-        t.list_models,
-        [endpoint, t.base_url, t.model, t.api_key],
-        [t.model],
-        api_name="api_list_models",
-        show_progress="minimal",
-        **lane,
-    )

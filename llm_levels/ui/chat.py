@@ -27,26 +27,11 @@ from .. import history as H
 from ..core import BackendError
 from ..runtime import AppRuntime
 from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
-from .shared import SessionState, backend_choices, checked_slider, lane, wait_text, wait_title
+from .chat_layout import ChatLayout, layout
+from .shared import SessionState, lane, wait_text, wait_title
 
 log = logging.getLogger(__name__)
 
-
-EXAMPLES: list[dict[str, str]] = [
-    {"text": "Explain what a large language model is in two sentences, for someone who has never used one."},
-    {"text": "Write a Python function that checks whether a word is a palindrome, with one example."},
-    {"text": "Give me three tips for a good presentation, as a short bulleted list."},
-    {"text": "用一句话解释什么是大语言模型。", "display_text": "用一句话解释什么是大语言模型。(Chinese)"},
-    {"text": "Translate 'Good morning, how are you?' into French and Spanish."},
-]
-
-ABOUT = """
-**Level 1 — a chat window.** You type, the model answers, and the app keeps the conversation so the
-model "remembers" earlier turns (it is sent the whole conversation every time). This is the least
-effort and the least control: no settings to tune, no automation, and you see only the answer, not
-the request. With a hosted backend your text goes to whoever runs the model and may cost money; with
-the local model it stays on this machine but the answers are slower and simpler.
-"""
 
 Updates = dict[Any, Any]
 
@@ -164,60 +149,22 @@ def pick_example(evt: gr.SelectData) -> str:
 
 def build(runtime: AppRuntime, session: SessionState) -> None:
     """Build the Chat tab inside the current ``gr.Tab``."""
-    settings = runtime.settings
-    cap = settings.max_new_tokens_cap
+    ui = layout(runtime)
+    tab = ChatTab(runtime, ui.chatbot, ui.state, ui.textbox, ui.metrics_md)
+    wire(tab, ui, session)
 
-    state = gr.State([])  # the exact conversation of this session (history.py dicts)
-    chatbot = gr.Chatbot(
-        label="Chat",
-        elem_id="chat-window",
-        height=520,
-        buttons=["copy", "copy_all"],
-        placeholder="### Ask anything\nThe model answers here. Pick an example or type below.",
-        examples=EXAMPLES,
-        feedback_options=None,
-        autoscroll=True,
+
+def wire(tab: ChatTab, ui: ChatLayout, session: SessionState) -> None:
+    """Connect the Chat tab's events (send, retry, example, stop, undo, clear) to ``tab``'s handlers."""
+    state, chatbot, textbox = ui.state, ui.chatbot, ui.textbox
+    send_btn, stop_btn, retry_btn, undo_btn, clear_btn = (
+        ui.send_btn,
+        ui.stop_btn,
+        ui.retry_btn,
+        ui.undo_btn,
+        ui.clear_btn,
     )
-    with gr.Row(equal_height=True):
-        textbox = gr.Textbox(
-            show_label=False,
-            placeholder="Message the model… (Enter sends, Shift+Enter for a new line)",
-            lines=1,
-            max_lines=8,
-            scale=8,
-            autofocus=True,
-            elem_id="chat-input",
-        )
-        send_btn = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="chat-send")
-        stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90, elem_id="chat-stop")
-    with gr.Row():
-        retry_btn = gr.Button("↻ Retry", size="sm", scale=0, min_width=110)
-        undo_btn = gr.Button("↶ Undo", size="sm", scale=0, min_width=110)
-        clear_btn = gr.Button("🗑 Clear", size="sm", scale=0, min_width=110)
-    metrics_md = gr.Markdown("", elem_classes="turn-metrics", elem_id="chat-metrics")
-
-    with gr.Accordion("Settings", open=False):
-        backend = gr.Dropdown(
-            choices=backend_choices(runtime),
-            value=runtime.default_chat_backend(),
-            label="Backend",
-            elem_id="chat-backend",
-            info="Who answers. The hosted ones use the key from the environment or the one you typed "
-            "in the Hosted API tab.",
-        )
-        max_tokens = checked_slider(
-            1,
-            cap,
-            value=min(512, cap),
-            step=1,
-            label="Longest answer (tokens)",
-            info="About three quarters of a word per token.",
-        )
-    with gr.Accordion("About this level", open=False):
-        gr.Markdown(ABOUT)
-
-    tab = ChatTab(runtime, chatbot, state, textbox, metrics_md)
-    gen_inputs = [backend, max_tokens, state, session.api_key]
+    gen_inputs = [ui.backend, ui.max_tokens, state, session.api_key]
     outputs = tab.outputs
     # Chat's own lane: a hosted chat never holds the local model's turn; local requests wait for the
     # model in its engine's line and see their place in the chat.

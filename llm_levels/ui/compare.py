@@ -27,11 +27,11 @@ import pandas as pd
 from .. import history as H
 from ..core import BackendError, Usage
 from ..pricing import PriceTable, format_cost
-from ..runtime import LOCAL_PREFIX, AppRuntime
+from ..runtime import AppRuntime
 from ..turns import Delta, Done, Event, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from .compare_layout import TABLE_COLUMNS, CompareLayout, bar_frame, layout
 from .shared import (
     SessionState,
-    backend_choices,
     is_usable,
     local_wait_title,
     price_table,
@@ -46,20 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-PER_ROW = 4
 #: Seconds between two screen updates (also how soon Stop takes effect while nothing streams).
 UPDATE_EVERY_S = 0.1
-TABLE_COLUMNS = ["Backend", "Model", "TTFT (s)", "Total (s)", "Tokens/s", "In tokens", "Out tokens", "Cost", "Finish"]
-
-ABOUT = """
-**Compare** sends the same prompt to every backend you tick, at the same time, and measures each:
-time to the first token (how long you wait before anything appears), total time, decode speed, tokens
-in and out, and the estimated cost. Hosted models are bigger and usually better but cost money and see
-your text; the local model is free and private but small and slow on a CPU. Tick both local engines
-to see the same weights run by llama.cpp and by plain transformers: same model, different kernels,
-different speed. The app's own endpoint uses the local model too, so local columns may wait for
-each other (that wait is part of their time to first token).
-"""
 
 
 @dataclass
@@ -129,21 +117,13 @@ def _table(cols: list[Column], prices: PriceTable) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def _bars(y: str, points: list[tuple[str, float]]) -> pd.DataFrame:
-    """One bar chart's data. Typed columns even when empty: in Gradio 6.31 a BarPlot that once got an
-    untyped empty frame never draws later data."""
-    return pd.DataFrame(
-        {"backend": pd.Series([p[0] for p in points], dtype=str), y: pd.Series([p[1] for p in points], dtype=float)}
-    )
-
-
 def _plots(cols: list[Column]) -> tuple[pd.DataFrame, pd.DataFrame]:
     done = [col for col in cols if col.metrics is not None]
     ttft = [(short_label(col.option_id), col.metrics.ttft_s) for col in done if col.metrics.ttft_s is not None]
     tps = [
         (short_label(col.option_id), col.metrics.tokens_per_s) for col in done if col.metrics.tokens_per_s is not None
     ]
-    return _bars("seconds", ttft), _bars("tokens/s", tps)
+    return bar_frame("seconds", ttft), bar_frame("tokens/s", tps)
 
 
 def _column_text(col: Column) -> str:
@@ -295,101 +275,39 @@ def _drain(events: queue.Queue[tuple[int, Event]], cols: list[Column], wait_s: f
 
 def build(runtime: AppRuntime, session: SessionState) -> None:
     """Build the Compare tab inside the current ``gr.Tab``."""
-    cap = runtime.settings.max_new_tokens_cap
-    choices = backend_choices(runtime)
-    ids = [i for _, i in choices]
-    labels = dict((i, label) for label, i in choices)
-    # The other local engine is offered, not ticked: it loads on first use (the same weights, other kernels).
-    default = [i for i in ids if is_usable(runtime, i, None) and not i.startswith(LOCAL_PREFIX)]
-
-    with gr.Row(equal_height=True):
-        prompt = gr.Textbox(
-            label="Prompt",
-            placeholder="One prompt for every backend…",
-            lines=2,
-            max_lines=8,
-            scale=8,
-            elem_id="compare-prompt",
-        )
-        with gr.Column(scale=1, min_width=120):
-            run_btn = gr.Button("Run", variant="primary", elem_id="compare-run")
-            stop_btn = gr.Button("Stop", variant="stop", elem_id="compare-stop")
-    backends = gr.CheckboxGroup(
-        choices=choices,
-        value=default,
-        label="Backends",
-        info="Hosted ones need a key (from the environment or the Hosted API tab).",
+    ui = layout(runtime)
+    tab = CompareTab(
+        runtime,
+        ui.ids,
+        ui.labels,
+        price_table(runtime),
+        ui.answers,
+        ui.columns,
+        ui.table,
+        ui.ttft_plot,
+        ui.tps_plot,
+        ui.status,
     )
-    with gr.Accordion("Options", open=False):
-        system = gr.Textbox(
-            label="System prompt (optional)",
-            lines=2,
-            placeholder="e.g. You are a concise assistant. Answer in at most three sentences.",
-        )
-        with gr.Row():
-            max_tokens = gr.Slider(1, cap, value=min(128, cap), step=1, label="Max new tokens")
-            temperature = gr.Slider(
-                0.0,
-                2.0,
-                value=0.0,
-                step=0.05,
-                label="Temperature",
-                info="0 = always the most likely token (fair for comparing).",
-            )
+    wire(tab, ui, session)
 
-    columns: list[gr.Column] = []
-    answers: list[gr.Markdown] = []
-    for start in range(0, len(ids), PER_ROW):
-        with gr.Row(equal_height=True):
-            for option_id in ids[start : start + PER_ROW]:
-                with gr.Column(visible=option_id in default, min_width=240) as col:
-                    gr.Markdown(f"**{labels[option_id]}**")
-                    answers.append(gr.Markdown("", elem_classes="compare-answer", container=True, max_height=520))
-                columns.append(col)
 
-    status = gr.Markdown("", elem_id="compare-status")
-    table = gr.Dataframe(
-        value=pd.DataFrame(columns=TABLE_COLUMNS),
-        headers=TABLE_COLUMNS,
-        label="Metrics",
-        elem_id="compare-table",
-        interactive=False,
-        wrap=True,
-    )
-    # No sort= here: in Gradio 6.31 a sorted BarPlot stays empty; y from 0 so small bars are visible.
-    with gr.Row():
-        ttft_plot = gr.BarPlot(
-            _bars("seconds", []),
-            x="backend",
-            y="seconds",
-            title="Time to first token (s, lower is better)",
-            height=260,
-            y_lim=[0, None],
-        )
-        tps_plot = gr.BarPlot(
-            _bars("tokens/s", []),
-            x="backend",
-            y="tokens/s",
-            title="Decode speed (tokens/s, higher is better)",
-            height=260,
-            y_lim=[0, None],
-        )
-    with gr.Accordion("About Compare", open=False):
-        gr.Markdown(ABOUT)
-
-    tab = CompareTab(runtime, ids, labels, price_table(runtime), answers, columns, table, ttft_plot, tps_plot, status)
+def wire(tab: CompareTab, ui: CompareLayout, session: SessionState) -> None:
+    """Connect the Compare tab's events (run, stop, ticking backends, a new session key) to ``tab``'s handlers."""
+    backends = ui.backends
     run_ev = gr.on(
-        [run_btn.click, prompt.submit],
+        [ui.run_btn.click, ui.prompt.submit],
         tab.run,
-        inputs=[prompt, system, max_tokens, temperature, backends, session.api_key],
+        inputs=[ui.prompt, ui.system, ui.max_tokens, ui.temperature, backends, session.api_key],
         outputs=tab.outputs,
         api_name="compare_run",
         show_progress="minimal",
-        show_progress_on=[status],
+        show_progress_on=[ui.status],
         **gradio_lane("compare"),
     )
-    stop_btn.click(None, None, None, cancels=[run_ev], api_visibility="private", queue=False)
-    backends.change(tab.show_columns, backends, columns, api_visibility="private", queue=False, show_progress="hidden")
+    ui.stop_btn.click(None, None, None, cancels=[run_ev], api_visibility="private", queue=False)
+    backends.change(
+        tab.show_columns, backends, ui.columns, api_visibility="private", queue=False, show_progress="hidden"
+    )
     session.api_key.change(
         tab.tick_session_key,
         [session.api_key, backends],

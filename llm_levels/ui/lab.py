@@ -33,7 +33,6 @@ import pandas as pd
 from ..core import BackendError, GenParams, Message
 from ..engine import TRANSFORMERS
 from ..icl.data import FORMATS, LabelledData, load_demo, load_labelled
-from ..icl.metrics import INVALID
 from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
 from ..icl.runner import (
     CALIBRATIONS,
@@ -41,16 +40,15 @@ from ..icl.runner import (
     TABLE_HEADERS,
     LabConfig,
     Progress,
-    RunResult,
     parse_shots,
     prepare_data,
-    results_table,
     run_lab,
     save_results,
 )
 from ..runtime import LOCAL, AppRuntime
 from ..turns import Event, Loading, Started, TurnRequest, Waiting, answer_text, run_turn
 from ..web.gradio_compat import checked_slider
+from .lab_view import confusion_frame, examples_text, per_class_frame, plot_frame, results_frame, status_text
 from .shared import backend_choices, lane, short_label, wait_title
 
 log = logging.getLogger(__name__)
@@ -65,28 +63,6 @@ accuracy 0.45 (zero-shot) and 0.49 (one-shot), weighted F1 0.40 and 0.44.
 """
 
 Updates = dict[Any, Any]
-
-
-def plot_frame(runs: list[RunResult]) -> pd.DataFrame:
-    """The accuracy / F1 per k chart's data: k as text (whole numbers on the axis, in k's order), typed even
-    when empty (in Gradio 6.31 a plot that once got an untyped empty frame never draws later data)."""
-    rows = [
-        [str(r.shots), value, name]
-        for r in sorted(runs, key=lambda r: r.shots)
-        if r.metrics.n
-        for value, name in (
-            (r.metrics.accuracy, "accuracy"),
-            (r.metrics.weighted_f1, "weighted F1"),
-            (r.metrics.macro_f1, "macro F1"),
-        )
-    ]
-    return pd.DataFrame(
-        {
-            "k": pd.Series([r[0] for r in rows], dtype=str),
-            "score": pd.Series([r[1] for r in rows], dtype=float),
-            "metric": pd.Series([r[2] for r in rows], dtype=str),
-        }
-    )
 
 
 @dataclass
@@ -255,17 +231,9 @@ class LabTab:
         p = state.progress
         assert p is not None
         runs = p.runs
-        pct = p.fraction * 100
-        head = prefix or (
-            "✅ Done" if p.finished else "⏹ Stopped: the rows done so far are kept" if p.stopped else "⏳ Running"
-        )
-        bar = (
-            f'<div style="height:10px;border-radius:5px;background:var(--neutral-200);overflow:hidden">'
-            f'<div style="width:{pct:.1f}%;height:100%;background:var(--color-accent)"></div></div>'
-        )
         out = {
-            self.status: f"{notes}**{head}** · {state.backend} · {p.describe()}\n\n{bar}",
-            self.table: pd.DataFrame(results_table(runs), columns=TABLE_HEADERS),
+            self.status: status_text(p, state.backend, notes, prefix),
+            self.table: results_frame(runs),
             self.plot: plot_frame(runs),
             self.confusion: pd.DataFrame(),
             self.per_class: pd.DataFrame(),
@@ -274,25 +242,15 @@ class LabTab:
         if state.files:
             out[self.files] = state.files
         if runs:
-            out.update(self._details(runs[-1]))
+            last = runs[-1]
+            out.update(
+                {
+                    self.confusion: confusion_frame(last),
+                    self.per_class: per_class_frame(last),
+                    self.examples_md: examples_text(last),
+                }
+            )
         return out
-
-    def _details(self, last: RunResult) -> Updates:
-        m = last.metrics
-        conf = pd.DataFrame(
-            [[lab] + row for lab, row in zip(m.labels, m.confusion)],
-            columns=["gold \\ predicted"] + m.confusion_columns,
-        )
-        if not m.n_invalid:
-            conf = conf.drop(columns=[INVALID])
-        pc = pd.DataFrame(
-            [
-                [lab, round(s.precision, 3), round(s.recall, 3), round(s.f1, 3), s.support]
-                for lab, s in m.per_class.items()
-            ],
-            columns=["label", "precision", "recall", "F1", "support"],
-        )
-        return {self.confusion: conf, self.per_class: pc, self.examples_md: examples_text(last)}
 
 
 class SessionAsk:
@@ -331,14 +289,6 @@ class SessionAsk:
             self.state.backend = event.name
         elif isinstance(event, (Loading, Waiting)):
             self._say(wait_title(event))
-
-
-def examples_text(run: RunResult) -> str:
-    if not run.examples:
-        return f"**k={run.shots}**: no examples (zero-shot)."
-    lines = [f"**k={run.shots}** examples (from the pool, never evaluated):"]
-    lines += [f"- *{e.label}*: {e.text}" for e in run.examples]
-    return "\n".join(lines)
 
 
 def build(runtime: AppRuntime, session: Any) -> LabTab:

@@ -26,35 +26,33 @@ import logging
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from .. import history as H
-from ..core import PARAM_SPECS, BackendError, GenParams, Message
+from ..core import BackendError, GenParams, Message
 from ..engine import ENGINES
 from ..inspection import LOCAL_METRIC_COLUMNS, local_metrics_row, memory_snapshot, memory_text
 from ..runtime import AppRuntime
 from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from .local_layout import (
+    ABOUT,
+    ENGINE_INFO,
+    SAMPLING_INFO,
+    Buttons,
+    hood_section,
+    model_section,
+    sampling_section,
+    wire,
+)
 from .local_panels import Hood, describe_loaded, keeps_polling, model_info, params_from, under_the_hood
-from .shared import chat_panel, checked_slider, form_params, lane, local_queue, wait_text, wait_title
+from .shared import chat_panel, form_params, wait_text, wait_title
 
 log = logging.getLogger(__name__)
 
-ABOUT = """
-**Level 3 — the model on your own machine.** The weights are downloaded once and run here: nothing
-leaves this computer, nothing is billed, and every step is open — the chat template that turns messages
-into one prompt, the tokens the model reads, each sampling knob. Two engines run the same model:
-**llama.cpp** reads the quantized GGUF file as is and is fast on a CPU; Hugging Face **transformers**
-is the Python most tutorials use (here it turns the GGUF into float32 weights the first time, which
-takes a while). The *Python* panel shows the code for the engine that answered. The price is effort
-and hardware: small models that fit a laptop are slower and much less capable than the hosted ones.
-"""
-
-ENGINE_INFO = "llama.cpp: fast on a CPU. transformers: the tutorials' Python (loads on first use)."
-
-SAMPLING_INFO = "Off: greedy decoding (always the most likely token; temperature, top-k and top-p are ignored)."
+__all__ = ["ABOUT", "ENGINE_INFO", "SAMPLING_INFO", "LocalTab", "build"]
 
 Updates = dict[Any, Any]
 
@@ -335,139 +333,6 @@ class LocalTab:
         }
 
 
-# ---------------------------------------------------------------------------------------------- layout
-def _slider(name: str, *, minimum: float | None = None, maximum: float | None = None) -> gr.Slider:
-    spec = PARAM_SPECS[name]
-    lo = spec.minimum if minimum is None else minimum
-    hi = spec.maximum if maximum is None else maximum
-    return checked_slider(lo, hi, value=spec.default, step=spec.step, label=name, info=spec.description)
-
-
-def _model_section(runtime: AppRuntime) -> dict[str, Any]:
-    """The engine picker, the model box with Load, and the model line."""
-    settings = runtime.settings
-    with gr.Accordion("Model", open=True):
-        with gr.Row(equal_height=True):
-            engine = gr.Radio(
-                list(ENGINES),
-                value=settings.local_engine,
-                label="Engine",
-                scale=3,
-                info=ENGINE_INFO,
-                elem_id="local-engine",
-            )
-            model_box = gr.Textbox(
-                value=settings.local_model,
-                label="Model",
-                scale=4,
-                info="'embedded' (SmolLM2-135M-Instruct, offline), a local folder or a Hub id"
-                + ("" if settings.allow_model_downloads else " already on this machine (downloads are off)")
-                + ".",
-            )
-            load_btn = gr.Button("Load", scale=1, min_width=90)
-        info = gr.Markdown(model_info(runtime, settings.local_model, settings.local_engine), elem_id="local-model-info")
-        # Keeps the line above current while the model loads at start-up (then stops polling).
-        timer = gr.Timer(1.0)
-    return {"engine": engine, "model_box": model_box, "model_info": info, "info_timer": timer, "load_btn": load_btn}
-
-
-def _sampling_section(cap: int) -> list[Any]:
-    """The system prompt and sampling knobs, in their API order."""
-    with gr.Accordion("Sampling", open=True):
-        system = gr.Textbox(
-            label="System prompt",
-            lines=2,
-            max_lines=6,
-            placeholder="e.g. You are a helpful assistant.",
-            info="Becomes the first message; the chat template decides how the model sees it.",
-        )
-        with gr.Row():
-            do_sample = gr.Checkbox(value=False, label="do_sample", info=SAMPLING_INFO)
-            m = PARAM_SPECS["max_new_tokens"]
-            max_new = checked_slider(
-                m.minimum, cap, value=min(128, cap), step=1, label="max_new_tokens", info=m.description
-            )
-        with gr.Row():
-            temperature = _slider("temperature", minimum=0.05)
-            top_k = _slider("top_k", maximum=200)
-        with gr.Row():
-            top_p = _slider("top_p")
-            rep = _slider("repetition_penalty")
-        # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
-        seed = gr.Textbox(
-            value="",
-            label="seed",
-            placeholder="empty = random",
-            info=PARAM_SPECS["seed"].description + " Used only with do_sample.",
-        )
-    return [system, do_sample, temperature, top_k, top_p, rep, max_new, seed]
-
-
-def _hood_section() -> dict[str, Any]:
-    """The under-the-hood panels: prompt, tokens, Python, metrics."""
-    gr.Markdown("### Under the hood")
-    with gr.Tabs():
-        with gr.Tab("Prompt"):
-            prompt_code = gr.Code(
-                "",
-                language=None,
-                label="What the model reads (chat template applied)",
-                max_lines=30,
-                wrap_lines=True,
-                buttons=["copy"],
-            )
-        with gr.Tab("Tokens"):
-            tokens_md = gr.Markdown("Send a message (or press *Show the prompt*) to see its tokens.")
-            tokens_view = gr.HighlightedText(
-                value=[],
-                label="Prompt tokens (piece · id)",
-                show_legend=False,
-                show_inline_category=True,
-                combine_adjacent=False,
-            )
-        with gr.Tab("Python"):
-            snippet = gr.Code(
-                "",
-                language="python",
-                label="The same call in plain Python, on the engine that answered",
-                max_lines=40,
-                wrap_lines=True,
-                buttons=["copy", "download"],
-                elem_id="local-snippet",
-            )
-        with gr.Tab("Metrics"):
-            table = gr.Dataframe(
-                pd.DataFrame(columns=LOCAL_METRIC_COLUMNS),
-                headers=LOCAL_METRIC_COLUMNS,
-                label="Per turn",
-                interactive=False,
-                wrap=True,
-            )
-            gr.Markdown(
-                "TTFT = time to first token (reading the prompt). Tokens/s = decode speed after "
-                "the first token. RSS = memory of the whole app process; CUDA = GPU memory held "
-                "by torch. Cost: free (your hardware).",
-                elem_classes="turn-metrics",
-            )
-    return {
-        "prompt_code": prompt_code,
-        "tokens_md": tokens_md,
-        "tokens_view": tokens_view,
-        "snippet": snippet,
-        "table": table,
-    }
-
-
-class _Buttons(NamedTuple):
-    send: gr.Button
-    stop: gr.Button
-    retry: gr.Button
-    undo: gr.Button
-    clear: gr.Button
-    render: gr.Button
-    load: gr.Button
-
-
 def build(runtime: AppRuntime, session: Any) -> LocalTab:
     """Build the Local model tab inside the current ``gr.Tab``."""
     with gr.Accordion("About this level", open=False):
@@ -481,11 +346,11 @@ def build(runtime: AppRuntime, session: Any) -> LocalTab:
                 placeholder="### Level 3: your own model\nEverything runs here, in the open.",
                 extra_buttons=["Show the prompt"],
             )
-            model = _model_section(runtime)
-            sampling = _sampling_section(runtime.settings.max_new_tokens_cap)
+            model = model_section(runtime)
+            sampling = sampling_section(runtime.settings.max_new_tokens_cap)
         with gr.Column(scale=4):
-            hood = _hood_section()
-    buttons = _Buttons(
+            hood = hood_section()
+    buttons = Buttons(
         panel.send_btn,
         panel.stop_btn,
         panel.retry_btn,
@@ -497,88 +362,5 @@ def build(runtime: AppRuntime, session: Any) -> LocalTab:
     tab = LocalTab(
         runtime, panel.chatbot, state, panel.textbox, panel.metrics_md, spec_state, rows=rows, **model, **hood
     )
-    _wire(tab, sampling, buttons)
+    wire(tab, sampling, buttons)
     return tab
-
-
-def _wire(tab: LocalTab, sampling: list[Any], buttons: _Buttons) -> None:
-    """The tab's events, with their API names and input/output order (clients rely on both)."""
-    t = tab
-    gen_lane = lane("local-tab")  # the tab's own lane; the local model's limit is the engine's line
-    # The engine comes after the API parameters that existed before it: a client that leaves it out gets
-    # the default engine (gradio_client fills in a parameter's default).
-    send_ev = gr.on(
-        [t.textbox.submit, buttons.send.click],
-        t.send,
-        inputs=[t.textbox, t.spec_state, *sampling, t.engine, t.state, t.rows],
-        outputs=t.outputs,
-        api_name="local_send",
-        show_progress="minimal",
-        **gen_lane,
-    )
-    retry_ev = gr.on(
-        [buttons.retry.click, t.chatbot.retry],
-        t.retry,
-        inputs=[t.spec_state, *sampling, t.engine, t.state, t.rows],
-        outputs=t.outputs,
-        api_name="local_retry",
-        show_progress="minimal",
-        **gen_lane,
-    )
-    running = [send_ev, retry_ev]
-    buttons.stop.click(None, None, None, cancels=running, api_visibility="private", queue=False)
-    gr.on(
-        [buttons.undo.click, t.chatbot.undo],
-        t.undo,
-        inputs=[t.state],
-        outputs=[t.chatbot, t.state, t.textbox],
-        api_name="local_undo",
-        cancels=running,
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
-    gr.on(
-        [buttons.clear.click, t.chatbot.clear],
-        t.clear,
-        inputs=None,
-        outputs=[
-            t.chatbot,
-            t.state,
-            t.textbox,
-            t.metrics_md,
-            t.prompt_code,
-            t.tokens_md,
-            t.tokens_view,
-            t.table,
-            t.rows,
-        ],
-        api_name="local_clear",
-        cancels=running,
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
-    gr.on(
-        [buttons.load.click, t.model_box.submit],
-        t.load,
-        inputs=[t.model_box, t.engine],
-        outputs=[t.spec_state, t.model_info],
-        api_name="local_load_model",
-        **local_queue(t.runtime),
-    )
-    info = dict(
-        inputs=[t.spec_state, t.engine],
-        outputs=[t.model_info, t.info_timer],
-        api_visibility="private",
-        queue=False,
-        show_progress="hidden",
-    )
-    t.info_timer.tick(t.refresh_info, **info)
-    # Picking an engine loads nothing: the line says whether the model is ready there or loads on first use.
-    t.engine.change(t.refresh_info, **info)
-    buttons.render.click(
-        t.render,
-        inputs=[t.textbox, t.spec_state, *sampling, t.engine, t.state],
-        outputs=[t.prompt_code, t.tokens_view, t.tokens_md, t.snippet, t.model_info],
-        api_name="local_render_prompt",
-        concurrency_limit=None,
-    )
