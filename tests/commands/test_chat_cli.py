@@ -20,6 +20,12 @@ KEYS = {"text", "backend", "engine", "model", "usage", "ttft_s", "total_s", "tok
 CRASH_SIGNS = ("terminate called", "Traceback", "Aborted", "core dumped", "Segmentation fault")
 
 
+def default_ctrl_c() -> None:
+    """In the child: Ctrl-C (SIGINT) as a terminal delivers it. A parent started in the background by a shell
+    without job control (``cmd &``, nohup) hands its children SIGINT *ignored*; these tests are about Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def chat(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "llm_levels", "chat", *args],
@@ -177,6 +183,7 @@ def test_ctrl_c_stops_cleanly_with_130(katan_faults):
         env=server.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_ctrl_c,
     )
     try:
         first = proc.stdout.read(4)  # blocks until the answer starts streaming
@@ -306,6 +313,7 @@ def test_local_ctrl_c_stops_the_engine_and_exits_130():
         env=local_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_ctrl_c,
     )
     try:
         first = proc.stdout.read(4)  # blocks until the answer starts streaming
