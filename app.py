@@ -15,6 +15,11 @@ from llm_levels.core import BackendError
 
 def main() -> int:
     load_dotenv()
+    # Text that cannot be encoded (a lone surrogate someone sent) is escaped, never a second traceback
+    # ("--- Logging error ---") in the log or a failed print.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()

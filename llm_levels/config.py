@@ -69,6 +69,8 @@ class Settings:
     #: llama.cpp's threads; 0 = one per core.
     local_threads: int = 0
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "llm-levels")
+    #: The operator's own talk files (``NAME.yaml``, opened with ``/?talk=NAME``); None: the shipped ones only.
+    talks_dir: Path | None = None
     request_timeout_s: float = 60.0
     max_retries: int = 2
     server_name: str = "127.0.0.1"
@@ -84,6 +86,8 @@ class Settings:
     allow_model_downloads: bool = True
     max_new_tokens_cap: int = 1024
     max_prompt_chars: int = 20_000
+    #: Most messages in one conversation: each costs the chat template work whatever its length.
+    max_messages: int = 500
     requests_per_minute: int = 30
     # Per-session memory (sessions.py): most sessions kept, and how long an idle / closed one is kept.
     max_sessions: int = 1000
@@ -129,6 +133,7 @@ class Settings:
             local_context=int(_number(env, "LOCAL_CONTEXT", 1536, 256, 131_072, integer=True)),
             local_threads=int(_number(env, "LOCAL_THREADS", 0, 0, 256, integer=True)),
             cache_dir=Path(env.get("LLM_LEVELS_CACHE_DIR", "").strip() or Path.home() / ".cache" / "llm-levels"),
+            talks_dir=Path(env["TALKS_DIR"].strip()) if env.get("TALKS_DIR", "").strip() else None,
             request_timeout_s=_number(env, "REQUEST_TIMEOUT_S", 60.0, 1.0, 600.0),
             max_retries=int(_number(env, "MAX_RETRIES", 2, 0, 10, integer=True)),
             server_name=server_name,
@@ -146,6 +151,7 @@ class Settings:
             allow_model_downloads=_bool(env, "ALLOW_MODEL_DOWNLOADS", not public),
             max_new_tokens_cap=int(_number(env, "MAX_NEW_TOKENS_CAP", 1024, 1, 32_768, integer=True)),
             max_prompt_chars=int(_number(env, "MAX_PROMPT_CHARS", 20_000, 100, 10_000_000, integer=True)),
+            max_messages=int(_number(env, "MAX_MESSAGES", 500, 2, 100_000, integer=True)),
             requests_per_minute=int(_number(env, "REQUESTS_PER_MINUTE", 30, 1, 100_000, integer=True)),
             # Gradio keeps each session's state (conversation, typed key, a copy of every component's
             # config: several hundred KB) in memory; these bound how many and for how long.

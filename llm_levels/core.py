@@ -37,8 +37,10 @@ __all__ = [
     "TokenLogprob",
     "Usage",
     "check_conversation",
+    "check_message_count",
     "collect",
     "messages_from_dicts",
+    "split_prefix",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -75,7 +77,8 @@ def messages_from_dicts(items: Iterable[Mapping[str, Any]]) -> list[Message]:
             raise BackendError(f"Message {i} needs a 'role' and a 'content'.", kind="bad_request", status=400)
         content = item.get("content")
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+            texts = (p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+            content = "".join(t for t in texts if isinstance(t, str))
         if content is None:
             content = ""
         if not isinstance(content, str):
@@ -85,12 +88,22 @@ def messages_from_dicts(items: Iterable[Mapping[str, Any]]) -> list[Message]:
 
 
 def check_conversation(messages: Sequence[Message], *, max_chars: int | None = None) -> None:
-    """Reject conversations no backend can answer, with a message that says what to do."""
+    """Reject conversations no backend can answer, with a message that says what to do.
+
+    The last message is the user's, or the start of the assistant's answer right after a user message:
+    then the answer is *continued* from that text (the local engines do it; see :func:`split_prefix`).
+    """
     if not messages:
         raise BackendError("There is nothing to answer: type a message first.", kind="bad_request", status=400)
     last = messages[-1]
+    if last.role == "assistant" and len(messages) >= 2 and messages[-2].role == "user":
+        last = messages[-2]  # a started answer to continue: the question before it must not be empty
     if last.role != "user":
-        raise BackendError("The last message must come from the user.", kind="bad_request", status=400)
+        raise BackendError(
+            "The last message must come from the user (or be the start of an answer to continue, right after it).",
+            kind="bad_request",
+            status=400,
+        )
     if not last.content.strip():
         raise BackendError("The message is empty: type something first.", kind="bad_request", status=400)
     if max_chars is not None:
@@ -102,6 +115,31 @@ def check_conversation(messages: Sequence[Message], *, max_chars: int | None = N
                 kind="bad_request",
                 status=400,
             )
+
+
+def check_message_count(count: int, max_messages: int | None) -> None:
+    """Refuse a conversation of more than ``max_messages`` messages (``MAX_MESSAGES``): each one costs the
+    chat template and the fitting to the context window work, however short it is."""
+    if max_messages is not None and count > max_messages:
+        raise BackendError(
+            f"The conversation has too many messages ({count:,}; the limit is {max_messages:,}, "
+            "MAX_MESSAGES). Clear the chat, or send fewer messages.",
+            kind="bad_request",
+            status=400,
+        )
+
+
+def split_prefix(messages: Sequence[Message]) -> tuple[list[Message], str | None]:
+    """The conversation and the start of the answer to continue: ``(messages, None)`` when the last message
+    is not an assistant's, else ``(messages[:-1], its text)``.
+
+    A conversation that ends with an assistant message asks for that answer to be *continued*, not for a
+    new one: the prompt is the rest of the conversation as usual (with the generation prompt), then that
+    text, and the answer streamed is only what comes after it (the caller shows prefix + continuation).
+    """
+    if messages and messages[-1].role == "assistant":
+        return list(messages[:-1]), messages[-1].content
+    return list(messages), None
 
 
 # -------------------------------------------------------------------------------------- stream pieces
@@ -148,6 +186,9 @@ class Chunk:
     raw: Any = field(default=None, compare=False, repr=False)
     #: The tokens of ``text`` with their probabilities, when ``GenParams.top_logprobs`` asked for them.
     logprobs: tuple[TokenLogprob, ...] = ()
+    #: A remark for the user about the answer that is not a failure, on the last chunk: e.g. why the
+    #: per-token probabilities that were asked for are missing (the server refused them, or sent none).
+    note: str | None = None
 
 
 @dataclass
@@ -159,6 +200,8 @@ class Reply:
     finish_reason: str | None
     ttft_s: float | None
     total_s: float
+    #: The stream's :attr:`Chunk.note`, if it had one.
+    note: str | None = None
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -186,6 +229,7 @@ class ReplyBuilder:
         self.ttft: float | None = None
         self.usage: Usage | None = None
         self.finish: str | None = None
+        self.note: str | None = None
 
     def add(self, c: Chunk) -> None:
         if c.text:
@@ -196,6 +240,8 @@ class ReplyBuilder:
             self.usage = c.usage
         if c.finish_reason is not None:
             self.finish = c.finish_reason
+        if c.note:
+            self.note = c.note
 
     @property
     def text(self) -> str:
@@ -204,7 +250,7 @@ class ReplyBuilder:
     def reply(self, *, ended: float | None = None) -> Reply:
         """The answer so far; ``ended`` (a ``perf_counter`` value) fixes the end time, default now."""
         end = ended if ended is not None else time.perf_counter()
-        return Reply(self.text, self.usage, self.finish, self.ttft, end - self.started)
+        return Reply(self.text, self.usage, self.finish, self.ttft, end - self.started, self.note)
 
 
 def collect(chunks: Iterable[Chunk], *, started: float | None = None) -> Reply:
@@ -246,7 +292,11 @@ class Backend(ABC):
         params: GenParams,
         cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
-        """Stream the answer to ``messages`` as deltas."""
+        """Stream the answer to ``messages`` as deltas.
+
+        When the last message is an assistant's, the local engines continue that answer (see
+        :func:`split_prefix`); a backend that cannot raises :class:`BackendError`.
+        """
 
     def complete(
         self,

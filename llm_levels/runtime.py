@@ -299,8 +299,9 @@ class AppRuntime:
             # A session-typed URL: refuse loopback/private/metadata targets (SSRF), see safety.py;
             # the guarded client checks the address again when it connects (DNS rebinding, redirects).
             base_url = check_base_url(base_url, self.settings)
-            if not self.settings.allow_private_base_url:
-                http_client = guarded_http_client(self.settings)
+            # Always through the guard: it allows private addresses only with ALLOW_PRIVATE_BASE_URL and never
+            # link-local ones (cloud metadata), however a name resolves at connect time (DNS rebinding).
+            http_client = guarded_http_client(self.settings)
         return make_hosted(
             self.settings,
             endpoint,

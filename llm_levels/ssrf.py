@@ -2,7 +2,8 @@
 
 - :func:`check_base_url` vets a base URL that a *session* typed (never the operator's configured
   endpoints, which are trusted): http(s) only, no ``user:pass@``, and the host must resolve only to
-  public addresses unless ``ALLOW_PRIVATE_BASE_URL`` is set.
+  public addresses unless ``ALLOW_PRIVATE_BASE_URL`` is set; link-local addresses (169.254.169.254, where a
+  cloud machine serves its metadata and credentials) are refused even then.
 - :class:`GuardedTransport` (from :func:`guarded_transport_class`) repeats the address check at connect
   time, for every request and every redirect hop; :func:`guarded_http_client` is the ``httpx2.Client``
   built on it, for the ``openai`` client.
@@ -48,7 +49,7 @@ def blocked_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | N
     if ip.is_loopback:
         return "a loopback address (this machine)"
     if ip.is_link_local:
-        return "a link-local address (e.g. cloud metadata)"
+        return "a link-local address (169.254.0.0/16 or fe80::/10, where cloud metadata lives)"
     if ip.is_multicast:
         return "a multicast address"
     if ip.is_private:
@@ -56,6 +57,32 @@ def blocked_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | N
     if ip.is_reserved or not ip.is_global:
         return "a non-public address"
     return None
+
+
+def always_blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``ip`` is refused even where private addresses are allowed: a link-local address, where a
+    cloud machine serves its metadata and credentials (169.254.169.254), is never an LLM server."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour
+        if inner is not None:
+            return always_blocked(inner)
+    return ip.is_link_local
+
+
+def blocked_message(host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, reason: str) -> str:
+    """Why a request to ``host`` (at ``ip``) is blocked, and what to do instead, in one line."""
+    shown = host if host == str(ip) else f"{host} ({ip})"
+    if always_blocked(ip):
+        return (
+            f"The base URL is blocked: {shown} is {reason}. Cloud machines answer there with their own "
+            "metadata and credentials, so this app never sends requests to link-local addresses "
+            "(ALLOW_PRIVATE_BASE_URL does not change that). Use the address of the server that runs the model."
+        )
+    return (
+        f"The base URL is blocked: {shown} is {reason}. On this deployment a base URL you type must be a "
+        "public server, so that visitors cannot reach the machines around it (the operator can allow "
+        "private addresses with ALLOW_PRIVATE_BASE_URL=true)."
+    )
 
 
 def _resolve(host: str, port: int, timeout_s: float = DNS_TIMEOUT_S) -> list[str]:
@@ -101,21 +128,16 @@ def check_host(host: str, port: int, *, allow_private: bool, resolver: Resolver 
         ips = [str(literal)]
     except ValueError:
         ips = list((resolver or _resolve)(host, port))
-    if allow_private:
-        return ips
     for raw in ips:
         try:
             ip = ipaddress.ip_address(raw.split("%", 1)[0])
         except ValueError:
+            if allow_private:
+                continue
             raise _bad(f"The host {host!r} resolved to an address this app cannot check ({raw!r}).", 403) from None
         reason = blocked_reason(ip)
-        if reason:
-            shown = host if host == str(ip) else f"{host} ({ip})"
-            raise _bad(
-                f"The base URL points to {reason}: {shown}. On this deployment a base URL you type must be a "
-                "public server (the operator can allow private ones with ALLOW_PRIVATE_BASE_URL=true).",
-                403,
-            )
+        if reason and (not allow_private or always_blocked(ip)):
+            raise _bad(blocked_message(host, ip, reason), 403)
     return ips
 
 
@@ -127,8 +149,8 @@ def check_base_url(url: str, settings: Settings, *, resolver: Resolver | None = 
     missing host, a ``?query`` or ``#fragment`` (a base URL has none; keys put there would end up in
     snippets and logs), more than :data:`MAX_URL_CHARS` characters, and — unless
     ``settings.allow_private_base_url`` — any host that resolves to a loopback, private (RFC 1918,
-    IPv6 unique-local), link-local (169.254.0.0/16, the cloud metadata service), unspecified,
-    multicast or otherwise non-public address.
+    IPv6 unique-local), unspecified, multicast or otherwise non-public address. A link-local address
+    (169.254.0.0/16, fe80::/10: the cloud metadata service) is refused whatever the settings.
 
     Operator-configured endpoints (``OPENAI_BASE_URL``, ``HOSTED_ENDPOINTS``) are trusted and must not
     be passed here.

@@ -85,7 +85,28 @@ def test_public_literal_addresses_are_allowed_and_normalized(url):
 def test_private_targets_allowed_when_the_operator_says_so():
     assert check_base_url("http://127.0.0.1:8000/v1/", LENIENT) == "http://127.0.0.1:8000/v1"
     assert check_base_url("http://localhost:11434/v1", LENIENT) == "http://localhost:11434/v1"
-    assert check_base_url("http://169.254.169.254/", LENIENT) == "http://169.254.169.254"
+    assert check_base_url("http://192.168.1.10:8000/v1", LENIENT) == "http://192.168.1.10:8000/v1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/", "http://[fe80::1]/v1", "http://[::ffff:169.254.169.254]/v1", "http://169.254.0.1/v1"],
+)
+@pytest.mark.parametrize("settings", [STRICT, LENIENT], ids=["strict", "private-allowed"])
+def test_link_local_targets_are_blocked_whatever_the_settings_and_the_message_says_why(url, settings):
+    """The cloud metadata service answers on 169.254.169.254: a request there used to come back as a 403 from
+    it, shown as a key/organization/region problem. It is blocked, and the message says so and why."""
+    with pytest.raises(BackendError) as e:
+        check_base_url(url, settings)
+    msg = e.value.message
+    assert e.value.status == 403 and e.value.kind == "bad_request" and not e.value.retryable
+    assert "blocked" in msg and "link-local" in msg and "metadata" in msg and "\n" not in msg
+    assert "organization" not in msg and "region" not in msg and "key" not in msg.lower()
+
+
+def test_a_host_name_that_resolves_to_link_local_is_blocked_with_private_targets_allowed():
+    with pytest.raises(BackendError, match=r"blocked: meta\.example\.test \(169\.254\.169\.254\) is a link-local"):
+        check_base_url("http://meta.example.test/v1", LENIENT, resolver=lambda host, port: ["169.254.169.254"])
 
 
 def test_hostnames_are_judged_by_every_address_they_resolve_to():
@@ -97,7 +118,9 @@ def test_hostnames_are_judged_by_every_address_they_resolve_to():
 
     assert check_base_url("https://api.example.test/v1", STRICT, resolver=resolver) == "https://api.example.test/v1"
     assert calls == [("api.example.test", 443)]
-    with pytest.raises(BackendError, match=r"private-network address: mixed\.example\.test \(10\.1\.2\.3\)"):
+    with pytest.raises(
+        BackendError, match=r"blocked: mixed\.example\.test \(10\.1\.2\.3\) is a private-network address"
+    ):
         check_base_url("http://mixed.example.test:8080/v1", STRICT, resolver=resolver)
     assert calls[-1] == ("mixed.example.test", 8080)
 
@@ -608,8 +631,10 @@ def test_a_session_url_gets_the_guarded_http_client():
     rt = _runtime(allow_custom_base_url=True)
     b = rt.hosted_backend(SESSION_HOSTED, api_key="sk-session-key-1234", base_url="https://93.184.216.34/v1")
     assert isinstance(b._http_client._transport, guarded)
+    # With private targets allowed (a laptop), still through the guard: it never lets link-local through.
     lenient = _runtime(allow_custom_base_url=True, allow_private_base_url=True)
-    assert lenient.hosted_backend(SESSION_HOSTED, base_url="http://127.0.0.1:9/v1")._http_client is None
+    client = lenient.hosted_backend(SESSION_HOSTED, base_url="http://127.0.0.1:9/v1")._http_client
+    assert isinstance(client._transport, guarded)
 
 
 def test_guarded_client_inside_the_real_openai_backend(katan_echo):
@@ -635,3 +660,73 @@ def test_guarded_client_inside_the_real_openai_backend(katan_echo):
     assert katan_echo.api_key not in e.value.message
     assert "loopback" in e.value.message or e.value.kind == "connection", e.value.message
     assert "guarded hello" in backend(LENIENT).complete(conv, params).text
+
+
+@pytest.mark.parametrize(
+    "settings, address, words",
+    [(STRICT, "10.0.0.7", "private-network"), (LENIENT, "169.254.169.254", "link-local")],
+    ids=["private", "metadata"],
+)
+def test_an_address_refused_at_connect_time_is_reported_as_blocked(settings, address, words):
+    """The guard refuses the address the name resolves to when the openai client connects (DNS rebinding):
+    the user is told the destination is blocked and why, not that the server is unreachable (which would
+    invite a retry) nor a key/region/organization problem. Nothing is sent anywhere."""
+    from llm_levels.backends.openai_api import OpenAIBackend
+
+    client = ssrf.guarded_http_client(settings)
+    client._transport._resolver = lambda host, port: [address]
+    backend = OpenAIBackend(
+        model="m",
+        api_key="sk-typed-0123456789abcdef",
+        base_url="http://rebind.example.test/v1",
+        max_retries=0,
+        timeout_s=5,
+        http_client=client,
+    )
+    with pytest.raises(BackendError) as e:
+        backend.complete([Message("user", "hi")], GenParams(max_new_tokens=4))
+    err = e.value
+    assert err.kind == "bad_request" and err.status == 403 and not err.retryable, err.message
+    assert err.message.startswith("The base URL is blocked: rebind.example.test") and words in err.message
+    assert "Could not reach" not in err.message and "organization" not in err.message
+    assert "sk-typed" not in err.message
+
+
+class _DenyingProxy(http.server.BaseHTTPRequestHandler):
+    """Answers every request as an egress proxy that blocks the destination does: 403 with a line of text."""
+
+    def do_POST(self) -> None:
+        body = b"resolve_deny: denied destination"
+        self.send_response(403)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_403_that_is_not_an_apis_answer_says_the_destination_may_be_blocked():
+    """Sent to a destination a proxy blocks, the request came back 403 with the proxy's text and was shown
+    as the key's organization or region lacking access. Only an API-shaped 403 says that now."""
+    from llm_levels.backends.openai_api import OpenAIBackend
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DenyingProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAIBackend(
+            model="m",
+            api_key="sk-x-0123456789abcdef",
+            base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+            max_retries=0,
+            timeout_s=5,
+        )
+        with pytest.raises(BackendError) as e:
+            backend.complete([Message("user", "hi")], GenParams(max_new_tokens=4))
+    finally:
+        server.shutdown()
+        server.server_close()
+    msg = e.value.message
+    assert e.value.status == 403 and "proxy or firewall" in msg and "denied destination" in msg, msg
+    assert "organization" not in msg and "region" not in msg

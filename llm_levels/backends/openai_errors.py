@@ -119,6 +119,9 @@ def _timeout(e: BaseException, where: Where, partial: str, timeout: float) -> Fa
 
 
 def _connection(e: openai.APIConnectionError, where: Where, partial: str, during: str) -> Failed:
+    refused = _refused_by_guard(e)
+    if refused is not None:  # the SSRF guard refused the address at connect time: say so, not "unreachable"
+        return Failed(where.err(refused.message, refused.kind, refused.status, partial=partial), e)
     host, cause = where.host, repr(e.__cause__ or "")
     if during == "stream":
         msg = f"The answer from {host} was cut off: the connection broke before it finished. Try again."
@@ -134,6 +137,16 @@ def _connection(e: openai.APIConnectionError, where: Where, partial: str, during
     return Failed(where.err(msg, "connection", 502, True, partial), e)
 
 
+def _refused_by_guard(e: BaseException) -> BackendError | None:
+    """The :class:`BackendError` of the base-URL guard (:mod:`llm_levels.ssrf`) behind a connection error."""
+    seen: BaseException | None = e
+    for _ in range(8):  # APIConnectionError <- the transport's ConnectError <- the guard's BackendError
+        seen = seen.__cause__ or seen.__context__
+        if seen is None or isinstance(seen, BackendError):
+            return seen
+    return None
+
+
 def _status(e: openai.APIStatusError, where: Where, partial: str) -> Failed:
     status, host, model = e.status_code, where.host, where.model
     said = server_text(e, where.api_key)
@@ -146,6 +159,17 @@ def _status(e: openai.APIStatusError, where: Where, partial: str) -> Failed:
                 "the environment, or the key field of the Hosted-API tab.",
                 "auth",
                 401,
+            ),
+            e,
+        )
+    elif status == 403 and not _api_shaped(e):
+        # Not an API's error object: a proxy or firewall on the way (or a server that is no API) refused.
+        failed = Failed(
+            where.err(
+                f"The request to {host} was refused (403 Forbidden), and not by an OpenAI-compatible API: a proxy or "
+                f"firewall on the way may block this destination, or the base URL is not an API server.{quoted}",
+                "connection",
+                403,
             ),
             e,
         )
@@ -197,6 +221,12 @@ def _status(e: openai.APIStatusError, where: Where, partial: str) -> Failed:
     failed.swap_token_param = swap
     failed.last_response = {"status": status, "error": scrub_obj(error_body(e), where.api_key)}
     return failed
+
+
+def _api_shaped(e: openai.APIStatusError) -> bool:
+    """Whether the error body is an API's error object (``{"error": {"message", "type", ...}}``)."""
+    body = getattr(e, "body", None)
+    return isinstance(body, dict) and any(k in body for k in ("message", "type", "code"))
 
 
 def _not_found_message(e: openai.APIStatusError, where: Where, said: str) -> str:

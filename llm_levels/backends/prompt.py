@@ -2,13 +2,14 @@
 
 Each engine renders and tokenizes in its own way (``encode``); fitting is the same for both: when the
 prompt plus the answer's budget does not fit, the oldest turns are left out (system messages and the
-last message are always kept, and the kept history never starts with an assistant turn). The shortest
-history that fits is found by bisection, so a long conversation costs a handful of renders, not one per
-turn.
+last message are always kept, and the kept history never starts with an assistant turn). The longest
+history that fits is found by galloping back from the newest turns, then bisecting: a handful of renders,
+each about the size of what fits the window, however long the conversation is.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,40 +33,64 @@ Encode = Callable[[list[Message], int], Prompt]
 
 
 def fit_prompt(
-    messages: Sequence[Message], encode: Encode, *, window: int | None, max_new_tokens: int | None, model: str
+    messages: Sequence[Message],
+    encode: Encode,
+    *,
+    window: int | None,
+    max_new_tokens: int | None,
+    model: str,
+    cancel: threading.Event | None = None,
 ) -> Prompt:
     """The prompt for ``messages`` with as many of the newest turns as fit ``window - max_new_tokens`` tokens.
 
+    The whole conversation is rendered once when it may fit; when it does not, the search starts from the
+    newest turns and doubles how many it takes back (then bisects), so the work follows what fits the
+    window, not how long the conversation is. Setting ``cancel`` stops the search at its next render.
     Raises :class:`BackendError` (400) when even the system messages and the last message do not fit.
     """
     messages = list(messages)
-    prompt = encode(messages, 0)
     if window is None or max_new_tokens is None:
-        return prompt
+        return encode(messages, 0)
     budget = window - max_new_tokens
-    if len(prompt.ids) <= budget:
-        return prompt
+    # Every message costs at least one token: a conversation with more messages than the budget cannot fit.
+    whole = encode(messages, 0) if len(messages) <= budget else None
+    if whole is not None and len(whole.ids) <= budget:
+        return whole
     system = [m for m in messages if m.role == "system"]
     turns = [m for m in messages if m.role != "system"]
-    # Where the kept history may start: a user turn, or the last message itself.
-    starts = [i for i, m in enumerate(turns) if i > 0 and (m.role == "user" or i == len(turns) - 1)]
+    # Where the kept history may start: a user turn, or the last message itself. Position 0 stands for the
+    # whole conversation, known not to fit by now.
+    starts = [0] + [i for i, m in enumerate(turns) if i > 0 and (m.role == "user" or i == len(turns) - 1)]
 
-    def at(start: int) -> Prompt:
-        return encode(system + turns[start:], start)
+    def at(position: int) -> Prompt:
+        if cancel is not None and cancel.is_set():
+            raise BackendError("The request was stopped.", kind="cancelled", status=499)
+        return encode(system + turns[starts[position] :], starts[position])
 
-    best: Prompt | None = None
+    # Later starts only get shorter: find the earliest that fits, between lo (does not fit) and hi (fits).
     lo, hi = 0, len(starts) - 1
-    while lo <= hi:  # the earliest start whose prompt fits (later starts only get shorter)
+    best = at(hi) if hi > 0 else (whole or encode(messages, 0))
+    if hi == 0 or len(best.ids) > budget:
+        raise _too_long(best, max_new_tokens, window, model)
+    step = 1
+    while hi - step > lo:  # gallop back from the newest turns: 1, 2, 4... more
+        candidate = at(hi - step)
+        if len(candidate.ids) > budget:
+            lo = hi - step
+            break
+        best, hi, step = candidate, hi - step, step * 2
+    while hi - lo > 1:
         mid = (lo + hi) // 2
-        candidate = at(starts[mid])
+        candidate = at(mid)
         if len(candidate.ids) <= budget:
-            best, hi = candidate, mid - 1
+            best, hi = candidate, mid
         else:
-            lo = mid + 1
-    if best is not None:
-        return best
-    shortest = at(starts[-1]) if starts else prompt
-    raise BackendError(
+            lo = mid
+    return best
+
+
+def _too_long(shortest: Prompt, max_new_tokens: int, window: int, model: str) -> BackendError:
+    return BackendError(
         f"The message is too long for {model}: the prompt is {len(shortest.ids):,} tokens and up to "
         f"{max_new_tokens:,} new tokens are asked for, but the model reads at most {window:,} tokens. "
         "Shorten the message or the system prompt, or lower max new tokens.",

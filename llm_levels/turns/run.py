@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core import Backend, BackendError, GenParams, Message, TokenLogprob
+from ..core import Backend, BackendError, GenParams, Message, TokenLogprob, check_message_count
 from ..metrics import Measured, measure
+from ..text_clean import clean_text, clean_value
 from .events import Delta, Done, Event, Failed, Started
 from .opener import BackendOpener
 
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two looks at a waiting turn's place in line (also how soon Stop takes it out of the line).
 WAIT_POLL_S = 0.25
+#: Longest stop string: each one is looked for in the answer at every token.
+MAX_STOP_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,43 @@ def run_turn(
     turn's events: :class:`Loading`/:class:`Waiting` while the backend gets ready, :class:`Started`,
     :class:`Delta` per piece, and :class:`Done` or :class:`Failed` last.
 
+    Every text in ``request`` is made valid first (:func:`cleaned`), and a conversation of more than
+    ``MAX_MESSAGES`` messages is refused before anything looks at them one by one.
+
     Closing the iterator (a face's Stop) or setting ``cancel`` stops the work: a turn still in line
     leaves it and never starts, a running one makes its backend stop generating.
     """
+    request = cleaned(request)
+    # The cheap bound first: how many messages the template and the fitting will have to walk through.
+    check_message_count(len(request.messages), runtime.settings.max_messages)
     params = runtime.check_request(request.session_id, list(request.messages), request.params)
+    if any(len(s) > MAX_STOP_CHARS for s in params.stop):
+        raise BackendError(
+            f"A stop string is too long (the limit is {MAX_STOP_CHARS} characters): shorten it.",
+            kind="bad_request",
+            status=400,
+        )
     return _events(runtime, request, params, cancel, poll_s)
+
+
+def cleaned(request: TurnRequest) -> TurnRequest:
+    """``request`` with every text from outside made valid (:func:`~llm_levels.text_clean.clean_text`): a lone
+    surrogate or a NUL would otherwise fail far away, in a tokenizer, a log line or a JSON encoder."""
+    messages = request.messages
+    if not isinstance(messages, (list, tuple)) or not all(isinstance(m, Message) for m in messages):
+        raise BackendError("The conversation must be a list of messages.", kind="bad_request", status=400)
+    changes: dict[str, Any] = {}
+    texts = [clean_text(m.content) for m in messages]
+    if any(text is not m.content for text, m in zip(texts, messages)):
+        changes["messages"] = tuple(Message(m.role, text) for text, m in zip(texts, messages))
+    params = request.params
+    if isinstance(params, GenParams) and params.stop:
+        stop = tuple(clean_text(s) for s in params.stop)
+        if stop != params.stop:
+            changes["params"] = params.with_(stop=stop)
+    elif isinstance(params, Mapping):
+        changes["params"] = {k: clean_value(v) for k, v in params.items()}
+    return dataclasses.replace(request, **changes) if changes else request
 
 
 def answer_text(events: Iterator[Event], on_event: Callable[[Event], None] | None = None) -> str:

@@ -31,6 +31,20 @@ keeps (``state_session_capacity``, a ``launch()`` setting), how long a session's
    already preprocessed values), and a ``gr.Slider`` subclass makes Gradio write a ``.pyi`` file next to
    its module at import time, so the instance's ``preprocess`` is wrapped. (It still lives in
    ``ui/shared.py`` too; moving it here is proposed.)
+6. :func:`install_input_guard` — every event's input is made valid before any handler sees it (a lone
+   surrogate typed or sent through the API becomes U+FFFD, NUL goes: :func:`~llm_levels.text_clean.clean_text`).
+   Otherwise the text reaches a ``gr.State`` and Gradio's JSON encoder fails on it at every later update
+   of that session. Gradio has no hook on an event's raw input; ``Blocks.process_api`` receives it.
+7. The same guard makes a refusal one log line. Gradio prints the traceback of every ``gr.Error`` a
+   handler raises unless it was built with ``print_exception=False`` (``queueing.py``, ``routes.py``);
+   here a ``gr.Error`` is a refused input (a bug raises anything else, and keeps its traceback). Input
+   Gradio itself cannot preprocess (a wrong type through the API), a list sent to a one-value dropdown
+   (which Gradio passes on) and event data missing for a handler that takes it (``gr.SelectData``: Gradio
+   fails building it) are refused the same way.
+8. :func:`install_checked_routes` — an event id the app does not have (``fn_index`` 999, -1) is a 404,
+   not a ``KeyError`` with a traceback and a 500; a session id longer than any Gradio makes is refused
+   before Gradio keeps a session under it (a megabyte-long id per request would be kept, up to
+   ``MAX_SESSIONS`` of them). Gradio's routes all find an event through ``route_utils.get_fn``.
 
 Removed (no longer needed): the ``SessionJanitor`` sweep (forgetting whole sessions by TTL, sweeping dead
 copies, pruning on a timer) and the run-time swap of a live ``StateHolder``'s class: the lean holder is
@@ -40,14 +54,22 @@ a new instance put in place of Gradio's (still empty) one right after mounting.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import math
+import typing
 from typing import Any
 
 import gradio as gr
+from fastapi import HTTPException
+from gradio import route_utils
 from gradio.state_holder import SessionState, StateHolder
 
+from ..text_clean import clean_value
+
 log = logging.getLogger(__name__)
+#: Where a refused page event is logged (one line each).
+refusal_log = logging.getLogger("llm_levels.ui")
 
 #: The Gradio release series these hooks were written and tested against.
 GRADIO_SERIES = (6, 31)
@@ -59,6 +81,9 @@ _RELIED_ON = (
     (StateHolder, "set_blocks"),
     (StateHolder, "update"),
     (StateHolder, "delete_state"),
+    (gr.Blocks, "process_api"),
+    (gr.Blocks, "preprocess_data"),
+    (route_utils, "get_fn"),
 )
 _RELIED_ON_INSTANCE = (
     "blocks_config",
@@ -72,6 +97,8 @@ HOOKS = (
     "LeanSessionState (no per-session config copy; no dead component copies; closed TTL)",
     "LeanStateHolder (lean sessions; drops the queue's empty per-session sets)",
     "checked_slider (one-line error for a non-numeric slider value)",
+    "install_input_guard (valid text into every event; a refusal is one log line)",
+    "install_checked_routes (unknown event ids are a 404; over-long session ids are refused)",
 )
 
 
@@ -87,6 +114,8 @@ def compat_problems(version: str | None = None) -> list[str]:
     """Why the hooks may not fit the installed Gradio (empty when they do)."""
     version = version or gr.__version__
     problems = []
+    if not hasattr(route_utils, "FnIndexInferError"):
+        problems.append("gradio route_utils.FnIndexInferError is gone")
     if _series(version) != GRADIO_SERIES:
         problems.append(
             f"Gradio {version} is installed; the hooks were written for {'.'.join(map(str, GRADIO_SERIES))}.x"
@@ -242,3 +271,103 @@ def checked_slider(*args: Any, **kwargs: Any) -> gr.Slider:
 
     slider.preprocess = preprocess  # type: ignore[method-assign]
     return slider
+
+
+# ------------------------------------------------------------------------------ 6-7: input guard
+def install_input_guard(blocks: gr.Blocks) -> None:
+    """Clean every event's input and log each refusal as one line (hooks 6 and 7; see the module docstring).
+
+    Call it once, before serving. ``blocks.process_api`` and ``blocks.preprocess_data`` are replaced on
+    this instance only."""
+    process_api, preprocess_data = blocks.process_api, blocks.preprocess_data
+
+    async def guarded_process_api(block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        new = kwargs.get("iterator") is None and (len(args) < 3 or args[2] is None)  # not the next step of one
+        if new:
+            inputs = clean_value(inputs)
+        try:
+            if new:
+                _check_event_data(blocks, block_fn, kwargs.get("event_data"))
+            return await process_api(block_fn, inputs, *args, **kwargs)
+        except gr.Error as e:
+            e.print_exception = False
+            refusal_log.info("%s: refused: %s", _event_name(blocks, block_fn), _one_line(e))
+            raise
+
+    async def checked_preprocess_data(block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        for block, value in zip(getattr(block_fn, "inputs", ()), inputs or ()):
+            # Gradio lets a one-value dropdown take a list of its choices (an empty list too): handlers break.
+            if isinstance(block, gr.Dropdown) and not block.multiselect and isinstance(value, (list, dict)):
+                raise gr.Error(f"{block.label or 'This choice'} takes one value, not {type(value).__name__}.")
+        try:
+            return await preprocess_data(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except (ValueError, TypeError) as e:  # Gradio could not read what the client sent: bad input
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise gr.Error(f"The request's input was not understood: {first}", print_exception=False) from None
+
+    blocks.process_api = guarded_process_api  # type: ignore[method-assign]
+    blocks.preprocess_data = checked_preprocess_data  # type: ignore[method-assign]
+
+
+def _check_event_data(blocks: Any, block_fn: Any, event_data: Any) -> None:
+    """Refuse an event whose handler takes event data (``gr.SelectData``...) the client did not send in the
+    shape Gradio builds it from: Gradio would fail with a ``TypeError`` inside its own call."""
+    fn = getattr(blocks.fns.get(block_fn) if isinstance(block_fn, int) else block_fn, "fn", None)
+    for kind in _event_data_kinds(fn) if callable(fn) else ():
+        try:
+            kind(getattr(event_data, "target", None), getattr(event_data, "_data", None))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise gr.Error("This event needs the data of the action that triggers it (event_data).") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _event_data_kinds(fn: Any) -> tuple[type, ...]:
+    """The ``gr.EventData`` subclasses ``fn`` takes (read from its type hints, as Gradio does)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - hints that cannot be read: Gradio cannot read them either
+        return ()
+    return tuple(
+        h for h in hints.values() if isinstance(h, type) and issubclass(h, gr.EventData) and h is not gr.EventData
+    )
+
+
+def _event_name(blocks: Any, block_fn: Any) -> str:
+    if isinstance(block_fn, int):
+        block_fn = blocks.fns.get(block_fn)
+    return str(getattr(block_fn, "api_name", None) or getattr(block_fn, "name", None) or "event")
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(getattr(error, "message", None) or error).split())
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+# ------------------------------------------------------------------------------ 8: checked routes
+#: Longest session id accepted (Gradio's own page and client make ids of about a dozen characters).
+MAX_SESSION_HASH_CHARS = 128
+
+
+def install_checked_routes() -> None:
+    """Make Gradio's event lookup refuse bad ids with a 4xx instead of failing with a 500 (hook 8).
+
+    Replaces ``gradio.route_utils.get_fn`` for the whole process (every route calls it through the module);
+    calling it again changes nothing."""
+    original = route_utils.get_fn
+    if getattr(original, "checked_by_llm_levels", False):
+        return
+
+    def get_fn(blocks: Any, api_name: str | None, body: Any) -> Any:
+        session = getattr(body, "session_hash", None)
+        if isinstance(session, str) and len(session) > MAX_SESSION_HASH_CHARS:
+            raise HTTPException(400, f"session_hash is too long (at most {MAX_SESSION_HASH_CHARS} characters).")
+        try:
+            return original(blocks, api_name, body)
+        except (KeyError, route_utils.FnIndexInferError):
+            which = f"api_name {api_name!r}" if api_name else f"fn_index {str(getattr(body, 'fn_index', None))[:20]}"
+            raise HTTPException(404, f"This app has no event with {which[:80]}.") from None
+
+    get_fn.checked_by_llm_levels = True  # type: ignore[attr-defined]
+    route_utils.get_fn = get_fn

@@ -167,7 +167,8 @@ def error_response(request: Request, exc: Exception) -> Response:
         err = ApiError(500, "The server failed while handling this request; see the app log.", code="internal")
     else:
         level = logging.WARNING if err.status >= 500 or err.status == 429 else logging.INFO
-        log.log(level, "%s: %d %s%s", who, err.status, err.message, f" (param {err.param})" if err.param else "")
+        shown = " ".join(err.message.split())  # one line, whatever a client put in it
+        log.log(level, "%s: %d %s%s", who, err.status, shown, f" (param {_printable(err.param)})" if err.param else "")
     return err.response()
 
 

@@ -52,7 +52,7 @@ from .openai_answers import ChunkWriter, completion
 from .openai_auth import AccessCheck
 from .openai_errors import ApiError, OpenAIRoute
 from .openai_models import LOCAL_MODEL_ID, engine_for, model_card, model_ids, unknown_model
-from .openai_schema import ChatCompletionRequest, parse_request
+from .openai_schema import ChatCompletionRequest, parse_request, too_deep
 from .openai_turn import collect, guarded, sse_events, start_turn, until_ready
 
 __all__ = ["LOCAL_MODEL_ID", "create_router"]
@@ -135,6 +135,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise too_large
     try:
         return json.loads(data)
+    except RecursionError:  # nested deeper than the parser goes: never a real request
+        raise too_deep() from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(
             400,

@@ -11,6 +11,10 @@ would change the answer and are not supported here (:data:`_OFF_VALUES`: ``tools
 accepted only at their "off" value and refused otherwise, saying why (:data:`_WHY_OFF`); names OpenAI does
 not know are refused ("Unrecognized request argument supplied: ..."). Every refusal is a pydantic error
 that :meth:`~.openai_errors.ApiError.from_validation` turns into one 400 naming the parameter.
+
+Hostile bodies: nesting deeper than :data:`MAX_JSON_DEPTH` is refused first, then every string is made
+valid (a lone surrogate becomes U+FFFD, NUL goes); more than ``MAX_MESSAGES`` messages are refused before
+any one is validated, and stop strings longer than :data:`~llm_levels.turns.run.MAX_STOP_CHARS` are refused.
 """
 
 from __future__ import annotations
@@ -34,11 +38,15 @@ from pydantic import (
 )
 from pydantic.types import AllowInfNan, Strict
 
-from ..core import PARAM_SPECS, ROLES, BackendError, GenParams, Message, check_conversation
+from ..core import PARAM_SPECS, ROLES, BackendError, GenParams, Message, check_conversation, check_message_count
+from ..text_clean import clean_value
+from ..turns.run import MAX_STOP_CHARS
 from .openai_errors import ApiError, refused
 
 #: OpenAI's default sampling temperature (used when a request gives none).
 DEFAULT_TEMPERATURE = 1.0
+#: Deepest nesting of objects and lists a body may have (a real request needs about five levels).
+MAX_JSON_DEPTH = 32
 
 # OpenAI chat-completions fields that do not change the answer here: accepted and ignored.
 _IGNORED = frozenset(
@@ -90,7 +98,9 @@ def _in_range(name: str) -> AfterValidator:
 
     def check(value: Any) -> Any:
         if value is not None and not spec.minimum <= value <= spec.maximum:
-            raise refused(f"{name} must be between {_fmt(spec.minimum)} and {_fmt(spec.maximum)} (got {_fmt(value)}).")
+            raise refused(
+                f"{name} must be between {_fmt(spec.minimum)} and {_fmt(spec.maximum)} (got {_short(_fmt(value))})."
+            )
         return value
 
     return AfterValidator(check)
@@ -98,6 +108,11 @@ def _in_range(name: str) -> AfterValidator:
 
 def _fmt(x: Any) -> str:
     return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """A value a client sent, cut short for a message (a number may have thousands of digits)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _Float = Annotated[float, Strict(), AllowInfNan(False)]
@@ -126,9 +141,11 @@ class ChatMessage(BaseModel):
             raise refused("content must be text or a list of text parts.")
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind != "text" or not isinstance(part.get("text"), str):
+            if kind == "text" and not isinstance(part.get("text"), str):
+                raise refused("a text content part needs its 'text' as a string.")
+            if kind != "text":
                 raise refused(
-                    f"only text content parts are supported (got {kind!r}); the local model reads text only.",
+                    f"only text content parts are supported (got {_short(repr(kind))}); the local model reads text only.",
                     code="unsupported_content",
                 )
         return "".join(part["text"] for part in content)
@@ -211,9 +228,13 @@ class ChatCompletionRequest(BaseModel):
 
     @field_validator("messages", mode="before")
     @classmethod
-    def _a_list(cls, messages: Any) -> Any:
+    def _a_list(cls, messages: Any, info: ValidationInfo) -> Any:
         if not isinstance(messages, list) or not messages:
             raise refused("'messages' must be a non-empty list of {\"role\", \"content\"} objects.")
+        try:  # before validating each message: their number is what costs
+            check_message_count(len(messages), (info.context or {}).get("max_messages"))
+        except BackendError as e:
+            raise refused(e.message) from None
         return messages
 
     @field_validator("n")
@@ -233,11 +254,13 @@ class ChatCompletionRequest(BaseModel):
         if stop is None or stop == "":
             return ()
         if isinstance(stop, str):
-            return (stop,)
+            stop = [stop]
         if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
             raise refused("stop must be a string or a list of non-empty strings.")
         if len(stop) > 4:
             raise refused(f"stop has {len(stop)} strings: at most 4 are allowed.")
+        if any(len(s) > MAX_STOP_CHARS for s in stop):
+            raise refused(f"stop strings may have at most {MAX_STOP_CHARS} characters each.")
         return tuple(stop)
 
     @field_validator("response_format")
@@ -259,7 +282,7 @@ class ChatCompletionRequest(BaseModel):
         cap = (info.context or {}).get("max_new_tokens_cap")
         if value is not None and cap is not None and value > cap:
             raise refused(
-                f"{info.field_name}={value} is more than this server allows: at most {cap} "
+                f"{info.field_name}={_short(str(value))} is more than this server allows: at most {cap} "
                 "(MAX_NEW_TOKENS_CAP). Ask for fewer tokens."
             )
         return value
@@ -293,12 +316,46 @@ class ChatCompletionRequest(BaseModel):
 
 
 def parse_request(body: Any, settings: Any) -> ChatCompletionRequest:
-    """Validate an OpenAI chat-completions body against ``settings``' limits; raises :class:`ApiError` (400)."""
-    context = {"max_new_tokens_cap": settings.max_new_tokens_cap, "max_prompt_chars": settings.max_prompt_chars}
+    """Validate an OpenAI chat-completions body against ``settings``' limits; raises :class:`ApiError` (400).
+
+    Every string in it is made valid first (:func:`~llm_levels.text_clean.clean_text`: a lone surrogate
+    becomes U+FFFD, NUL goes), so what is refused or answered never fails to encode."""
+    if nested_deeper(body, MAX_JSON_DEPTH):
+        raise too_deep()
+    context = {
+        "max_new_tokens_cap": settings.max_new_tokens_cap,
+        "max_prompt_chars": settings.max_prompt_chars,
+        "max_messages": settings.max_messages,
+    }
     try:
-        return ChatCompletionRequest.model_validate(body, context=context)
+        return ChatCompletionRequest.model_validate(clean_value(body, max_depth=MAX_JSON_DEPTH), context=context)
     except ValidationError as e:
         raise ApiError.from_validation(e.errors(include_url=False)) from None
+
+
+def nested_deeper(value: Any, limit: int) -> bool:
+    """Whether lists and objects in ``value`` nest more than ``limit`` levels (looked at without recursion)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            if isinstance(item, (list, dict))
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, (list, dict))
+        ]
+        if not level:
+            return False
+    return True
+
+
+def too_deep() -> ApiError:
+    return ApiError(
+        400,
+        f"The JSON body is nested too deeply (more than {MAX_JSON_DEPTH} levels of objects and lists). "
+        "Send a chat-completions request: an object with 'model' and 'messages'.",
+        code="invalid_json",
+    )
 
 
 def _is_off(value: Any, allowed: tuple[Any, ...]) -> bool:

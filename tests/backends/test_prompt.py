@@ -155,3 +155,38 @@ def test_bisection_agrees_with_trying_every_start():
         p = fit_prompt(msgs, enc, window=window, max_new_tokens=max_new, model="m")
         kept, start = expected
         assert p.messages == tuple(kept) and p.truncated_turns == start, (msgs, window, max_new)
+
+
+def test_a_flood_of_tiny_messages_costs_what_fits_the_window_not_its_length():
+    """Issue 14: thousands of one-word messages used to be rendered whole, then in halves: the work (and the
+    wait before the first token) grew with the conversation. Now the renders are the same whatever its
+    length, each at most about twice what fits."""
+    window, max_new = 400, 100
+    renders = {}
+    for n in (1_000, 10_000, 100_000):
+        enc = FakeEncoder()
+        msgs = [Message("user", "x")] * n
+        p = fit_prompt(msgs, enc, window=window, max_new_tokens=max_new, model="m")
+        kept = len(p.messages)
+        assert p.messages == tuple(msgs[-kept:]) and len(p.ids) <= window - max_new
+        assert cost(msgs[-kept - 1 :]) > window - max_new  # the longest history that fits
+        renders[n] = [size for size, _ in enc.calls]
+        assert max(renders[n]) <= 2 * kept + 1 and len(renders[n]) <= 2 * math.log2(kept) + 4, renders[n]
+    assert renders[1_000] == renders[10_000] == renders[100_000]
+
+
+def test_fitting_stops_at_its_next_render_once_cancelled():
+    import threading
+
+    cancel = threading.Event()
+    enc = FakeEncoder()
+    inner = enc.__call__
+
+    def encode(messages, dropped):
+        if len(enc.calls) == 2:
+            cancel.set()  # the client went away during the search
+        return inner(messages, dropped)
+
+    with pytest.raises(BackendError) as e:
+        fit_prompt([Message("user", "x")] * 5000, encode, window=200, max_new_tokens=50, model="m", cancel=cancel)
+    assert e.value.kind == "cancelled" and len(enc.calls) == 3

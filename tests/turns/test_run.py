@@ -74,6 +74,48 @@ def test_token_probabilities_travel_with_the_deltas(runtime):
     assert [t.token for t in events[-1].tokens] == ["Hello", ", ", "world"]
 
 
+# ------------------------------------------------------------------------------------ abuse (issue 14)
+def test_text_from_outside_is_made_valid_before_the_backend_sees_it(runtime):
+    """A lone surrogate (JSON can carry "\\ud800") cannot be encoded as UTF-8: a tokenizer, a log line or
+    Gradio's encoder failed on it far from the entrance, and the session stayed broken. NUL goes too."""
+    backend = FakeBackend()
+    conv = (Message("system", "be\x00 brief"), Message("user", "a\ud800b \ud83d\ude00 \x1b[31m"))
+    params = {"max_new_tokens": 10, "stop": ["\udfff", "ok"]}
+    events = list(run_turn(runtime, TurnRequest("fake", conv, params, backend=backend)))
+    assert isinstance(events[-1], Done)
+    (messages, sent), *_ = backend.calls
+    assert [m.content for m in messages] == ["be brief", "a\ufffdb \U0001f600 \x1b[31m"]  # controls but NUL kept
+    assert sent.stop == ("\ufffd", "ok")
+    for m in messages:
+        m.content.encode("utf-8")  # valid everywhere now
+    clean = (Message("user", "plain text"),)  # a valid conversation is passed on as it is (the same objects)
+    list(run_turn(runtime, TurnRequest("fake", clean, backend=backend)))
+    assert backend.calls[-1][0][0] is clean[0]
+
+
+def test_too_many_messages_are_refused_at_once_before_anything_happens(runtime):
+    backend = FakeBackend()
+    flood = tuple([Message("user", "x")] * (runtime.settings.max_messages + 1))
+    t0 = time.perf_counter()
+    with pytest.raises(BackendError) as e:
+        run_turn(runtime, TurnRequest("fake", flood, backend=backend))
+    assert time.perf_counter() - t0 < 0.5 and backend.calls == []
+    assert e.value.status == 400 and "MAX_MESSAGES" in e.value.message and "501" in e.value.message
+    at_limit = tuple([Message("user", "x")] * runtime.settings.max_messages)
+    assert isinstance(list(run_turn(runtime, TurnRequest("fake", at_limit, backend=backend)))[-1], Done)
+
+
+def test_a_stop_string_too_long_to_look_for_is_refused(runtime):
+    with pytest.raises(BackendError, match="stop string is too long"):
+        run_turn(runtime, TurnRequest("fake", HELLO, {"stop": ["x" * 100_000]}, backend=FakeBackend()))
+
+
+@pytest.mark.parametrize("messages", [["hello"], [None], "hello", [{"role": "user", "content": "x"}]])
+def test_a_conversation_that_is_not_messages_is_refused(runtime, messages):
+    with pytest.raises(BackendError, match="list of messages"):
+        run_turn(runtime, TurnRequest("fake", messages, backend=FakeBackend()))
+
+
 # ------------------------------------------------------------------------------------ the real engine
 @pytest.mark.slow
 def test_a_local_turn_waits_in_its_engines_line_and_leaves_it_when_stopped():
