@@ -14,17 +14,23 @@ streams and measures it; the panels are read from that backend's last request an
 The key field stores a key only in the session's ``api_key`` ``gr.State`` (server-side, never sent to
 the page); the field is emptied at once and the page only ever says whether a key is set.
 
+What the model is sent is the conversation on screen less its notes and less every message that was
+never answered (a failed turn stays on screen with its note; Retry sends it again), so it always gets
+alternating turns (:func:`~llm_levels.ui.api_panels.sent_messages`). An answer cut by Stop or by the
+length limit is tagged under it (:func:`~llm_levels.history.ending_note`).
+
 Events (``api_name``): ``api_send``, ``api_retry``, ``api_undo``, ``api_clear``, ``api_set_key``,
-``api_clear_key``, ``api_list_models``, ``api_pick_endpoint``. Stop cancels a running send/retry.
+``api_clear_key``, ``api_list_models``, ``api_pick_endpoint``. Stop makes a running send/retry end itself.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -34,6 +40,7 @@ from ..core import BackendError, GenParams
 from ..inspection import API_METRIC_COLUMNS, api_metrics_row, request_view
 from ..pricing import PriceTable
 from ..runtime import AppRuntime
+from ..text_clean import clean_text
 from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
 from .api_layout import (
     ABOUT,
@@ -46,31 +53,24 @@ from .api_layout import (
     settings_section,
     wire,
 )
-from .api_panels import CUSTOM, Endpoints, Target, cost_label, panels, snippet_for
-from .shared import chat_panel, form_params, price_table, wait_text, wait_title
+from .api_panels import (
+    CUSTOM,
+    Endpoints,
+    Form,
+    SessionStops,
+    Target,
+    answer_messages,
+    at_page_level,
+    cost_label,
+    panels,
+    sent_messages,
+    snippet_for,
+)
+from .shared import chat_panel, price_table, remember_conversation, wait_text, wait_title
 
 __all__ = ["ABOUT", "HOSTED_CONCURRENCY", "KEY_SET", "KEY_UNSET", "NO_KEY_HELP", "ApiTab", "Form", "build"]
 
 Updates = dict[Any, Any]
-
-
-class Form(NamedTuple):
-    """The request settings of a send or retry, in their API order."""
-
-    option_id: str
-    url: str
-    model_id: str
-    system: str
-    temperature: Any
-    top_p: Any
-    max_new: Any
-    seed: Any
-    stream: bool
-
-    def params(self) -> GenParams:
-        """The settings as GenParams (an empty seed means random); a bad value is a gr.Error."""
-        raw = {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new, "seed": self.seed}
-        return form_params(raw)
 
 
 @dataclass
@@ -86,7 +86,7 @@ class ApiTab:
     metrics_md: gr.Markdown
     snippet: gr.Code
     request_json: gr.JSON
-    response_json: gr.JSON
+    response_json: gr.Code  # the raw response as text (see api_panels.response_text)
     table: gr.Dataframe
     rows: gr.State  # metric rows of this session's turns
     base_url: gr.Textbox
@@ -94,6 +94,7 @@ class ApiTab:
     key_box: gr.Textbox
     key_status: gr.Markdown
     api_key: gr.State  # the session's key (shared with Chat and Compare)
+    stops: SessionStops = field(default_factory=SessionStops)
 
     @property
     def outputs(self) -> list[Any]:
@@ -131,22 +132,31 @@ class ApiTab:
         *,
         clear_input: bool,
     ) -> Iterator[Updates]:
-        """Stream the answer to ``hist`` (ending with the user's message) with the request settings ``form``."""
+        """Stream the answer to ``hist`` (ending with the user's message) with the request settings ``form``.
+
+        Stop (:meth:`stop`) sets this turn's cancel event: the backend stops, and the turn's last update
+        keeps what came, tagged "stopped" (Gradio's own cancelling would end it before that update).
+        """
+        form = form.cleaned()
         tgt, params = self.target(form.option_id, form.url), form.params()
+        if tgt.option_id == CUSTOM and not form.model_id:
+            raise gr.Error("Type the model id, or press Fetch models to list the server's models.")
         # Built by the turn service after its checks (for the app's endpoint, once the local model is loaded);
         # a refused base URL is then a failed turn, shown in the chat.
         build = partial(self.endpoints.open, tgt, form.model_id, bool(form.stream), api_key)
+        cancel = threading.Event()
         try:  # checked once, before anything on screen changes: a bad request loses nothing
             events = run_turn(
                 self.runtime,
                 TurnRequest(
                     tgt.option_id,
-                    H.to_messages(hist, system=form.system),
+                    sent_messages(hist, form.system),
                     params,
                     session_id=request.session_hash if request else None,
                     api_key=api_key,
                     backend=build,
                 ),
+                cancel=cancel,
             )
         except BackendError as e:
             raise gr.Error(str(e)) from e
@@ -157,8 +167,9 @@ class ApiTab:
             self.textbox: "" if clear_input else gr.skip(),
             self.metrics_md: "",
         }
-        text, backend = "", None
-        with closing(events), self.runtime.pacer.streaming() as pace:
+        text, backend, ended = "", None, False
+        session = request.session_hash if request else None
+        with closing(events), self.runtime.pacer.streaming() as pace, self.stops.running(session, cancel):
             for event in events:
                 if isinstance(event, (Loading, Waiting)):
                     yield {self.chatbot: hist + [H.note(wait_text(event), title=wait_title(event), pending=True)]}
@@ -171,17 +182,22 @@ class ApiTab:
                         turn = hist + [H.assistant(text)]
                         yield {self.chatbot: turn, self.state: turn}
                 elif isinstance(event, Done):
-                    yield self._finished(hist, event, backend, tgt, table_rows)
+                    ended = True
+                    yield self._finished(hist, event, backend, tgt, table_rows, stopped=cancel.is_set())
                 elif isinstance(event, Failed):
-                    yield self._failed(hist, event, backend, tgt)
+                    ended = True
+                    yield self._failed(hist, event, backend, tgt, stopped=cancel.is_set())
+        if not ended:  # stopped while it waited for the model: it never started
+            shown = hist + answer_messages("", None, stopped=True)
+            yield {self.chatbot: shown, self.state: shown, self.metrics_md: "stopped before the answer began"}
 
     def _preview(self, backend: Any, tgt: Target, hist: list, system: str, params: GenParams) -> Updates:
         """What is about to be sent, shown before the answer arrives."""
-        preview = backend.build_request(H.to_messages(hist, system=system), params)
+        preview = backend.build_request(sent_messages(hist, system), params)
         return {
             self.snippet: snippet_for(tgt, preview),
             self.request_json: request_view(preview, self.runtime.secrets.redact),
-            self.response_json: None,
+            self.response_json: "",
         }
 
     def _panels(self, backend: Any, tgt: Target) -> Updates:
@@ -190,12 +206,15 @@ class ApiTab:
             return {}
         return {self.snippet: shown.code, self.request_json: shown.request, self.response_json: shown.response}
 
-    def _finished(self, hist: list, done: Done, backend: Any, tgt: Target, table_rows: list) -> Updates:
+    def _finished(
+        self, hist: list, done: Done, backend: Any, tgt: Target, table_rows: list, *, stopped: bool
+    ) -> Updates:
         """The last update of a turn: it repeats every panel, so an API client's final result holds all of them."""
         cost = cost_label(self.prices, backend, tgt, done.metrics)
         rows = list(table_rows or [])
         rows.append(api_metrics_row(len(rows) + 1, done.metrics, cost))
-        finished = H.answered(hist, done.text)
+        stopped = stopped or done.finish_reason == "cancelled"
+        finished = hist + answer_messages(done.text, done.finish_reason, stopped)
         return {
             self.chatbot: finished,
             self.state: finished,
@@ -205,14 +224,17 @@ class ApiTab:
             self.rows: rows,
         }
 
-    def _failed(self, hist: list, failed: Failed, backend: Any, tgt: Target) -> Updates:
-        shown = H.failure(hist, str(failed.error), failed.error.kind, failed.partial)
+    def _failed(self, hist: list, failed: Failed, backend: Any, tgt: Target, *, stopped: bool) -> Updates:
+        if stopped:  # an error on the way out of a stopped turn is not news: it was stopped
+            shown = hist + answer_messages(failed.partial, None, stopped=True)
+        else:
+            shown = H.failure(hist, str(failed.error), failed.error.kind, failed.partial)
         name = backend.name if backend is not None else tgt.option_id
         return {
             self.chatbot: shown,
             self.state: shown,
             **self._panels(backend, tgt),
-            self.metrics_md: f"**{name}** · not answered ({failed.error.kind})",
+            self.metrics_md: f"**{name}** · " + ("stopped" if stopped else f"not answered ({failed.error.kind})"),
         }
 
     # ------------------------------------------------------------------ handlers
@@ -234,6 +256,7 @@ class ApiTab:
         request: gr.Request,
     ) -> Iterator[Updates]:
         """Send a message through the API and stream the answer; fills the snippet, JSON and metrics."""
+        text = clean_text(text or "")
         if H.is_blank(text):
             raise gr.Error("Type a message first.")
         form = Form(option_id, url, model_id, system_prompt, temp, topp, max_new, seed_value, use_stream)
@@ -263,6 +286,10 @@ class ApiTab:
         form = Form(option_id, url, model_id, system_prompt, temp, topp, max_new, seed_value, use_stream)
         yield from self.answer(base, form, api_key, table_rows, request, clear_input=False)
 
+    def stop(self, request: gr.Request) -> None:
+        """Stop this session's running send or retry (see :meth:`answer`)."""
+        self.stops.stop(request.session_hash if request else None)
+
     def undo(self, hist: list) -> Updates:
         """Remove the last message and its answer; the message goes back into the text box."""
         rest, text = H.undo(H.without_pending(hist or []))
@@ -276,7 +303,7 @@ class ApiTab:
             self.textbox: "",
             self.metrics_md: "",
             self.request_json: None,
-            self.response_json: None,
+            self.response_json: "",
             self.table: pd.DataFrame(columns=API_METRIC_COLUMNS),
             self.rows: [],
         }
@@ -296,18 +323,32 @@ class ApiTab:
         return {self.key_box: "", self.api_key: None, self.key_status: KEY_UNSET}
 
     def pick_endpoint(self, option_id: str) -> Updates:
-        """Show the base-URL field for a custom server, and the endpoint's default model."""
-        value = self.endpoints.default_model(option_id)
+        """Show the base-URL field for a custom server, and the endpoint's default model among the ones it
+        is known to offer (the page has already put the default in the model box, see api_layout.py)."""
         return {
             self.base_url: gr.Textbox(visible=option_id == CUSTOM),
-            self.model: gr.Dropdown(choices=[value], value=value),
+            self.model: gr.Dropdown(
+                choices=self.endpoints.models(option_id),
+                value=self.endpoints.default_model(option_id),
+                allow_custom_value=True,
+            ),
         }
+
+    def fetch_for_url(self, option_id: str, url: str, model_id: str, api_key: str | None) -> Updates:
+        """A base URL was typed: offer that server's models (a failure is a warning: the user may type the id)."""
+        if option_id != CUSTOM or not (url or "").strip():
+            return {self.model: gr.skip()}
+        try:
+            return self.list_models(option_id, url, model_id, api_key)
+        except gr.Error as e:
+            gr.Warning(f"Could not list the server's models: {e.message}")
+            return {self.model: gr.skip()}
 
     def list_models(self, option_id: str, url: str, model_id: str, api_key: str | None) -> Updates:
         """Ask the server which models it offers (GET /models) and offer them in the model box."""
-        tgt = self.target(option_id, url)
+        tgt = self.target(option_id, clean_text(url or ""))
         try:
-            backend = self.endpoints.open(tgt, model_id, True, api_key)
+            backend = self.endpoints.open(tgt, clean_text(model_id or ""), True, api_key)
             ids = backend.list_models()  # type: ignore[attr-defined]
         except BackendError as e:
             raise gr.Error(str(e)) from e
@@ -353,4 +394,6 @@ def build(runtime: AppRuntime, session: Any) -> ApiTab:
         **hood,
     )
     wire(tab, panel, form, fetch_btn, save_key_btn, forget_key_btn)
+    # The conversation survives a page reload (kept in this browser); the key never leaves the server.
+    at_page_level(remember_conversation(session, "api", panel.chatbot, state), session.page)
     return tab

@@ -3,6 +3,7 @@ the hood) and the events with their API names (see :mod:`llm_levels.ui.api`)."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -44,21 +45,25 @@ def settings_section(endpoints: Endpoints, cap: int) -> tuple[list[Any], gr.Butt
     default = endpoints.default_option
     with gr.Accordion("Request settings", open=True):
         with gr.Row():
-            endpoint = gr.Dropdown(choices=endpoints.choices(), value=default, label="Endpoint", scale=1)
+            endpoint = gr.Dropdown(
+                choices=endpoints.choices(), value=default, label="Endpoint", scale=1, elem_id="api-endpoint"
+            )
             with gr.Column(scale=1):
                 model = gr.Dropdown(
-                    choices=[endpoints.default_model(default)],
+                    choices=endpoints.models(default),
                     value=endpoints.default_model(default),
                     allow_custom_value=True,
                     label="Model",
                     info="Type any id, or fetch the server's list.",
+                    elem_id="api-model",
                 )
                 fetch_btn = gr.Button("Fetch models", size="sm")
         base_url = gr.Textbox(
             label="Base URL",
             placeholder="https://api.example.com/v1",
             visible=default == CUSTOM,
-            info="An OpenAI-compatible server (vLLM, Ollama, LM Studio…), ending in /v1.",
+            info="An OpenAI-compatible server (vLLM, Ollama, LM Studio…), ending in /v1. Enter lists its models.",
+            elem_id="api-base-url",
         )
         system = gr.Textbox(
             label="System prompt",
@@ -127,7 +132,17 @@ def hood_section(first_snippet: str) -> dict[str, Any]:
         with gr.Tab("Request"):
             request_json = gr.JSON(None, label="Raw request body (JSON)", open=True)
         with gr.Tab("Response"):
-            response_json = gr.JSON(None, label="Raw response (JSON; a stream is a list of chunks)")
+            # Text, not gr.JSON: its viewer folds every level below the third, so a chunk's delta (the
+            # streamed text) showed as "Object(4)". One chunk per line reads like the stream itself.
+            response_json = gr.Code(
+                "",
+                language="json",
+                label="Raw response (JSON; a stream shows one chunk per line, as they arrived)",
+                max_lines=40,
+                wrap_lines=True,
+                buttons=["copy"],
+                elem_id="api-response",
+            )
         with gr.Tab("Metrics"):
             table = gr.Dataframe(
                 pd.DataFrame(columns=API_METRIC_COLUMNS),
@@ -169,7 +184,9 @@ def wire(
         **lane,
     )
     running = [send_ev, retry_ev]
-    panel.stop_btn.click(None, None, None, cancels=running, api_visibility="private", queue=False)
+    # Stop asks the running turn to stop (it ends itself, tagging what was kept), rather than Gradio's
+    # cancels=, which would end it before it could say so.
+    panel.stop_btn.click(t.stop, None, None, api_visibility="private", queue=False, show_progress="hidden")
     gr.on(
         [panel.undo_btn.click, t.chatbot.undo],
         t.undo,
@@ -211,6 +228,17 @@ def _wire_settings(
         t.clear_key, None, key_outputs, api_name="api_clear_key", concurrency_limit=None, show_progress="hidden"
     )
     endpoint = form[0]
+    # The model box follows the endpoint at once, in the page: a message sent right after a switch must not
+    # go out with the previous endpoint's model (a 404 on this app's own endpoint). The server's update
+    # below then offers that endpoint's known models.
+    endpoint.change(
+        None,
+        [endpoint],
+        [t.model],
+        js=f"(option) => {{ const d = {json.dumps(t.endpoints.defaults())}; return option in d ? d[option] : ''; }}",
+        api_visibility="private",
+        queue=False,
+    )
     endpoint.change(
         t.pick_endpoint,
         [endpoint],
@@ -218,6 +246,15 @@ def _wire_settings(
         api_name="api_pick_endpoint",
         concurrency_limit=None,
         show_progress="hidden",
+    )
+    gr.on(
+        [t.base_url.submit, t.base_url.blur],
+        t.fetch_for_url,
+        [endpoint, t.base_url, t.model, t.api_key],
+        [t.model],
+        api_visibility="private",
+        show_progress="hidden",
+        **lane,
     )
     fetch_btn.click(
         t.list_models,

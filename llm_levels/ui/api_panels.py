@@ -1,28 +1,68 @@
 """The Hosted API tab's endpoints and "under the hood" panels (no Gradio events here).
 
+- :class:`Form`: a send's request settings, as typed.
 - :class:`Endpoints`: the endpoint picker's options, each one's default model, where a request goes
   (:class:`Target`), and the ``openai`` backend for a request (built by the runtime).
 - :class:`Panels` / :func:`panels`: the Python snippet and the raw request/response views of a backend's
-  last call; :func:`cost_label`: the estimated cost of a turn.
+  last call (:func:`response_text`: the response as text, one line per streamed chunk); :func:`cost_label`:
+  the estimated cost of a turn.
+- :func:`sent_messages`: what the model is sent for a conversation (turns that failed unanswered left out);
+  :func:`answer_messages`: how a finished turn ends on screen (its answer, and a tag when it was stopped
+  or cut at the length limit); :class:`SessionStops`: the Stop switch of each session's running turns.
+- :func:`at_page_level`: a tab's ``gr.BrowserState`` moved up to the page (so a reload restores it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
-from typing import Any
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
+from .. import history as H
 from ..core import Backend, BackendError, GenParams, Message, Usage
 from ..inspection import request_view, response_view
 from ..pricing import PriceTable, format_cost
 from ..runtime import APP_ENDPOINT, HOSTED_PREFIX, SESSION_HOSTED, AppRuntime
 from ..snippets import openai_snippet
-from ..web.openai_models import LOCAL_MODEL_ID
+from ..text_clean import clean_text
+from ..web.openai_models import LOCAL_MODEL_ID, model_ids
+from .shared import form_params
 
 log = logging.getLogger(__name__)
 
 CUSTOM = "custom"
 EXAMPLE_MESSAGE = "Say hello in five words."
+
+
+class Form(NamedTuple):
+    """The request settings of a send or retry, in their API order."""
+
+    option_id: str
+    url: str
+    model_id: str
+    system: str
+    temperature: Any
+    top_p: Any
+    max_new: Any
+    seed: Any
+    stream: bool
+
+    def params(self) -> GenParams:
+        """The settings as GenParams (an empty seed means random); a bad value is a gr.Error."""
+        raw = {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new, "seed": self.seed}
+        return form_params(raw)
+
+    def cleaned(self) -> Form:
+        """The form with its typed text made valid (:func:`~llm_levels.text_clean.clean_text`)."""
+        return self._replace(
+            url=clean_text(self.url or ""),
+            model_id=clean_text(self.model_id or "").strip(),
+            system=clean_text(self.system or ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -63,11 +103,27 @@ class Endpoints:
         return next(iter(self.configured), APP_ENDPOINT)
 
     def default_model(self, option_id: str) -> str:
+        """The model an endpoint starts with: its configured one, ``local`` on this app's endpoint, none for
+        a typed base URL (that server's models are unknown until they are fetched), else ``OPENAI_MODEL``."""
         if option_id in self.configured:
             return self.configured[option_id].model
         if option_id == APP_ENDPOINT:
             return LOCAL_MODEL_ID
+        if option_id == CUSTOM:
+            return ""
         return self.runtime.settings.openai_model
+
+    def models(self, option_id: str) -> list[str]:
+        """The model ids to offer for an endpoint without asking it: all of this app's own, else its default."""
+        if option_id == APP_ENDPOINT:
+            return model_ids(self.runtime)
+        default = self.default_model(option_id)
+        return [default] if default else []
+
+    def defaults(self) -> dict[str, str]:
+        """Each option's default model (for the page, which switches the model box the moment the endpoint
+        changes: a message sent right after the switch must not go out with the previous endpoint's model)."""
+        return {option_id: self.default_model(option_id) for _, option_id in self.choices()}
 
     def target(self, option_id: str, base_url: str | None) -> Target:
         """Where ``option_id`` sends requests; an unknown id is a BackendError (kind ``bad_request``)."""
@@ -115,6 +171,16 @@ def snippet_for(tgt: Target, request: dict[str, Any]) -> str:
     return openai_snippet(request, base_url=tgt.base_url, key_env=tgt.key_env, app_endpoint=tgt.app_endpoint)
 
 
+def response_text(view: Any) -> str:
+    """A response view (see :func:`~llm_levels.inspection.response_view`) as text for the Response panel:
+    one JSON object, indented, or a stream's chunks one per line (each chunk whole, its delta's text in it)."""
+    if view is None:
+        return ""
+    if isinstance(view, list):
+        return "\n".join(json.dumps(chunk, ensure_ascii=False) for chunk in view)
+    return json.dumps(view, ensure_ascii=False, indent=2)
+
+
 @dataclass(frozen=True)
 class Panels:
     """What the under-the-hood panels show for a backend's last call (None: leave that panel as it is)."""
@@ -129,9 +195,8 @@ def panels(backend: Any, tgt: Target, redact: Any) -> Panels:
     req = getattr(backend, "last_request", None)
     if not req:
         return Panels(None, None, None)
-    return Panels(
-        snippet_for(tgt, req), request_view(req, redact), response_view(getattr(backend, "last_response", None), redact)
-    )
+    shown = response_view(getattr(backend, "last_response", None), redact)
+    return Panels(snippet_for(tgt, req), request_view(req, redact), response_text(shown))
 
 
 def cost_label(prices: PriceTable, backend: Any, tgt: Target, metrics: Any) -> str:
@@ -145,3 +210,78 @@ def cost_label(prices: PriceTable, backend: Any, tgt: Target, metrics: Any) -> s
     if cost is not None and not getattr(backend, "is_openai", True) and prices.is_list_price(backend.model):
         label += " (OpenAI's list price; this server may charge differently)"
     return label
+
+
+# ------------------------------------------------------------------------------------ conversation
+def sent_messages(hist: Sequence[Any], system: str | None) -> list[Message]:
+    """What the model is sent for ``hist``: :func:`~llm_levels.history.to_messages`, less every user message
+    that was never answered (its turn failed or was stopped before any text came; it stays on screen with
+    its note). The model then gets a valid alternating conversation, and the message the user typed next is
+    the one it answers (Retry sends a failed message again)."""
+    msgs = H.to_messages(hist, system=system)
+    return [
+        m for i, m in enumerate(msgs) if not (m.role == "user" and i + 1 < len(msgs) and msgs[i + 1].role == "user")
+    ]
+
+
+#: The note of a turn stopped before any text of its answer came.
+STOPPED_EARLY = "You pressed Stop before the answer began."
+
+
+def answer_messages(text: str, finish_reason: str | None, stopped: bool) -> list[dict[str, Any]]:
+    """How a turn that ended ends on screen: its answer, tagged when Stop or the length limit cut it."""
+    if stopped:
+        if not text:
+            return [H.note(STOPPED_EARLY, title=H.STOPPED_TITLE, log="stopped")]
+        return [H.assistant(text), H.ending_note("stopped")]
+    shown = H.answered([], text)
+    if finish_reason == "length":
+        shown.append(H.ending_note("length"))
+    return shown
+
+
+@dataclass
+class SessionStops:
+    """The Stop switch of each session's running turns: a turn registers its cancel event while it runs,
+    and Stop sets them, so the turn ends by itself (its last update says what was kept, and tags it)."""
+
+    _running: dict[str | None, set[threading.Event]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def running(self, session: str | None, cancel: threading.Event) -> Iterator[threading.Event]:
+        """Register ``cancel`` as one of ``session``'s running turns for the duration of the block."""
+        with self._lock:
+            self._running.setdefault(session, set()).add(cancel)
+        try:
+            yield cancel
+        finally:
+            with self._lock:
+                events = self._running.get(session, set())
+                events.discard(cancel)
+                if not events:
+                    self._running.pop(session, None)
+
+    def stop(self, session: str | None) -> int:
+        """Stop every running turn of ``session``; returns how many there were."""
+        with self._lock:
+            events = list(self._running.get(session, ()))
+        for event in events:
+            event.set()
+        return len(events)
+
+
+def at_page_level(block: Any, page: Any) -> Any:
+    """Move ``block`` (a ``gr.BrowserState`` created inside a tab) up to the page itself, and return it.
+
+    Gradio mounts a tab's components only when the tab is first opened, so a BrowserState inside a tab
+    that is not open at page load reads nothing from the browser then, and the page's ``load`` event that
+    restores from it gets its default: the Hosted API and Compare tabs would forget everything on reload.
+    At the page level it is mounted at once. (This belongs in ``shared.remembered``, for every tab; it does
+    nothing to a block that is already there.)
+    """
+    if page is None or block.parent is page:
+        return block
+    block.parent.children.remove(block)
+    page.add(block)
+    return block

@@ -3,7 +3,8 @@
 Each backend runs in its own thread and puts what happens (text deltas, the model's name, the final
 metrics, an error) on one queue; a single generator event drains the queue and updates every column,
 the table and the charts together. A failing backend shows its error in its column; the others go on.
-Stop closes the generator, which sets the shared cancel event: every backend stops working.
+Stop sets the run's shared cancel event: every backend stops working, and the run ends by itself, its
+last update tagging each unfinished answer "stopped" (an answer cut at the length limit is tagged too).
 
 Columns are built once per backend option (the options are fixed when the app starts) and shown for
 the ticked ones, four to a row. Event: ``compare_run``, in the tab's own Gradio lane (a run that waits
@@ -18,31 +19,31 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import gradio as gr
-import pandas as pd
 
 from .. import history as H
-from ..core import BackendError, Usage
-from ..pricing import PriceTable, format_cost
+from ..core import BackendError
+from ..pricing import PriceTable
 from ..runtime import AppRuntime
-from ..turns import Delta, Done, Event, Failed, Loading, Started, TurnRequest, Waiting, run_turn
-from .compare_layout import TABLE_COLUMNS, CompareLayout, bar_frame, layout
-from .shared import (
-    SessionState,
-    is_usable,
-    local_wait_title,
-    price_table,
-    short_label,
-    uses_local_model,
-    wait_text,
+from ..text_clean import clean_text
+from ..turns import Event, TurnRequest, run_turn
+from .api_panels import SessionStops, at_page_level
+from .compare_layout import (
+    Column,
+    CompareLayout,
+    column_text,
+    kept_results,
+    layout,
+    plot_frames,
+    restored_results,
+    table_frame,
+    table_plots,
 )
+from .shared import SessionState, is_usable, price_table, remembered, uses_local_model
 from .shared import lane as gradio_lane
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..metrics import TurnMetrics
 
 log = logging.getLogger(__name__)
 
@@ -50,104 +51,14 @@ log = logging.getLogger(__name__)
 UPDATE_EVERY_S = 0.1
 
 
-@dataclass
-class Column:
-    """One backend's column during a run."""
-
-    option_id: str
-    label: str
-    phase: str = "waiting"  # waiting, streaming, done, error
-    text: str = ""
-    model: str = ""
-    error: str = ""
-    metrics: TurnMetrics | None = None
-    #: What the column waits for before its first token (loading, its place in the engine's line).
-    progress: Loading | Waiting | None = None
-
-    def take(self, event: Event) -> None:
-        """Update the column with one event of its turn."""
-        if isinstance(event, (Loading, Waiting)):
-            self.progress = event
-        elif isinstance(event, Started):
-            self.model = event.model
-        elif isinstance(event, Delta):
-            self.phase = "streaming"
-            self.text += event.text
-        elif isinstance(event, Done):
-            self.phase, self.metrics = "done", event.metrics
-        elif isinstance(event, Failed):
-            self.phase, self.error, self.metrics = "error", str(event.error), event.metrics
-            if event.partial and not self.text:
-                self.text = event.partial
-
-
-def _cost_label(table: PriceTable, col: Column) -> str:
-    """ "free (your hardware)" for local answers, "$0.000123" when the model's price is known, else "unknown"."""
-    m = col.metrics
-    local = uses_local_model(col.option_id)
-    known = m is not None and m.input_tokens is not None and m.output_tokens is not None
-    usage = Usage(m.input_tokens, m.output_tokens) if known else None
-    return format_cost(table.estimate(col.model, usage, local=local), local=local)
-
-
-def _fmt(x: float | int | None, digits: int = 2) -> str:
-    if x is None:
-        return "—"
-    return str(x) if isinstance(x, int) else f"{x:.{digits}f}"
-
-
-def _table(cols: list[Column], prices: PriceTable) -> pd.DataFrame:
-    rows = []
-    for col in cols:
-        m = col.metrics
-        status = {"waiting": "…", "streaming": "streaming", "error": "error"}.get(col.phase, "")
-        rows.append(
-            [
-                short_label(col.option_id),
-                col.model or "—",
-                _fmt(m.ttft_s) if m else "—",
-                _fmt(m.total_s) if m else "—",
-                _fmt(m.tokens_per_s, 1) if m else "—",
-                _fmt(m.input_tokens) if m else "—",
-                _fmt(m.output_tokens) if m else "—",
-                _cost_label(prices, col) if m else "—",
-                "error" if col.phase == "error" else (m.finish_reason or "unfinished") if m else status,
-            ]
-        )
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
-
-
-def _plots(cols: list[Column]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    done = [col for col in cols if col.metrics is not None]
-    ttft = [(short_label(col.option_id), col.metrics.ttft_s) for col in done if col.metrics.ttft_s is not None]
-    tps = [
-        (short_label(col.option_id), col.metrics.tokens_per_s) for col in done if col.metrics.tokens_per_s is not None
-    ]
-    return bar_frame("seconds", ttft), bar_frame("tokens/s", tps)
-
-
-def _column_text(col: Column) -> str:
-    if col.phase == "waiting":
-        if isinstance(col.progress, Waiting):
-            return local_wait_title(col.progress.ahead)
-        if isinstance(col.progress, Loading) and col.progress.fraction is not None:
-            return "⏳ " + wait_text(col.progress)
-        return "⏳ Waiting for the first token…"
-    if col.phase == "streaming":
-        return col.text + " ▌"
-    if col.phase == "error":
-        kept = col.text + "\n\n" if col.text.strip() else ""
-        return f"{kept}> ⚠️ **Not answered:** {col.error}"
-    return col.text or "*(empty answer)*"
-
-
-def _worker(idx: int, turn: Iterator[Event], events: queue.Queue[tuple[int, Event]]) -> None:
-    """Run one backend's turn; pass each of its events on as (column, event)."""
+def _worker(idx: int, turn: Iterator[Event], events: queue.Queue[tuple[int, Event | None]]) -> None:
+    """Run one backend's turn; pass each of its events on as (column, event), then (column, None)."""
     try:
         for event in turn:
             events.put((idx, event))
     finally:
         turn.close()  # Stop or the end: the backend stops, a turn still in line leaves it
+        events.put((idx, None))
 
 
 @dataclass
@@ -164,6 +75,10 @@ class CompareTab:
     ttft_plot: gr.BarPlot
     tps_plot: gr.BarPlot
     status: gr.Markdown
+    prompt: gr.Textbox
+    system: gr.Textbox
+    backends: gr.CheckboxGroup
+    stops: SessionStops = field(default_factory=SessionStops)
 
     @property
     def outputs(self) -> list[Any]:
@@ -185,7 +100,8 @@ class CompareTab:
         then the metrics table, the TTFT chart, the tokens/s chart and a status line.
         """
         picked = [i for i in self.ids if i in (selected or [])]
-        if not (text or "").strip():
+        text, system_prompt = clean_text(text or ""), clean_text(system_prompt or "")
+        if H.is_blank(text):
             raise gr.Error("Type a prompt first.")
         if not picked:
             raise gr.Error("Tick at least one backend.")
@@ -210,43 +126,83 @@ class CompareTab:
         except (BackendError, TypeError, ValueError) as e:
             raise gr.Error(str(e)) from e
         cols = [Column(i, self.labels[i]) for i in picked]
-        events: queue.Queue[tuple[int, Event]] = queue.Queue()
+        events: queue.Queue[tuple[int, Event | None]] = queue.Queue()
         for k, (col, turn) in enumerate(zip(cols, turns)):
             threading.Thread(
                 target=_worker, name=f"compare-{col.option_id}", daemon=True, args=(k, turn, events)
             ).start()
         t0 = time.perf_counter()
         try:
-            yield self._frame(cols, t0)
-            last = time.perf_counter()
-            while any(col.phase in ("waiting", "streaming") for col in cols):
-                _drain(events, cols, UPDATE_EVERY_S)
-                if time.perf_counter() - last >= UPDATE_EVERY_S:
-                    last = time.perf_counter()
-                    yield self._frame(cols, t0)  # also a point where Stop can close this generator
-            yield self._frame(cols, t0, final=True)
+            with self.stops.running(request.session_hash if request else None, cancel):
+                yield self._frame(cols, t0)
+                last = time.perf_counter()
+                unfinished: list[Column] | None = None
+                while any(col.phase in ("waiting", "streaming") for col in cols):
+                    if unfinished is None and cancel.is_set():  # Stop: the columns still answering now
+                        unfinished = [col for col in cols if col.phase in ("waiting", "streaming")]
+                    _drain(events, cols, UPDATE_EVERY_S)
+                    if time.perf_counter() - last >= UPDATE_EVERY_S:
+                        last = time.perf_counter()
+                        yield self._frame(cols, t0)  # also a point where Gradio may close this generator
+            for col in unfinished or ():  # they say they were stopped (not how their backend took it)
+                col.stop()
+            yield self._frame(cols, t0, final=True, stopped=any(col.phase == "stopped" for col in cols))
         finally:
-            cancel.set()  # Stop, or the end: every backend still working stops
+            cancel.set()  # the end, or Gradio closed the generator: every backend still working stops
 
-    def _frame(self, cols: list[Column], t0: float, final: bool = False) -> dict[Any, Any]:
+    def stop(self, request: gr.Request) -> None:
+        """Stop this session's running comparison: each backend stops, the run ends with what came."""
+        self.stops.stop(request.session_hash if request else None)
+
+    def _frame(self, cols: list[Column], t0: float, final: bool = False, stopped: bool = False) -> dict[Any, Any]:
         """Every column's text, the table, both charts and the status line, as they stand now."""
         pos = {col.option_id: col for col in cols}
-        ttft, tps = _plots(cols)
+        ttft, tps = plot_frames(cols)
         running = sum(col.phase in ("waiting", "streaming") for col in cols)
         elapsed = time.perf_counter() - t0
-        line = (
-            f"Done in {elapsed:.1f} s."
-            if final
-            else f"Running… {running} of {len(cols)} still answering ({elapsed:.0f} s)"
-        )
-        texts = {md: _column_text(pos[i]) if i in pos else "" for i, md in zip(self.ids, self.answers)}
+        if stopped:
+            line = f"Stopped after {elapsed:.1f} s."
+        elif final:
+            line = f"Done in {elapsed:.1f} s."
+        else:
+            line = f"Running… {running} of {len(cols)} still answering ({elapsed:.0f} s)"
+        texts = {md: column_text(pos[i]) if i in pos else "" for i, md in zip(self.ids, self.answers)}
         return {
             **texts,
-            self.table: _table(cols, self.prices),
+            self.table: table_frame(cols, self.prices),
             self.ttft_plot: ttft,
             self.tps_plot: tps,
             self.status: line,
         }
+
+    def keep(self, prompt: str, system: str, selected: list[str] | None, *shown: Any) -> dict[str, Any]:
+        """What to keep in the browser after a run: the prompt and the results on screen (``shown``: each
+        answer box, then the metrics table and the status line)."""
+        n = len(self.answers)
+        table, status = shown[n], shown[n + 1]
+        return kept_results(prompt, system, selected, dict(zip(self.ids, shown[:n])), table, status)
+
+    def restore(self, saved: Any) -> dict[Any, Any]:
+        """When the page (re)loads: show the last run kept in this browser, if any."""
+        kept = restored_results(saved, self.ids)
+        if kept is None:
+            return dict.fromkeys([*self.restored, self.status], gr.skip())
+        ttft, tps = table_plots(kept["table"])
+        return {
+            self.prompt: kept["prompt"],
+            self.system: kept["system"],
+            self.backends: kept["selected"],
+            **{md: kept["answers"].get(i, "") for i, md in zip(self.ids, self.answers)},
+            self.table: kept["table"],
+            self.ttft_plot: ttft,
+            self.tps_plot: tps,
+            self.status: kept["status"],
+        }
+
+    @property
+    def restored(self) -> list[Any]:
+        """The outputs of :meth:`restore`."""
+        return [self.prompt, self.system, self.backends, *self.answers, self.table, self.ttft_plot, self.tps_plot]
 
     def show_columns(self, selected: list[str] | None) -> dict[Any, Any]:
         return {c: gr.Column(visible=i in (selected or [])) for i, c in zip(self.ids, self.columns)}
@@ -258,7 +214,7 @@ class CompareTab:
         return gr.skip() if not added else [i for i in self.ids if i in sel or i in added]
 
 
-def _drain(events: queue.Queue[tuple[int, Event]], cols: list[Column], wait_s: float) -> None:
+def _drain(events: queue.Queue[tuple[int, Event | None]], cols: list[Column], wait_s: float) -> None:
     """Apply every event waiting in the queue (waiting up to ``wait_s`` for the first)."""
     try:
         item = events.get(timeout=wait_s)
@@ -287,6 +243,9 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         ui.ttft_plot,
         ui.tps_plot,
         ui.status,
+        ui.prompt,
+        ui.system,
+        ui.backends,
     )
     wire(tab, ui, session)
 
@@ -294,7 +253,7 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
 def wire(tab: CompareTab, ui: CompareLayout, session: SessionState) -> None:
     """Connect the Compare tab's events (run, stop, ticking backends, a new session key) to ``tab``'s handlers."""
     backends = ui.backends
-    run_ev = gr.on(
+    run = gr.on(
         [ui.run_btn.click, ui.prompt.submit],
         tab.run,
         inputs=[ui.prompt, ui.system, ui.max_tokens, ui.temperature, backends, session.api_key],
@@ -304,7 +263,8 @@ def wire(tab: CompareTab, ui: CompareLayout, session: SessionState) -> None:
         show_progress_on=[ui.status],
         **gradio_lane("compare"),
     )
-    ui.stop_btn.click(None, None, None, cancels=[run_ev], api_visibility="private", queue=False)
+    # Stop asks the run to stop (it ends itself, tagging the unfinished answers), rather than Gradio's cancels=.
+    ui.stop_btn.click(tab.stop, None, None, api_visibility="private", queue=False, show_progress="hidden")
     backends.change(
         tab.show_columns, backends, ui.columns, api_visibility="private", queue=False, show_progress="hidden"
     )
@@ -316,3 +276,15 @@ def wire(tab: CompareTab, ui: CompareLayout, session: SessionState) -> None:
         queue=False,
         show_progress="hidden",
     )
+    remember(tab, run, session)
+
+
+def remember(tab: CompareTab, run: Any, session: SessionState) -> None:
+    """Keep the last prompt and results in this browser (after each run that started), and show them again
+    when the page (re)loads. Only what is on screen is kept: never the session's key."""
+    saved = at_page_level(remembered("compare", None), session.page)
+    quiet: dict[str, Any] = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+    shown = [*tab.answers, tab.table, tab.status]
+    run.success(tab.keep, [tab.prompt, tab.system, tab.backends, *shown], [saved], **quiet)
+    if session.page is not None:
+        session.page.load(tab.restore, [saved], [*tab.restored, tab.status], **quiet)

@@ -1,14 +1,24 @@
-"""The Compare tab's layout: its components, created in order inside the current ``gr.Tab`` (no events)."""
+"""The Compare tab's layout and views (no events): its components, created in order inside the current
+``gr.Tab``; a run's :class:`Column` per backend, and what each column, the metrics table and the charts show."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
 
+from .. import history as H
+from ..core import Usage
+from ..pricing import PriceTable, format_cost
 from ..runtime import LOCAL_PREFIX, AppRuntime
-from .shared import backend_choices, is_usable
+from ..text_clean import clean_text
+from ..turns import Delta, Done, Event, Failed, Loading, Started, Waiting
+from .shared import backend_choices, is_usable, local_wait_title, short_label, uses_local_model, wait_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..metrics import TurnMetrics
 
 PER_ROW = 4
 TABLE_COLUMNS = ["Backend", "Model", "TTFT (s)", "Total (s)", "Tokens/s", "In tokens", "Out tokens", "Cost", "Finish"]
@@ -64,10 +74,12 @@ def layout(runtime: AppRuntime) -> CompareLayout:
     default = [i for i in ids if is_usable(runtime, i, None) and not i.startswith(LOCAL_PREFIX)]
 
     with gr.Row(equal_height=True):
+        # lines=1: Gradio sends a one-line box on Enter (Shift+Enter for a new line), as in the other tabs;
+        # a taller box would take Enter as a new line. It grows to max_lines as the prompt does.
         prompt = gr.Textbox(
             label="Prompt",
-            placeholder="One prompt for every backend…",
-            lines=2,
+            placeholder="One prompt for every backend… (Enter runs, Shift+Enter for a new line)",
+            lines=1,
             max_lines=8,
             scale=8,
             elem_id="compare-prompt",
@@ -168,3 +180,190 @@ def _speed_plots() -> tuple[gr.BarPlot, gr.BarPlot]:
             y_lim=[0, None],
         )
     return ttft_plot, tps_plot
+
+
+# --------------------------------------------------------------------------------- a run's views
+@dataclass
+class Column:
+    """One backend's column during a run."""
+
+    option_id: str
+    label: str
+    phase: str = "waiting"  # waiting, streaming, done, stopped, error
+    text: str = ""
+    model: str = ""
+    error: str = ""
+    metrics: TurnMetrics | None = None
+    #: What the column waits for before its first token (loading, its place in the engine's line).
+    progress: Loading | Waiting | None = None
+
+    def take(self, event: Event | None) -> None:
+        """Update the column with one event of its turn (None: its turn ended; unfinished, it was stopped)."""
+        if event is None:
+            if self.phase in ("waiting", "streaming"):
+                self.phase = "stopped"
+        elif isinstance(event, (Loading, Waiting)):
+            self.progress = event
+        elif isinstance(event, Started):
+            self.model = event.model
+        elif isinstance(event, Delta):
+            self.phase = "streaming"
+            self.text += event.text
+        elif isinstance(event, Done):
+            self.phase = "stopped" if event.finish_reason == "cancelled" else "done"
+            self.metrics = event.metrics
+        elif isinstance(event, Failed):
+            self.phase, self.error, self.metrics = "error", str(event.error), event.metrics
+            if event.partial and not self.text:
+                self.text = event.partial
+
+    def stop(self) -> None:
+        """Stop was pressed while this column was answering: unless its answer had just ended by itself, it
+        was stopped (an error on the way out, or an end with no reason, is how its backend took the Stop)."""
+        m = self.metrics
+        if not (self.phase == "done" and m is not None and m.finish_reason in ("stop", "length")):
+            self.phase = "stopped"
+
+
+def column_cost(table: PriceTable, col: Column) -> str:
+    """ "free (your hardware)" for local answers, "$0.000123" when the model's price is known, else "unknown"."""
+    m = col.metrics
+    local = uses_local_model(col.option_id)
+    known = m is not None and m.input_tokens is not None and m.output_tokens is not None
+    usage = Usage(m.input_tokens, m.output_tokens) if known else None
+    return format_cost(table.estimate(col.model, usage, local=local), local=local)
+
+
+def _fmt(x: float | int | None, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    return str(x) if isinstance(x, int) else f"{x:.{digits}f}"
+
+
+def table_frame(cols: list[Column], prices: PriceTable) -> pd.DataFrame:
+    """The metrics table of a run: one row per column."""
+    rows = []
+    for col in cols:
+        m = col.metrics
+        status = {"waiting": "…", "streaming": "streaming", "error": "error"}.get(col.phase, "")
+        rows.append(
+            [
+                short_label(col.option_id),
+                col.model or "—",
+                _fmt(m.ttft_s) if m else "—",
+                _fmt(m.total_s) if m else "—",
+                _fmt(m.tokens_per_s, 1) if m else "—",
+                _fmt(m.input_tokens) if m else "—",
+                _fmt(m.output_tokens) if m else "—",
+                column_cost(prices, col) if m else "—",
+                _finish(col, status),
+            ]
+        )
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _finish(col: Column, status: str) -> str:
+    """The table's Finish cell: error, stopped, the finish reason, or how far the column is."""
+    if col.phase in ("error", "stopped"):
+        return col.phase
+    m = col.metrics
+    return (m.finish_reason or "unfinished") if m else status
+
+
+def ending_tag(reason: str) -> str:
+    """The visible tag under an answer box's text for an answer that did not end by itself (``reason``:
+    ``stopped`` or ``length``): the Chat tabs' ending note (:func:`~llm_levels.history.ending_note`), as
+    Markdown."""
+    note = H.ending_note(reason)
+    return f"> **{note['metadata']['title']}** · {note['content']}"
+
+
+def plot_frames(cols: list[Column]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The data of the time-to-first-token and tokens/s charts: one bar per column with metrics."""
+    done = [col for col in cols if col.metrics is not None]
+    ttft = [(short_label(col.option_id), col.metrics.ttft_s) for col in done if col.metrics.ttft_s is not None]
+    tps = [
+        (short_label(col.option_id), col.metrics.tokens_per_s) for col in done if col.metrics.tokens_per_s is not None
+    ]
+    return bar_frame("seconds", ttft), bar_frame("tokens/s", tps)
+
+
+def column_text(col: Column) -> str:
+    """What a column's answer box shows: its place in line, the streaming text, or the answer and its tag."""
+    if col.phase == "waiting":
+        if isinstance(col.progress, Waiting):
+            return local_wait_title(col.progress.ahead)
+        if isinstance(col.progress, Loading) and col.progress.fraction is not None:
+            return "⏳ " + wait_text(col.progress)
+        return "⏳ Waiting for the first token…"
+    if col.phase == "streaming":
+        return col.text + " ▌"
+    kept = col.text + "\n\n" if col.text.strip() else ""
+    if col.phase == "error":
+        return f"{kept}> ⚠️ **Not answered:** {col.error}"
+    if col.phase == "stopped":
+        return kept + ending_tag("stopped")
+    if col.metrics is not None and col.metrics.finish_reason == "length":
+        return kept + ending_tag("length")
+    return col.text or "*(empty answer)*"
+
+
+# ---------------------------------------------------------------------------- kept in the browser
+#: The most characters of one answer box kept in the browser (an answer is at most the token cap long).
+KEPT_ANSWER_CHARS = 50_000
+RESTORED_NOTE = "↺ Your last comparison (kept in this browser):"
+
+
+def kept_results(
+    prompt: str, system: str, selected: list[str] | None, answers: dict[str, str], table: Any, status: str
+) -> dict[str, Any]:
+    """What Compare keeps in the browser after a run: the prompt, the system prompt, the ticked backends, each
+    answer box's text, the metrics table and the status line. Never a key (nothing here holds one)."""
+    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(columns=TABLE_COLUMNS)
+    return {
+        "prompt": prompt or "",
+        "system": system or "",
+        "selected": list(selected or []),
+        "answers": {i: text[:KEPT_ANSWER_CHARS] for i, text in answers.items() if text},
+        "table": [[str(cell) for cell in row] for row in frame.astype(object).values.tolist()],
+        "status": status or "",
+    }
+
+
+def _text(value: Any) -> str:
+    return clean_text(value) if isinstance(value, str) else ""
+
+
+def _texts(value: Any) -> list[str]:
+    return [clean_text(v) for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def restored_results(saved: Any, ids: list[str]) -> dict[str, Any] | None:
+    """The results :func:`kept_results` stored, read back from the browser and checked (text made valid,
+    unknown backends and malformed rows dropped); None when nothing usable was kept."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("answers"), dict):
+        return None
+    rows = [_texts(row) for row in saved.get("table") or [] if isinstance(row, list)]
+    return {
+        "prompt": _text(saved.get("prompt")),
+        "system": _text(saved.get("system")),
+        "selected": [i for i in _texts(saved.get("selected")) if i in ids],
+        "answers": {i: _text(a) for i, a in saved["answers"].items() if i in ids},
+        "table": pd.DataFrame([r for r in rows if len(r) == len(TABLE_COLUMNS)], columns=TABLE_COLUMNS),
+        "status": f"{RESTORED_NOTE} {_text(saved.get('status'))}".strip(),
+    }
+
+
+def table_plots(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two charts drawn again from a kept metrics table (cells are text; "—" is no value)."""
+
+    def points(column: str) -> list[tuple[str, float]]:
+        out = []
+        for backend, value in zip(table["Backend"], table[column]):
+            try:
+                out.append((str(backend), float(value)))
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    return bar_frame("seconds", points("TTFT (s)")), bar_frame("tokens/s", points("Tokens/s"))

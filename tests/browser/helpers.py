@@ -39,6 +39,19 @@ def set_number(page: Any, label: str, value: int | float) -> None:
     box.press("Enter")
 
 
+def visible_button(page: Any, name: str) -> Any:
+    """The one visible button named ``name`` (each tab has its own Stop; only the open tab's shows)."""
+    return page.get_by_role("button", name=name, exact=True).filter(visible=True)
+
+
+def api_endpoint(page: Any, option: str) -> None:
+    """Pick the Hosted API tab's endpoint whose label starts with ``option``, by keyboard (type, Enter)."""
+    box = page.locator("#api-endpoint input")
+    box.click()
+    box.fill(option)
+    box.press("Enter")
+
+
 def bot_messages(page: Any, chat_id: str) -> Any:
     return page.locator(BOT.format(chat=chat_id))
 
@@ -52,3 +65,26 @@ def samples(page: Any) -> list[str]:
     """The distinct texts recorded since :func:`start_sampling`, in order; stops the recording."""
     out = page.evaluate("() => { clearInterval(window.__sampler); return window.__samples; }")
     return [text for _t, text in out]
+
+
+def type_and_enter(page: Any, input_id: str, text: str) -> None:
+    """Type ``text`` into the gr.Textbox with elem_id ``input_id`` (e.g. ``chat-input``) and press Enter."""
+    box = page.locator(f"#{input_id} textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def toast(page: Any, text: str) -> Any:
+    """The toast (gr.Warning / gr.Info / gr.Error pop-up) whose text contains ``text``."""
+    return page.locator(".toast-body", has_text=text)
+
+
+def error_badges(page: Any, *elem_ids: str) -> int:
+    """How many red "Error" badges Gradio shows over the components with these elem_ids (it puts one on
+    each output of an event that failed, hiding the component's content)."""
+    return sum(page.locator(f"#{i}").get_by_text("Error", exact=True).count() for i in elem_ids)
+
+
+def user_messages(page: Any, chat_id: str) -> Any:
+    """The user messages of a Chatbot (elem_id given), as rendered."""
+    return page.locator(f'#{chat_id} [data-testid="user"]')

@@ -53,3 +53,33 @@ def test_compare_charts_draw_a_bar_per_answer(page):
     # Both charts (time to first token, tokens/s) draw one bar per backend that answered.
     bars = page.locator(".vega-embed .mark-rect path")
     expect(bars).to_have_count(2 * finished, timeout=10_000)
+
+
+def test_enter_runs_and_answers_cut_by_the_limit_or_by_stop_are_tagged(page):
+    open_tab(page, "compare")
+    page.get_by_text("Options", exact=True).click()
+    set_number(page, "Max new tokens", 3)
+    prompt = page.locator("#compare-prompt textarea")
+    prompt.fill("Describe the sea in detail.")
+    prompt.press("Enter")  # Enter runs the comparison, as it sends in the other tabs
+    status = page.locator("#compare-status")
+    expect(status).to_contain_text("Done in", timeout=180_000)
+    assert prompt.input_value() == "Describe the sea in detail."  # no new line added
+    answers = page.locator(COMPARE_ANSWER).filter(visible=True)
+    # The local model's answers (in-process and through /v1) hit the 3-token limit: each says it was cut off.
+    expect(answers.filter(has_text="Cut off at the length limit")).to_have_count(2)
+
+    set_number(page, "Max new tokens", 800)
+    prompt.fill("Write a long story about a lighthouse keeper and the sea.")
+    prompt.press("Enter")
+    expect(answers.filter(has_text="▌").first).to_be_visible(timeout=120_000)  # an answer is streaming
+    page.locator("#compare-stop").click()
+    expect(status).to_contain_text("Stopped after", timeout=30_000)
+    expect(answers.filter(has_text="Stopped")).not_to_have_count(0)
+    texts = answers.all_inner_texts()
+    assert not any("▌" in t or "⏳" in t for t in texts), texts
+    finishes = [
+        r.get_by_role("gridcell").last.inner_text().strip()
+        for r in page.locator("#compare-table [role=row]").filter(has=page.get_by_role("gridcell")).all()
+    ]
+    assert "stopped" in finishes, finishes

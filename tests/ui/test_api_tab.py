@@ -58,6 +58,14 @@ def last_answer(out: dict) -> str:
     return msgs[-1].content
 
 
+def response(out: dict):
+    """The Response panel's text as data: one JSON object, or a stream's chunks (one JSON per line)."""
+    try:
+        return json.loads(out["response"])
+    except json.JSONDecodeError:  # several lines, each a JSON object: a stream
+        return [json.loads(line) for line in out["response"].splitlines()]
+
+
 def rows(out: dict) -> list[list]:
     table = out["table"]
     assert table["headers"][:4] == ["Turn", "Model", "In tokens", "Out tokens"], table
@@ -85,7 +93,7 @@ def test_stream_on_fills_snippet_request_response_and_metrics(app_server):
         {"role": "user", "content": 'Hello "API"\nsecond line'},
     ]
 
-    chunks = out["response"]
+    chunks = response(out)
     assert isinstance(chunks, list) and all(c.get("object") == "chat.completion.chunk" for c in chunks[:-1])
     text = "".join(
         (c.get("choices") or [{}])[0].get("delta", {}).get("content") or "" for c in chunks if c.get("choices")
@@ -114,7 +122,7 @@ def test_stream_off_returns_one_completion_object(app_server):
     out = send(client, "no streaming please", stream=False)
     assert "User: no streaming please" in last_answer(out)
     assert out["request"]["stream"] is False and "stream_options" not in out["request"]
-    resp = out["response"]
+    resp = response(out)
     assert isinstance(resp, dict) and resp["object"] == "chat.completion"
     assert resp["choices"][0]["message"]["content"] == last_answer(out)
     (row,) = rows(out)
@@ -169,7 +177,7 @@ def test_session_key_is_used_never_shown_and_stays_in_its_session(app_server):
     out = send(client, "with the session key")
     note = out["chat"][-1]
     assert H.is_note(note) and "401" in H.content_text(note["content"])
-    assert out["response"]["status"] == 401  # the error body is shown, with any key masked
+    assert response(out)["status"] == 401  # the error body is shown, with any key masked
     shown = json.dumps(out)
     assert wrong not in shown and app_server.api_key not in shown
 
@@ -197,7 +205,7 @@ def test_fetch_models_and_pick_endpoint(app_server):
     update = client.predict(KATAN, "", "whatever", api_name="/api_list_models")
     assert ["katan-echo", "katan-echo"] in update["choices"] and update["value"] == "katan-echo"
     url_box, model_box = client.predict("custom", api_name="/api_pick_endpoint")
-    assert url_box["visible"] is True
+    assert url_box["visible"] is True and not model_box["value"]  # not the previous endpoint's model
     url_box, model_box = client.predict(APP_ENDPOINT, api_name="/api_pick_endpoint")
     assert url_box["visible"] is False and model_box["value"] == "local"
 
@@ -316,128 +324,3 @@ def test_stop_cuts_the_request_and_the_app_endpoint_frees_the_model(app_server):
     assert [m.role for m in H.to_messages(out["chat"])] == ["user", "assistant", "user", "assistant"]
     # Unstopped, this greedy story runs all 1000 tokens (~65 s on 2 CPU cores).
     assert time.monotonic() - t0 < 20, "the stopped generation kept the local model busy"
-
-
-# ------------------------------------------------------------------ in process: the tab on the turn service
-def _fake_hosted(name="fake"):
-    """A fake backend that also keeps its last request and response, as the ``openai`` one does."""
-    from tests.fakes import FakeBackend
-
-    class FakeHosted(FakeBackend):
-        last_request = last_response = None
-
-        def build_request(self, messages, params):
-            self.last_request = {
-                "model": self.model,
-                "messages": [{"role": m.role, "content": m.content} for m in messages],
-                "stream": True,
-            }
-            self.last_response = None
-            return self.last_request
-
-        def stream(self, messages, params, cancel=None):
-            self.build_request(messages, params)
-            yield from super().stream(messages, params, cancel)
-            self.last_response = [{"object": "chat.completion.chunk", "api_key": "sk-typed"}]
-
-    return FakeHosted(name=name)
-
-
-def _tab_in_process(monkeypatch, backend, models=None):
-    """The tab built in a Blocks, its runtime building ``backend`` for every request (no server, no network)."""
-    import gradio as gr
-
-    from llm_levels.config import Settings
-    from llm_levels.runtime import AppRuntime
-    from llm_levels.ui import api
-    from llm_levels.ui.shared import create_session_state
-
-    runtime = AppRuntime(
-        Settings.from_env({"PRELOAD_MODEL": "false", "REQUESTS_PER_MINUTE": "1000", "ALLOW_PRIVATE_BASE_URL": "false"})
-    )
-    if models is not None:
-        monkeypatch.setattr(runtime, "models", models)
-    with gr.Blocks():
-        tab = api.build(runtime, create_session_state())
-    built = []
-
-    def hosted_backend(option_id, **kw):
-        built.append((option_id, kw))
-        return runtime_hosted(option_id, **kw) if kw.get("base_url") else backend
-
-    runtime_hosted = runtime.hosted_backend
-    monkeypatch.setattr(runtime, "hosted_backend", hosted_backend)
-    return tab, built
-
-
-def _send(tab, text, endpoint="hosted:session", url="", model="fake-model", max_tokens=16):
-    return list(
-        tab.send(text, endpoint, url, model, "Be brief.", 0.0, 1.0, max_tokens, "", True, [], "sk-typed", [], None)
-    )
-
-
-def test_in_process_a_turn_comes_back_as_component_updates(monkeypatch):
-    tab, built = _tab_in_process(monkeypatch, _fake_hosted())
-    updates = _send(tab, "hello")
-    assert all(isinstance(u, dict) and u and set(u) <= set(tab.outputs) for u in updates)
-    first, last = updates[0], updates[-1]
-    assert H.is_note(first[tab.chatbot][-1]) and first[tab.textbox] == ""  # "…" at once, the box emptied
-    # What is about to be sent shows before the answer: the snippet and the request, no response yet.
-    preview = next(u for u in updates if tab.request_json in u)
-    assert preview[tab.response_json] is None and preview[tab.request_json]["messages"][-1]["content"] == "hello"
-    # The final update holds every output an API client reads, the panels included (secrets masked).
-    assert set(tab.outputs) - {tab.textbox} <= set(last)
-    assert 'model="fake-model"' in last[tab.snippet] and last[tab.request_json]["model"] == "fake-model"
-    assert last[tab.response_json] == [{"object": "chat.completion.chunk", "api_key": "[hidden]"}]
-    assert H.to_messages(last[tab.chatbot])[-1].content == "Hello, world"
-    (row,) = last[tab.rows]
-    assert row[:4] == [1, "fake-model", 2, 3] and row[-1] == "unknown"  # system + user in, 3 pieces out
-    assert last[tab.metrics_md].startswith("**fake** · ") and "cost unknown" in last[tab.metrics_md]
-    ((option_id, kw),) = built
-    assert option_id == "hosted:session" and kw == {"api_key": "sk-typed", "model": "fake-model", "stream": True}
-
-
-def test_in_process_a_refused_base_url_is_a_failed_turn_after_the_checks(monkeypatch):
-    from gradio import Error
-
-    tab, _ = _tab_in_process(monkeypatch, _fake_hosted())
-    updates = _send(tab, "hello", endpoint="custom", url="http://10.0.0.7:8000/v1")
-    note = updates[-1][tab.chatbot][-1]
-    assert H.is_note(note) and "private" in H.content_text(note["content"]).lower()
-    assert "not answered" in updates[-1][tab.metrics_md]
-    # A request the turn service refuses is refused first, whatever the URL: nothing on screen changes.
-    with pytest.raises(Error, match="too long"):
-        _send(tab, "x" * 1_000_000, endpoint="custom", url="http://10.0.0.7:8000/v1")
-
-
-def test_in_process_the_app_endpoint_shows_the_local_models_load_first(monkeypatch):
-    import threading
-    from types import SimpleNamespace
-
-    class LoadingModels:
-        """The local model loads for a little while (what the app's own /v1 endpoint serves)."""
-
-        def __init__(self):
-            self.loaded = threading.Event()
-
-        def get(self, spec=None, progress=None, *, engine=None):
-            self.loaded.wait(0.8)
-            self.loaded.set()
-
-        def peek(self, spec=None, *, engine=None):
-            return object() if self.loaded.is_set() else None
-
-        def status(self, spec=None, *, engine=None):
-            if self.loaded.is_set():
-                return SimpleNamespace(state="ready", fraction=1.0, message="")
-            return SimpleNamespace(state="loading", fraction=0.4, message="weights")
-
-    tab, built = _tab_in_process(monkeypatch, _fake_hosted("this app's local endpoint"), LoadingModels())
-    updates = _send(tab, "hello", endpoint=APP_ENDPOINT, model="local")
-    titles = [
-        u[tab.chatbot][-1]["metadata"]["title"] for u in updates if tab.chatbot in u and H.is_note(u[tab.chatbot][-1])
-    ]
-    assert any("40%" in t for t in titles), titles
-    assert H.to_messages(updates[-1][tab.chatbot])[-1].content == "Hello, world"
-    assert updates[-1][tab.rows][0][-1] == "free (your hardware)"
-    assert ("app-endpoint", {"model": "local", "stream": True}) in built
