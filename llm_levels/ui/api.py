@@ -1,15 +1,14 @@
 """Level 2, the Hosted API tab: the same conversation, sent with the official ``openai`` client.
 
-Here the knobs show: endpoint, model, system prompt, temperature, top_p, max tokens, seed, stream
-on/off. Beside the chat, "under the hood": the runnable Python for exactly the request just sent,
-the raw request and response JSON, and a per-turn table of tokens, latency, speed and estimated cost.
+Here the knobs show: endpoint, model, system prompt, temperature, top_p, max tokens, seed, stream on/off. Beside
+the chat, "under the hood": the runnable Python for exactly the request just sent, the raw request and response
+JSON, and a per-turn table of tokens, latency, speed and estimated cost. Export / import: :mod:`.exports`.
 
-Endpoints (:class:`~llm_levels.ui.api_panels.Endpoints`): the configured ones (``OPENAI_*``,
-``HOSTED_ENDPOINTS``), OpenAI with a key typed for this session (when nothing is configured), this app's
-own ``/v1`` endpoint (the local model, no key needed), and a base URL the user types (when
-``ALLOW_CUSTOM_BASE_URL``). The tab has the runtime build the ``openai`` backend with the typed model and
-stream flag, and runs the turn through the turn service (:func:`llm_levels.turns.run_turn`), which checks,
-streams and measures it; the panels are read from that backend's last request and response.
+Endpoints (:class:`~llm_levels.ui.api_panels.Endpoints`): the configured ones (``OPENAI_*``, ``HOSTED_ENDPOINTS``),
+OpenAI with a key typed for this session (when nothing is configured), this app's own ``/v1`` endpoint (the local
+model, no key needed), and a base URL the user types (when ``ALLOW_CUSTOM_BASE_URL``). The tab has the runtime build
+the ``openai`` backend with the typed model and stream flag, and runs the turn through the turn service
+(:func:`llm_levels.turns.run_turn`), which checks, streams and measures it; the panels show its last request/response.
 
 The key field stores a key only in the session's ``api_key`` ``gr.State`` (server-side, never sent to
 the page); the field is emptied at once and the page only ever says whether a key is set.
@@ -19,8 +18,8 @@ never answered (a failed turn stays on screen with its note; Retry sends it agai
 alternating turns (:func:`~llm_levels.ui.api_panels.sent_messages`). An answer cut by Stop or by the
 length limit is tagged under it (:func:`~llm_levels.history.ending_note`).
 
-Events (``api_name``): ``api_send``, ``api_retry``, ``api_undo``, ``api_clear``, ``api_set_key``,
-``api_clear_key``, ``api_list_models``, ``api_pick_endpoint``. Stop makes a running send/retry end itself.
+Events (``api_name``): ``api_send``, ``api_retry``, ``api_undo``, ``api_clear``, ``api_set_key``, ``api_clear_key``,
+``api_list_models``, ``api_pick_endpoint``, ``api_export``, ``api_import``. Stop makes a running send end itself.
 """
 
 from __future__ import annotations
@@ -66,6 +65,7 @@ from .api_panels import (
     sent_messages,
     snippet_for,
 )
+from .exports import api_export
 from .shared import chat_panel, price_table, remember_conversation, wait_text, wait_title
 
 __all__ = ["ABOUT", "HOSTED_CONCURRENCY", "KEY_SET", "KEY_UNSET", "NO_KEY_HELP", "ApiTab", "Form", "build"]
@@ -396,4 +396,5 @@ def build(runtime: AppRuntime, session: Any) -> ApiTab:
     wire(tab, panel, form, fetch_btn, save_key_btn, forget_key_btn)
     # The conversation survives a page reload (kept in this browser); the key never leaves the server.
     at_page_level(remember_conversation(session, "api", panel.chatbot, state), session.page)
+    api_export(runtime, state, panel.chatbot, form)
     return tab
