@@ -22,6 +22,8 @@ Sections (each prints its lines as it finishes; the tables come at the end):
    includes reading the whole prompt, as transformers does. ``cached TTFT`` then times both the way they
    run by default, the same prompt again (8 tokens, median of 5).
    Decode tok/s = (tokens - 1) / (time after the first text); TTFT = time to the first text.
+   Then **per-token information** (``logprobs_bench.py``): each engine's app backend with each token's
+   probability and top 5 alternatives off vs on, interleaved run by run (``--logprobs-only`` runs just that).
 2. **standalone process**: llama.cpp alone in a fresh Python process (``xllamacpp`` and the GGUF, nothing
    else): import and load time, RSS after loading and peak after one answer.
 3. **concurrency**: ``--users`` requests at once through the app's backend (its default requests) vs one
@@ -57,6 +59,7 @@ for _p in (str(HERE), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import logprobs_bench  # noqa: E402
 from served_app import figures, mark_load, run_together  # noqa: E402
 
 #: Runs of the cached-prompt TTFT comparison (the first of each is discarded: it fills the cache).
@@ -99,8 +102,23 @@ def main(args: Any) -> int:
     }
     print(f"# llm-levels bench · {results['machine']['summary']}", flush=True)
     try:
+        if getattr(args, "logprobs_only", False):
+            mark_load(results, "logprobs")
+            logprobs_bench.only(args, settings, results)
+            results["machine"]["load_average_at_end"] = os.getloadavg()
+            results["wall_s"] = round(time.perf_counter() - t_start, 1)
+            results["goals"] = goals(results)
+            return _output(results, args, write_json=True)
         mark_load(results, "decode")
         engines = decode_section(args, settings, results)
+        mark_load(results, "logprobs")
+        try:
+            logprobs_bench.logprobs_section(
+                args, {"llama_cpp_model": engines["app_model"], "transformers": engines["transformers"]}, results
+            )
+        except Exception as e:  # noqa: BLE001 - keep the other figures, say what failed
+            results.setdefault("errors", {})["logprobs"] = f"{type(e).__name__}: {e}"[:500]
+            print(f"  per-token info section failed: {results['errors']['logprobs']}", file=sys.stderr)
         mark_load(results, "standalone_process")
         try:
             results["standalone_process"] = standalone_process(
@@ -511,6 +529,7 @@ def decode_section(args: Any, settings: Any, results: dict[str, Any]) -> dict[st
         "app_model": app_model,
         "app_backend": app_backend,
         "overrides": overrides,
+        "transformers": plain,
     }
 
 
@@ -719,6 +738,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"tok/s ({_fmt(_ratio(dec['standalone_1t']['tokens_per_s'], dec['standalone']['tokens_per_s']), 2)}×)",
                 None,
             )
+    for goal, value, ok in logprobs_bench.goals(results):
+        add(goal, value, ok)
     cc = results.get("concurrency")
     if cc:
         add(
@@ -843,6 +864,8 @@ def table(results: dict[str, Any]) -> str:
                 "app backend: prompt preparation before the engine starts (template + tokenize), ms",
                 f"{r['app_prepare_ms']:.1f}",
             )
+    for label, value in logprobs_bench.table_rows(results):
+        row(label, value)
     sp = results.get("standalone_process")
     if sp:
         row("llama.cpp alone in a fresh process: import / load, s", f"{sp['import_s']:.2f} / {sp['load_s']:.2f}")

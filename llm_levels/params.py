@@ -89,7 +89,8 @@ PARAM_SPECS: dict[str, ParamSpec] = {
             None,
             0,
             20,
-            "Report each answer token's probability and this many most likely alternatives; empty for off.",
+            "Report each answer token's probability (the model's own, before temperature, top-k and top-p) "
+            "and this many most likely alternatives; empty for off.",
             nullable=True,
             step=1,
         ),

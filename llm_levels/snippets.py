@@ -6,6 +6,11 @@ Every value that came from a user (messages, model ids, URLs, stop strings) is w
 Unicode in a prompt cannot break (or inject into) the code. The API key is never written: the
 snippet reads it from the environment (``os.environ["OPENAI_API_KEY"]``), or, for this app's own
 endpoint, from ``LOCAL_API_KEY`` with a placeholder when that is unset.
+
+When the call asked for per-token probabilities (``top_logprobs``), the snippet asks for them the same way
+(the ``openai`` client: ``logprobs=True, top_logprobs=k``; transformers: ``return_dict_in_generate=True,
+output_logits=True``; llama.cpp: the request's own ``logprobs``) and prints each token's probability with
+its most likely alternatives after the answer.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ def openai_snippet(
     stream = bool(req.get("stream"))
     out = [
         '"""The same request with the official openai client (pip install openai)."""',
+        *(["import math"] if req.get("logprobs") else []),
         "import os",
         "",
         "from openai import OpenAI",
@@ -123,33 +129,58 @@ def openai_snippet(
         + _kwargs_lines(req, known=create_args())
         + [")"]
     )
-    if stream:
-        out += (
-            ["stream = " + call[0]]
-            + call[1:]
-            + [
-                "usage = None",
-                "for chunk in stream:",
-                "    if chunk.choices and chunk.choices[0].delta.content:",
-                "        print(chunk.choices[0].delta.content, end=\"\", flush=True)",
-                "    if chunk.usage:  # the last chunk carries the token counts (stream_options)",
-                "        usage = chunk.usage",
-                "print()",
-                "if usage:",
-                "    print(f\"[tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out]\")",
-            ]
-        )
-    else:
-        out += (
-            ["response = " + call[0]]
-            + call[1:]
-            + [
-                "print(response.choices[0].message.content)",
-                "if response.usage:",
-                "    print(f\"[tokens: {response.usage.prompt_tokens} in, {response.usage.completion_tokens} out]\")",
-            ]
-        )
+    logprobs = bool(req.get("logprobs"))
+    out += _openai_stream_lines(call, logprobs) if stream else _openai_response_lines(call, logprobs)
+    if logprobs:
+        out += _OPENAI_LOGPROBS_LINES
     return "\n".join(out) + "\n"
+
+
+def _openai_stream_lines(call: list[str], logprobs: bool) -> list[str]:
+    """The streamed call and the loop that prints its text (and gathers its tokens' probabilities)."""
+    lines = ["stream = " + call[0], *call[1:], "usage = None"]
+    if logprobs:
+        lines.append("tokens = []  # each answer token with its probability and alternatives")
+    lines += [
+        "for chunk in stream:",
+        "    if chunk.choices and chunk.choices[0].delta.content:",
+        "        print(chunk.choices[0].delta.content, end=\"\", flush=True)",
+    ]
+    if logprobs:
+        lines += [
+            "    if chunk.choices and chunk.choices[0].logprobs:",
+            "        tokens += chunk.choices[0].logprobs.content",
+        ]
+    return lines + [
+        "    if chunk.usage:  # the last chunk carries the token counts (stream_options)",
+        "        usage = chunk.usage",
+        "print()",
+        "if usage:",
+        "    print(f\"[tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out]\")",
+    ]
+
+
+def _openai_response_lines(call: list[str], logprobs: bool) -> list[str]:
+    """The whole-answer call and what prints it (and takes its tokens' probabilities)."""
+    lines = [
+        "response = " + call[0],
+        *call[1:],
+        "print(response.choices[0].message.content)",
+        "if response.usage:",
+        "    print(f\"[tokens: {response.usage.prompt_tokens} in, {response.usage.completion_tokens} out]\")",
+    ]
+    if logprobs:
+        lines.append("tokens = response.choices[0].logprobs.content if response.choices[0].logprobs else []")
+    return lines
+
+
+#: Prints the per-token probabilities of an ``openai`` answer (``tokens``: its ``logprobs.content``).
+_OPENAI_LOGPROBS_LINES = [
+    "# Each token's probability (exp of its logprob) and the most likely tokens at that step.",
+    "for t in tokens:",
+    "    alternatives = \", \".join(f\"{a.token!r} {math.exp(a.logprob):.1%}\" for a in t.top_logprobs)",
+    "    print(f\"{t.token!r:>16} {math.exp(t.logprob):7.1%}   {alternatives}\")",
+]
 
 
 # ------------------------------------------------------------------------------------- transformers
@@ -179,6 +210,13 @@ def _transformers_inputs(messages: Sequence[Message], seq2seq: bool, prompt_text
             f"# {why}.",
             f"prompt = {lit(prompt_text)}",
             "inputs = tokenizer(prompt, return_tensors=\"pt\").to(model.device)",
+        ]
+    elif messages and messages[-1].role == "assistant":
+        lines += [_messages_literal(messages[:-1]), f"answer_start = {lit(messages[-1].content)}", ""]
+        lines += [
+            "# Continue a started answer: the chat template with the generation prompt, then the answer's start.",
+            "prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)",
+            "inputs = tokenizer(prompt + answer_start, add_special_tokens=False, return_tensors=\"pt\").to(model.device)",
         ]
     else:
         lines += [_messages_literal(messages), ""]
@@ -243,20 +281,41 @@ def transformers_snippet(
     out += _transformers_inputs(messages, seq2seq, prompt_text)
     if params.seed is not None and not params.greedy:
         out.append(f"torch.manual_seed({params.seed!r})  # the same seed gives the same sample")
+    logprobs = params.top_logprobs is not None
     out += ["with torch.no_grad():", "    output = model.generate(", "        **inputs,"]
     out += _kwargs_lines(generate_kwargs(params), indent="        ")
     if params.stop:  # generate() needs the tokenizer to find stop strings in the tokens
         out.append(f"        stop_strings={lit(list(params.stop))}, tokenizer=tokenizer,")
+    if logprobs:
+        out.append(
+            "        return_dict_in_generate=True, output_logits=True,  # each step's logits, for the probabilities"
+        )
     out += ["    )"]
+    sequences = "output.sequences" if logprobs else "output"
     if seq2seq:
-        out.append("new_tokens = output[0, 1:]  # after the decoder's start token")
+        out.append(f"new_tokens = {sequences}[0, 1:]  # after the decoder's start token")
     else:
-        out.append("new_tokens = output[0, inputs[\"input_ids\"].shape[1]:]  # only the answer, not the prompt")
+        out.append(f"new_tokens = {sequences}[0, inputs[\"input_ids\"].shape[1]:]  # only the answer, not the prompt")
     out += [
         "print(tokenizer.decode(new_tokens, skip_special_tokens=True))",
         "print(f\"[tokens: {inputs['input_ids'].shape[1]} in, {len(new_tokens)} out]\")",
     ]
+    if logprobs:
+        out += _transformers_logprobs_lines(int(params.top_logprobs or 0))
     return "\n".join(out) + "\n"
+
+
+def _transformers_logprobs_lines(k: int) -> list[str]:
+    """Prints each generated token's probability and the ``k`` most likely tokens at its step."""
+    return [
+        "# Each token's probability: softmax of the model's logits at that step (output_logits: the model's own,",
+        "# before temperature, top-k and top-p; output_scores=True would give them after) and the most likely ones.",
+        "for logits, token in zip(output.logits, new_tokens):",
+        "    probs = torch.softmax(logits[0].float(), dim=-1)",
+        f"    top = torch.topk(probs, {k})",
+        "    alternatives = \", \".join(f\"{tokenizer.decode([int(i)])!r} {float(p):.1%}\" for p, i in zip(*top))",
+        "    print(f\"{tokenizer.decode([int(token)])!r:>16} {float(probs[token]):7.1%}   {alternatives}\")",
+    ]
 
 
 # ------------------------------------------------------------------------------- the local engines

@@ -34,7 +34,9 @@ def llama_cpp_snippet(
     ``engine_settings`` are further ``CommonParams`` fields the app sets (dotted name → value; an enum member
     is written as ``xllamacpp.<enum>.<NAME>``), see :func:`llama_cpp_engine_settings`: with them the
     script computes exactly what the app's engine does. The snippet prints the answer, then
-    ``[tokens: N in, M out]``.
+    ``[tokens: N in, M out]``, then, when the request asks for ``logprobs``, each token's probability and its
+    most likely alternatives. A conversation that ends with the assistant's text is continued by llama.cpp's
+    chat route too (its reply holds that text and what follows).
     """
     if gguf_dir is None and gguf_package is None:
         raise ValueError("give gguf_dir or gguf_package")
@@ -42,8 +44,10 @@ def llama_cpp_snippet(
     messages = req.pop("messages", [])
     req.pop("stream_options", None)
     req["stream"] = False  # one answer at the end (the app streams the same request)
+    logprobs = bool(req.get("logprobs"))
     out = ['"""The same request to llama.cpp, in this Python process (pip install xllamacpp)."""']
-    out += ["import importlib.util", "import os"] if gguf_package else ["import os"]
+    out += ["import importlib.util"] if gguf_package else []
+    out += ["import math", "import os"] if logprobs else ["import os"]
     out += ["", "import xllamacpp", ""]
     if gguf_package:
         out += [
@@ -52,8 +56,52 @@ def llama_cpp_snippet(
         ]
     else:
         out.append(f"model_dir = {lit(gguf_dir)}")
-    thread_value = "os.cpu_count()" if threads is None else repr(int(threads))
+    out += _params_lines(gguf_file, n_ctx, threads, engine_settings)
     out += [
+        "params.verbosity = -1  # no llama.cpp log lines",
+        "server = xllamacpp.Server(params)  # llama.cpp's own server, linked into this process",
+        "",
+        _messages_literal(messages),
+        *(
+            ["# The last message is the answer's start: llama.cpp continues it (the reply holds it + the rest)."]
+            if messages and messages[-1].get("role") == "assistant"
+            else []
+        ),
+        "",
+        "# The OpenAI-shaped request the app sent. temperature 0 is greedy; top_k 0, top_p 1, min_p 0 filter nothing.",
+        "request = {",
+        "    \"messages\": messages,",
+    ]
+    out += [f"    {lit(k)}: {lit(v)}," for k, v in req.items()]
+    out += [
+        "}",
+        "response = server.handle_chat_completions(request)",
+        "if \"error\" in response:",
+        "    raise SystemExit(f\"llama.cpp refused the request: {response['error']}\")",
+        "print(response[\"choices\"][0][\"message\"][\"content\"])",
+        "usage = response[\"usage\"]",
+        "print(f\"[tokens: {usage['prompt_tokens']} in, {usage['completion_tokens']} out]\")",
+    ]
+    if logprobs:
+        out += _LOGPROBS_LINES
+    return "\n".join(out) + "\n"
+
+
+#: Prints each token's probability and its alternatives from the response's ``logprobs``.
+_LOGPROBS_LINES = [
+    "# Each token's probability (llama.cpp's, before sampling) and the most likely tokens at that step.",
+    "for t in response[\"choices\"][0][\"logprobs\"][\"content\"]:",
+    "    alternatives = \", \".join(f\"{a['token']!r} {math.exp(a['logprob']):.1%}\" for a in t[\"top_logprobs\"])",
+    "    print(f\"{t['token']!r:>16} {math.exp(t['logprob']):7.1%}   {alternatives}\")",
+]
+
+
+def _params_lines(
+    gguf_file: str, n_ctx: int, threads: int | None, engine_settings: Mapping[str, Any] | None
+) -> list[str]:
+    """The ``CommonParams`` the snippet sets: the model, the context, the threads, and the app's own settings."""
+    thread_value = "os.cpu_count()" if threads is None else repr(int(threads))
+    out = [
         "params = xllamacpp.CommonParams()",
         f"params.model.path = os.path.join(model_dir, {lit(gguf_file)})  # the GGUF file, read as is",
         f"params.n_ctx = {int(n_ctx)!r}  # tokens one request may use: prompt + answer",
@@ -70,27 +118,7 @@ def llama_cpp_snippet(
             continue
         note = _FIELD_NOTES.get(name)
         out.append(f"params.{name} = {_param_literal(value)}" + (f"  # {note}" if note else ""))
-    out += [
-        "params.verbosity = -1  # no llama.cpp log lines",
-        "server = xllamacpp.Server(params)  # llama.cpp's own server, linked into this process",
-        "",
-        _messages_literal(messages),
-        "",
-        "# The OpenAI-shaped request the app sent. temperature 0 is greedy; top_k 0, top_p 1, min_p 0 filter nothing.",
-        "request = {",
-        "    \"messages\": messages,",
-    ]
-    out += [f"    {lit(k)}: {lit(v)}," for k, v in req.items()]
-    out += [
-        "}",
-        "response = server.handle_chat_completions(request)",
-        "if \"error\" in response:",
-        "    raise SystemExit(f\"llama.cpp refused the request: {response['error']}\")",
-        "print(response[\"choices\"][0][\"message\"][\"content\"])",
-        "usage = response[\"usage\"]",
-        "print(f\"[tokens: {usage['prompt_tokens']} in, {usage['completion_tokens']} out]\")",
-    ]
-    return "\n".join(out) + "\n"
+    return out
 
 
 #: ``CommonParams`` fields the llama.cpp snippet always writes itself.

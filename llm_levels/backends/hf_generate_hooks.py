@@ -5,6 +5,10 @@
 - :func:`sampling_processors`: temperature, top-k and top-p warpers and a draw from a private,
   per-request ``torch.Generator`` (:class:`DrawToken`), so concurrent requests never disturb each other
   and a seed always reproduces its answer.
+- :func:`logits_processors`: the whole list one request gives ``generate``, in order: the probability
+  capture (when asked for), the repetition penalty, then sampling. The penalty is applied here rather than
+  by ``generate`` itself (which would run it before any processor of ours) so that the captured
+  probabilities are the model's own, before anything reshapes them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import torch
 from transformers import (
     LogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
     StoppingCriteria,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -64,6 +69,16 @@ class StopOnText(StoppingCriteria):
         if hit is not None:
             self.hit = hit
         return torch.full((input_ids.shape[0],), hit is not None, dtype=torch.bool, device=input_ids.device)
+
+
+def logits_processors(params: GenParams, device: Any, capture: LogitsProcessor | None = None) -> list[Any]:
+    """What one request adds to ``generate``'s logits processors: ``capture`` (it must see the model's own
+    scores), the repetition penalty, then :func:`sampling_processors`. ``generate`` itself must then be told
+    ``repetition_penalty=1.0``."""
+    out: list[Any] = [capture] if capture is not None else []
+    if params.repetition_penalty != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty))
+    return out + sampling_processors(params, device)
 
 
 def sampling_processors(params: GenParams, device: Any) -> list[Any]:

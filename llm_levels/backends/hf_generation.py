@@ -1,9 +1,11 @@
 """One generation on the transformers engine: ``model.generate`` in a worker thread, read as a stream.
 
-A new ``TextIteratorStreamer`` per request holds its text; a stopping criterion watches the request's
-stop event (set on cancel, when the consumer closes the stream, on a stop string or a timeout), so the
-worker thread ends within one token and frees the CPU. Sampling, when asked for, happens in the app's
-own logits processor (see :mod:`.hf_generate_hooks`), so ``generate`` itself always selects greedily.
+A new :class:`~.hf_token_stream.TokenStreamer` per request holds its tokens' text (and, when
+``GenParams.top_logprobs`` asks for them, their probabilities: see :mod:`.hf_token_stream` for which
+distribution that is); a stopping criterion watches the request's stop event (set on cancel, when the
+consumer closes the stream, on a stop string or a timeout), so the worker thread ends within one token and
+frees the CPU. Sampling, when asked for, happens in the app's own logits processor (see
+:mod:`.hf_generate_hooks`), so ``generate`` itself always selects greedily.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import LogitsProcessorList, StoppingCriteriaList, TextIteratorStreamer
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from ..core import BackendError, Chunk, GenParams, Usage
+from ..core import BackendError, Chunk, GenParams, TokenLogprob, Usage
 from ..errors import generation_error
-from .hf_generate_hooks import StopOnEvent, StopOnText, sampling_processors
+from .hf_generate_hooks import StopOnEvent, StopOnText, logits_processors
+from .hf_token_stream import CaptureLogprobs, TokenAligner, TokenStreamer
 from .prompt import Prompt
 from .stop_strings import AnswerText
 
@@ -50,7 +53,8 @@ class GenerateRun:
         Checks ``cancel`` before every read; raises a timeout :class:`BackendError` when the model stays
         silent longer than the backend's ``first_token_timeout_s``. Returns whether it was cancelled.
         """
-        pieces = self._pieces(answer)
+        pieces = self._pieces()
+        tokens = TokenAligner()
         limit = self.backend.first_token_timeout_s
         last = time.monotonic()
         while True:
@@ -73,12 +77,13 @@ class GenerateRun:
                     ) from None
                 continue
             last = time.monotonic()
-            if piece:
-                yield from answer.feed(piece)
-                if answer.stop_hit is not None:
-                    self.stop.set()
-                    return False
-        yield from answer.flush()
+            text, token = piece
+            tokens.add(text, token)
+            yield from tokens.attach(answer.feed(text) if text else [])
+            if answer.stop_hit is not None:
+                self.stop.set()
+                return False
+        yield from tokens.attach(answer.flush())
         return False
 
     def _last_chunk(
@@ -112,22 +117,29 @@ class GenerateRun:
         self.loaded = backend.loaded
         tok = self.loaded.tokenizer
         model = self.loaded.model
-        # A new streamer per call: it holds this request's text queue. The short timeout only makes
-        # the consumer wake up regularly to check for cancellation.
-        self.streamer = TextIteratorStreamer(tok, skip_prompt=True, timeout=POLL_S, skip_special_tokens=True)
         # What generate's input_ids hold before the first new token: the prompt (causal) or the
         # decoder start token (seq2seq).
         self.prefix_len = 1 if self.loaded.is_seq2seq else len(prompt.ids)
+        gen_cfg = model.generation_config
+        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else tok.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        self.capture = CaptureLogprobs(params.top_logprobs) if params.top_logprobs is not None else None
+        # A new streamer per call: it holds this request's tokens. The short timeout only makes the consumer
+        # wake up regularly to check for cancellation.
+        self.streamer = TokenStreamer(
+            tok,
+            context_ids=[] if self.loaded.is_seq2seq else prompt.ids[-1:],
+            skip_ids=self.eos_ids,
+            capture=self.capture,
+            timeout=POLL_S,
+        )
         self.watch = StopOnEvent(self.stop, cancel, self.prefix_len)
         criteria = [self.watch]
         self.stop_text = StopOnText(tok, params.stop, self.prefix_len) if params.stop else None
         if self.stop_text is not None:
             criteria.append(self.stop_text)
-        processors = sampling_processors(params, model.device)
+        processors = logits_processors(params, model.device, self.capture)
         ids = torch.tensor([prompt.ids], dtype=torch.long, device=model.device)
-        gen_cfg = model.generation_config
-        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else tok.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
         pad = gen_cfg.pad_token_id
         if pad is None:
             pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(self.eos_ids), None)
@@ -138,7 +150,7 @@ class GenerateRun:
             # Always greedy selection; sampling, when asked for, happens in our own processor (see module doc).
             do_sample=False,
             num_beams=1,
-            repetition_penalty=params.repetition_penalty,
+            repetition_penalty=1.0,  # applied by our own processors, after the probability capture
             streamer=self.streamer,
             stopping_criteria=StoppingCriteriaList(criteria),
             logits_processor=LogitsProcessorList(processors),
@@ -154,22 +166,21 @@ class GenerateRun:
             self.result["ids"] = out[0, self.prefix_len :].tolist()
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises BackendError
             self.result["error"] = e
-            try:
-                self.streamer.end()  # wake the consumer
-            except Exception:  # noqa: BLE001
-                self.streamer.text_queue.put(self.streamer.stop_signal)
+            self.streamer.end()  # wake the consumer
         finally:
             if self.backend.slots is not None:
                 self.backend.slots.release()
 
-    def _pieces(self, answer: AnswerText) -> Iterator[str | None]:
+    def _pieces(self) -> Iterator[tuple[str, TokenLogprob | None] | None]:
+        """Each token's ``(text, TokenLogprob | None)`` as it comes; None while nothing came for a moment."""
         while True:
+            piece: tuple[str, TokenLogprob | None] | None
             try:
                 piece = next(self.streamer)
             except StopIteration:
                 return
             except queue.Empty:
-                if not self.thread.is_alive() and self.streamer.text_queue.empty():
+                if not self.thread.is_alive() and self.streamer.drained:
                     return  # the worker ended without signalling (should not happen): do not wait forever
                 piece = None
             yield piece

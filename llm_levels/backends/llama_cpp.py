@@ -11,10 +11,17 @@ How a request runs:
 3. Concurrent requests share the engine's slots (continuous batching); the app's line in front of the
    engine (``slots``) decides who runs.
 
+A conversation that ends with an assistant message is *continued* (:func:`~llm_levels.core.split_prefix`):
+the rest is rendered with the GGUF's template as usual, that message's text appended, the whole tokenized
+by llama.cpp, and the token ids sent to its raw completion route (``handle_completions``) instead of the
+chat one, which would start a new answer. Only the continuation is streamed.
+
 Sampling settings map one to one (``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1 are off;
 ``min_p`` is turned off so the settings mean what they mean for the transformers engine); a ``seed``
 reproduces a sampled answer; ``stop`` strings end the answer and are not shown; per-token
 ``logprobs`` come back in OpenAI's shape and are passed on as :class:`~llm_levels.core.TokenLogprob`.
+They are llama.cpp's probabilities before sampling: the softmax of the model's logits at that step, before
+the repetition penalty, temperature, top-k and top-p (as the transformers engine reports them).
 """
 
 from __future__ import annotations
@@ -27,7 +34,17 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..core import Backend, BackendError, Chunk, GenParams, Message, TokenLogprob, Usage, check_conversation
+from ..core import (
+    Backend,
+    BackendError,
+    Chunk,
+    GenParams,
+    Message,
+    TokenLogprob,
+    Usage,
+    check_conversation,
+    split_prefix,
+)
 from ..engine import LLAMA_CPP
 from ..errors import generation_error
 from .prompt import Prompt, fit_prompt
@@ -99,9 +116,17 @@ class LlamaCppBackend(Backend):
 
     # ------------------------------------------------------------------ prompt inspection
     def prepare(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Prompt:
-        """The prompt as llama.cpp renders and tokenizes it; with ``max_new_tokens``, fitted to the window."""
+        """The prompt as llama.cpp renders and tokenizes it; with ``max_new_tokens``, fitted to the window.
+
+        A final assistant message is the start of the answer to continue: its text ends the prompt.
+        """
+        history, prefix = split_prefix(messages)
+
+        def encode(kept: list[Message], dropped: int) -> Prompt:
+            return self._encode(kept, dropped) if prefix is None else self._encode(kept, dropped, prefix)
+
         return fit_prompt(
-            messages, self._encode, window=self.loaded.context_window, max_new_tokens=max_new_tokens, model=self.model
+            history, encode, window=self.loaded.context_window, max_new_tokens=max_new_tokens, model=self.model
         )
 
     def render_prompt(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> str:
@@ -111,10 +136,14 @@ class LlamaCppBackend(Backend):
         """The prompt's token ids, each with the text piece it stands for."""
         return self.loaded.tokenize(self.prepare(messages, max_new_tokens).text)
 
-    def _encode(self, messages: list[Message], dropped: int) -> Prompt:
+    def _encode(self, messages: list[Message], dropped: int, prefix: str | None = None) -> Prompt:
         text = self.loaded.apply_template(messages)
+        kept = tuple(messages)
+        if prefix is not None:
+            text += prefix
+            kept += (Message("assistant", prefix),)
         ids = [i for i, _ in self.loaded.tokenize(text)]
-        return Prompt(text, ids, dropped, False, tuple(messages))
+        return Prompt(text, ids, dropped, False, kept)
 
     # ------------------------------------------------------------------ generation
     def request(self, messages: Sequence[Message], params: GenParams) -> dict[str, Any]:
@@ -136,7 +165,30 @@ class LlamaCppBackend(Backend):
             req["stop"] = list(params.stop)
         if params.top_logprobs is not None:
             req["logprobs"] = True
-            req["top_logprobs"] = params.top_logprobs
+            # At least one: with none, llama.cpp leaves out the chosen token's own probability too (the
+            # alternatives are cut back to the number asked for when they arrive).
+            req["top_logprobs"] = max(1, params.top_logprobs)
+        return req
+
+    def completion_request(self, prompt: Prompt, params: GenParams) -> dict[str, Any]:
+        """The raw completion request that continues a started answer: ``prompt``'s token ids, the same
+        sampling settings as :meth:`request` in llama.cpp's own names."""
+        req: dict[str, Any] = {
+            "prompt": list(prompt.ids),
+            "n_predict": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "min_p": 0.0,
+            "repeat_penalty": params.repetition_penalty,
+            "stream": True,
+        }
+        if params.seed is not None:
+            req["seed"] = params.seed
+        if params.stop:
+            req["stop"] = list(params.stop)
+        if params.top_logprobs is not None:
+            req["n_probs"] = max(1, params.top_logprobs)  # at least one, as in request()
         return req
 
     def stream(
@@ -194,7 +246,12 @@ class _Run:
         self.cancel = cancel
         self.stop = threading.Event()
         self.items: queue.Queue[Any] = queue.Queue()
-        self.request = backend.request(prompt.messages, params)
+        #: Continuing a started answer goes to llama.cpp's raw completion; a new answer to its chat route.
+        self.continues = bool(prompt.messages) and prompt.messages[-1].role == "assistant"
+        if self.continues:
+            self.request = backend.completion_request(prompt, params)
+        else:
+            self.request = backend.request(prompt.messages, params)
         self.thread = threading.Thread(target=self._work, name=f"llm-levels-llama-{next(_thread_ids)}", daemon=True)
 
     def _stopping(self) -> bool:
@@ -206,7 +263,8 @@ class _Run:
 
     def _work(self) -> None:
         try:
-            result = self.backend.loaded.chat(self.request, self._on_chunk)
+            call = self.backend.loaded.complete if self.continues else self.backend.loaded.chat
+            result = call(self.request, self._on_chunk)
             if isinstance(result, dict) and result.get("error"):
                 self.items.put(result)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises BackendError
@@ -253,9 +311,9 @@ class _Run:
                 usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
                 timings = dict(item.get("timings") or {})
             for choice in item.get("choices") or ():
-                delta = choice.get("delta") or {}
-                text = delta.get("content") or ""
-                tokens = _token_logprobs(choice.get("logprobs"))
+                # A chat chunk has a delta; a completion chunk (continuing an answer) has the text itself.
+                text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                tokens = _token_logprobs(choice.get("logprobs"), self.params.top_logprobs)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
                 if text or tokens:
@@ -272,14 +330,15 @@ class _Run:
         )
 
 
-def _token_logprobs(logprobs: Any) -> tuple[TokenLogprob, ...]:
-    """OpenAI's ``choice.logprobs`` (as llama.cpp sends it) as TokenLogprob items."""
-    if not isinstance(logprobs, dict):
+def _token_logprobs(logprobs: Any, k: int | None = None) -> tuple[TokenLogprob, ...]:
+    """OpenAI's ``choice.logprobs`` (as llama.cpp sends it) as TokenLogprob items, with at most ``k``
+    alternatives each."""
+    if not isinstance(logprobs, dict) or k is None:
         return ()
     out = []
     for t in logprobs.get("content") or ():
         top = tuple((str(a.get("token", "")), float(a.get("logprob", 0.0))) for a in t.get("top_logprobs") or ())
-        out.append(TokenLogprob(str(t.get("token", "")), float(t.get("logprob", 0.0)), top))
+        out.append(TokenLogprob(str(t.get("token", "")), float(t.get("logprob", 0.0)), top[:k]))
     return tuple(out)
 
 

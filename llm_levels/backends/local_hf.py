@@ -10,10 +10,15 @@ How a request runs:
    (system messages and the last user message are always kept) and the last chunk reports how many in
    ``raw["truncated_turns"]``; if even that does not fit, the request is refused with a
    :class:`BackendError` that says what to shorten.
-3. ``model.generate`` runs in a worker thread and streams text through a new ``TextIteratorStreamer``.
+3. ``model.generate`` runs in a worker thread and streams its tokens through a new ``TokenStreamer``
+   (:mod:`.hf_token_stream`), with each token's probability when ``GenParams.top_logprobs`` asks for it.
    A stopping criterion watches a per-request event, set when the caller's ``cancel`` is set, when the
    consumer closes the generator (Gradio's Stop), on a stop string or a timeout, so the worker thread
    ends within one token and frees the CPU.
+
+A conversation that ends with an assistant message is *continued*: the prompt is the rest of the
+conversation rendered as usual (with the generation prompt), then that message's text, tokenized together;
+only the continuation is streamed (:func:`~llm_levels.core.split_prefix`). Seq2seq models cannot continue.
 
 Sampling (temperature > 0) draws from a *per-request* ``torch.Generator`` instead of torch's global
 random state, so concurrent requests never disturb each other and a seed always reproduces its answer.
@@ -29,7 +34,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..core import Backend, BackendError, Chunk, GenParams, Message, Usage, check_conversation
+from ..core import Backend, BackendError, Chunk, GenParams, Message, Usage, check_conversation, split_prefix
 from ..engine import TRANSFORMERS
 from ..slots import LocalSlots, SlotTicket
 from .hf_generation import POLL_S, GenerateRun
@@ -131,15 +136,29 @@ class LocalBackend(Backend):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prepare(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Prompt:
-        """Build the prompt; with ``max_new_tokens``, drop old turns to fit the context window (or refuse)."""
-        messages = list(messages)
+        """Build the prompt; with ``max_new_tokens``, drop old turns to fit the context window (or refuse).
+
+        A final assistant message is the start of the answer to continue: its text ends the prompt.
+        """
+        history, prefix = split_prefix(messages)
         if self.loaded.is_seq2seq:
-            return self._prepare_seq2seq(messages)
+            if prefix is not None:
+                raise BackendError(
+                    f"{self.model} is an encoder-decoder model: it cannot continue a started answer. "
+                    "Use a chat (causal) model for that.",
+                    kind="bad_request",
+                    status=400,
+                )
+            return self._prepare_seq2seq(history)
+
+        def encode(kept: list[Message], dropped: int) -> Prompt:
+            return self._encode(kept, dropped) if prefix is None else self._encode(kept, dropped, prefix)
+
         return fit_prompt(
-            messages, self._encode, window=self.loaded.context_window, max_new_tokens=max_new_tokens, model=self.model
+            history, encode, window=self.loaded.context_window, max_new_tokens=max_new_tokens, model=self.model
         )
 
-    def _encode(self, messages: list[Message], dropped: int) -> Prompt:
+    def _encode(self, messages: list[Message], dropped: int, prefix: str | None = None) -> Prompt:
         tok = self.tokenizer
         if self.has_chat_template:
             text = self._apply_template(messages)
@@ -148,8 +167,13 @@ class LocalBackend(Backend):
         else:
             text = plain_prompt(messages)
             add_special = True
+        if prefix is None:
+            ids = tok(text, add_special_tokens=add_special)["input_ids"]
+            return Prompt(text, list(ids), dropped, add_special, tuple(messages))
+        # The answer's start is tokenized with the prompt, as the text a user sees.
+        text += prefix
         ids = tok(text, add_special_tokens=add_special)["input_ids"]
-        return Prompt(text, list(ids), dropped, add_special, tuple(messages))
+        return Prompt(text, list(ids), dropped, add_special, (*messages, Message("assistant", prefix)))
 
     def _apply_template(self, messages: list[Message]) -> str:
         dicts = [m.to_dict() for m in messages]

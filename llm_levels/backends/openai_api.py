@@ -27,6 +27,10 @@ Decisions worth knowing (each is explained where it is made):
 - **Stream cut.** The ``openai`` client ends a stream silently when the connection drops before
   ``[DONE]``; a stream without a ``finish_reason`` is reported as ``stream_cut``, keeping the text
   (:mod:`.openai_stream`).
+- **Per-token probabilities.** ``GenParams.top_logprobs`` becomes ``logprobs=True, top_logprobs=k``. When a
+  server refuses them (a 400 naming ``logprobs``: the request goes again without them) or answers without
+  them, the answer still arrives and its last chunk's :attr:`~llm_levels.core.Chunk.note` says why.
+- **Continuing an answer** (a final assistant message) is refused: such an API answers it with a new answer.
 - **Secrets.** The key is never put in a message, ``last_request``, ``last_response`` or
   :meth:`describe`; any text a server sends back is scrubbed of it before it is shown
   (:mod:`.openai_errors`).
@@ -34,6 +38,7 @@ Decisions worth knowing (each is explained where it is made):
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -45,7 +50,7 @@ import openai
 from ..core import Backend, BackendError, Chunk, GenParams, Message
 from .openai_budget import Budget, backoff_s, install_budget_hooks, run_within
 from .openai_errors import TOKEN_PARAMS, Failed, Where, scrub_obj, to_failure
-from .openai_stream import MAX_RAW_CHUNKS, Progress, RawChunks, read_stream, usage_of
+from .openai_stream import MAX_RAW_CHUNKS, Progress, RawChunks, read_stream, token_logprobs_of, usage_of
 from .openai_urls import OPENAI_BASE_URL, bad_url_message, display_url, host_of, is_bad_url, is_openai
 
 __all__ = ["MAX_RAW_CHUNKS", "OPENAI_BASE_URL", "PLACEHOLDER_KEY", "OpenAIBackend"]
@@ -56,6 +61,7 @@ PLACEHOLDER_KEY = "not-needed"
 
 # The create() arguments the client knows; anything else goes in extra_body.
 _KNOWN_ARGS = {"model", "messages", "stream", "stream_options", "temperature", "top_p", "seed", "stop", *TOKEN_PARAMS}
+_KNOWN_ARGS |= {"logprobs", "top_logprobs"}
 
 
 class OpenAIBackend(Backend):
@@ -168,6 +174,9 @@ class OpenAIBackend(Backend):
                 body["top_k"] = params.top_k
             if params.repetition_penalty != 1.0:
                 body["repetition_penalty"] = params.repetition_penalty
+        if params.top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = params.top_logprobs
         body["stream"] = stream
         if stream:
             # Without it, a streaming server sends no token counts at all.
@@ -180,27 +189,43 @@ class OpenAIBackend(Backend):
         params: GenParams,
         cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
-        """Stream the answer; see the module docstring for retries, timeouts and cuts."""
+        """Stream the answer; see the module docstring for retries, timeouts, cuts and probabilities."""
+        if messages and messages[-1].role == "assistant":
+            raise BackendError(
+                "Continuing a started answer works on the local engines only: an OpenAI-compatible API answers "
+                "a conversation that ends with the assistant's text with a new answer.",
+                kind="bad_request",
+                status=400,
+            )
         client = self._get_client()
         body = self.build_request(messages, params)
         self.last_request = body
         self.last_response = None
         budget = Budget(self.timeout_s, cancel)
         swapped, own_retries = False, 0
+        note: str | None = None
         while True:
             if budget.cancelled:
                 yield Chunk(finish_reason="cancelled")
                 return
             progress = Progress()
             try:
-                if body["stream"]:
-                    yield from self._stream_once(client, body, budget, progress)
-                else:
-                    yield from self._complete_once(client, body, budget)
+                once = (
+                    self._stream_once(client, body, budget, progress)
+                    if body["stream"]
+                    else self._complete_once(client, body, budget, progress)
+                )
+                yield from self._noted(once, body, progress, note)
                 return
             except Failed as f:
                 if progress.text_sent:
                     raise f.error from f.cause
+                # A server or model that does not give per-token probabilities: the answer without them.
+                if body.get("logprobs") and _refuses_logprobs(f):
+                    body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
+                    self.last_request = body
+                    note = f"No per-token probabilities: {self.host} refused them for {self._model} ({f.error.message})"
+                    continue
                 # A server that names our token-limit parameter as unsupported gets the other one, once.
                 if not swapped and f.swap_token_param:
                     swapped = True
@@ -255,7 +280,29 @@ class OpenAIBackend(Backend):
             stream, where=self._where(), timeout=timeout, cancel=budget.cancel, progress=progress, raw=raw
         )
 
-    def _complete_once(self, client: Any, body: dict[str, Any], budget: Budget) -> Iterator[Chunk]:
+    def _noted(
+        self, chunks: Iterator[Chunk], body: dict[str, Any], progress: Progress, note: str | None
+    ) -> Iterator[Chunk]:
+        """``chunks``, the last one with the :attr:`~llm_levels.core.Chunk.note` on missing probabilities: ``note``
+        (they were refused), or that the answer came without them although the request asked for them."""
+        try:
+            for chunk in chunks:
+                if chunk.finish_reason is not None and chunk.finish_reason != "cancelled":
+                    if note is None and body.get("logprobs") and not progress.tokens:
+                        note = (
+                            f"No per-token probabilities: {self.host} answered without them (this server or "
+                            "model does not give them)."
+                        )
+                    chunk = dataclasses.replace(chunk, note=note) if note else chunk
+                yield chunk
+        finally:
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()  # the consumer stopped: the HTTP stream is closed now, not when collected
+
+    def _complete_once(
+        self, client: Any, body: dict[str, Any], budget: Budget, progress: Progress | None = None
+    ) -> Iterator[Chunk]:
         completion, _ = self._create(client, body, budget)
         if completion is None:
             yield Chunk(finish_reason="cancelled")
@@ -276,7 +323,16 @@ class OpenAIBackend(Backend):
         message = choices[0].message
         text = (getattr(message, "content", None) or "") if message is not None else ""
         usage = usage_of(completion.usage) if completion.usage is not None else None
-        yield Chunk(text=text, usage=usage, finish_reason=choices[0].finish_reason or "stop", raw=self.last_response)
+        tokens = token_logprobs_of(getattr(choices[0], "logprobs", None))
+        if progress is not None:
+            progress.tokens += len(tokens)
+        yield Chunk(
+            text=text,
+            usage=usage,
+            finish_reason=choices[0].finish_reason or "stop",
+            raw=self.last_response,
+            logprobs=tokens,
+        )
 
     def _own_retry_pause(self, failed: Failed, retries_taken: int, budget: Budget) -> float | None:
         """The pause before this backend retries a failure the client could not see (one after the
@@ -322,6 +378,15 @@ class OpenAIBackend(Backend):
                     http_client=http_client,
                 )
             return self._client
+
+
+def _refuses_logprobs(failed: Failed) -> bool:
+    """Whether a server refused the request because of ``logprobs``/``top_logprobs`` (a 400 or 422 naming them)."""
+    cause = failed.cause
+    if not isinstance(cause, openai.APIStatusError) or cause.status_code not in (400, 422):
+        return False
+    said = f"{getattr(cause, 'param', None) or ''} {getattr(cause, 'message', '') or ''} {failed.error.message}"
+    return "logprob" in said.lower()
 
 
 def _swap_token_param(body: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ chunks into :class:`~llm_levels.core.Chunk` deltas and:
   broken answer would otherwise look complete), keeping the text that came;
 - maps an error event or a broken connection inside the stream to a one-line error, and a chunk that
   is not JSON to a hint about the base URL;
+- passes each piece's per-token probabilities on (``choice.logprobs``, when they were asked for);
 - keeps the raw chunks for the "under the hood" panel (capped, the last one always kept: it has
   the usage), scrubbed of the key;
 - ends the stream at once on the user's Stop, from another thread (:class:`CancelWatcher`).
@@ -22,7 +23,7 @@ from typing import Any
 
 import openai
 
-from ..core import BackendError, Chunk, Usage
+from ..core import BackendError, Chunk, TokenLogprob, Usage
 from .openai_errors import Failed, Where, scrub_obj, to_failure
 
 #: Raw stream chunks kept for the "under the hood" panel (the last one, with usage, is always kept).
@@ -39,6 +40,8 @@ class Progress:
         self.text_sent = False
         self.finish: str | None = None
         self.usage: Usage | None = None
+        #: Tokens that came with probabilities (to tell a server that sends none).
+        self.tokens = 0
 
     @property
     def text(self) -> str:
@@ -76,6 +79,16 @@ def usage_of(u: Any) -> Usage | None:
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None  # unknown beats wrong: the UI says "unknown"
     return Usage(input_tokens=prompt, output_tokens=completion)
+
+
+def token_logprobs_of(logprobs: Any) -> tuple[TokenLogprob, ...]:
+    """A choice's ``logprobs`` (the ``openai`` client's object, or None) as TokenLogprob items."""
+    content = getattr(logprobs, "content", None) or ()
+    out = []
+    for t in content:
+        top = tuple((str(a.token), float(a.logprob)) for a in (getattr(t, "top_logprobs", None) or ()))
+        out.append(TokenLogprob(str(t.token), float(t.logprob), top))
+    return tuple(out)
 
 
 def read_stream(
@@ -126,12 +139,15 @@ def _deltas(
                 if getattr(choice, "index", 0) not in (0, None):
                     continue
                 text = getattr(choice.delta, "content", None) if choice.delta is not None else None
+                tokens = token_logprobs_of(getattr(choice, "logprobs", None))
+                progress.tokens += len(tokens)
                 if choice.finish_reason:
                     progress.finish = choice.finish_reason
                 if text:
                     progress.text_sent = True
                     progress.parts.append(text)
-                    yield Chunk(text=text, raw=kept)
+                if text or tokens:
+                    yield Chunk(text=text or "", raw=kept, logprobs=tokens)
     except openai.OpenAIError as e:
         # When our watcher shut the socket down, the read fails: that is the cancellation.
         if cancel is None or not cancel.is_set():

@@ -1,9 +1,10 @@
 """``python -m llm_levels bench``: how fast is the local model — naive transformers, llama.cpp, the app.
 
 This module only parses the command line; the harness lives in the repository's ``bench/`` folder
-(``bench/engine_bench.py``: the in-process sections, the report and the chart; ``bench/served_app.py``:
-the sections that start ``app.py``; ``bench/gradio_floor.py``: a do-nothing Gradio app for comparison),
-imported when the command runs, so ``--help`` stays fast. See ``bench/RESULTS.md`` for what each figure
+(``bench/engine_bench.py``: the in-process sections, the report and the chart; ``bench/logprobs_bench.py``:
+per-token information off vs on; ``bench/served_app.py``: the sections that start ``app.py``;
+``bench/gradio_floor.py``: a do-nothing Gradio app for comparison), imported when the command runs, so
+``--help`` stays fast. See ``bench/RESULTS.md`` for what each figure
 means and the goals it is held to.
 """
 
@@ -54,6 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--quick", action="store_true", help="A smoke run for tests: 8 tokens, 1 run, 2 users, no app sections."
+    )
+    p.add_argument(
+        "--logprobs-only",
+        action="store_true",
+        help="Measure only what per-token information (each token's probability and top 5 alternatives) costs "
+        "the decode, on both local engines, side by side (bench/logprobs_bench.py).",
     )
 
 

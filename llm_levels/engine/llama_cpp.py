@@ -76,6 +76,18 @@ class LlamaCppModel:
             return self.server.handle_chat_completions(dict(request))
         return self.server.handle_chat_completions(dict(request), callback)
 
+    def complete(self, request: Mapping[str, Any], callback: Callable[[dict], bool] | None = None) -> Any:
+        """One raw completion of a prompt (``request["prompt"]``: text or token ids), llama.cpp's own
+        parameters (``n_predict``, ``n_probs``...), answered in OpenAI's completion shape; streams with ``callback``.
+        """
+        if callback is None:
+            return self.server.handle_completions(dict(request))
+        return self.server.handle_completions(dict(request), callback)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """The text of token ids, special tokens by name (``[2]`` → ``<|im_end|>`` for the bundled model)."""
+        return str(self._post("/detokenize", {"tokens": [int(i) for i in ids]}).get("content", ""))
+
     def apply_template(self, messages: Sequence[Message]) -> str:
         """The prompt text llama.cpp builds from ``messages`` with the GGUF's own chat template."""
         out = self._post("/apply-template", {"messages": [m.to_dict() for m in messages]})
