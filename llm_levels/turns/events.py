@@ -73,6 +73,8 @@ class Done:
     #: Oldest turns the local model left out to fit its context window.
     truncated_turns: int = 0
     tokens: tuple[TokenLogprob, ...] = ()
+    #: Why something asked for is missing (e.g. a hosted server that gives no token probabilities).
+    note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,14 @@ def _events(
             if chunk.text or chunk.logprobs:
                 tokens.extend(chunk.logprobs)
                 yield Delta(chunk.text, chunk.logprobs)
-        yield Done(measured.text, measured.metrics, measured.reply.finish_reason, truncated, tuple(tokens))
+        yield Done(
+            measured.text,
+            measured.metrics,
+            measured.reply.finish_reason,
+            truncated,
+            tuple(tokens),
+            note=measured.reply.note,
+        )
     except BackendError as e:
         partial = (measured.text if measured is not None else "") or e.partial_text
         yield Failed(e, partial, measured.metrics if measured is not None else None)
