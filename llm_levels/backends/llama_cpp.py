@@ -115,7 +115,9 @@ class LlamaCppBackend(Backend):
         }
 
     # ------------------------------------------------------------------ prompt inspection
-    def prepare(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Prompt:
+    def prepare(
+        self, messages: Sequence[Message], max_new_tokens: int | None = None, cancel: threading.Event | None = None
+    ) -> Prompt:
         """The prompt as llama.cpp renders and tokenizes it; with ``max_new_tokens``, fitted to the window.
 
         A final assistant message is the start of the answer to continue: its text ends the prompt.
@@ -126,7 +128,12 @@ class LlamaCppBackend(Backend):
             return self._encode(kept, dropped) if prefix is None else self._encode(kept, dropped, prefix)
 
         return fit_prompt(
-            history, encode, window=self.loaded.context_window, max_new_tokens=max_new_tokens, model=self.model
+            history,
+            encode,
+            window=self.loaded.context_window,
+            max_new_tokens=max_new_tokens,
+            model=self.model,
+            cancel=cancel,  # a long conversation's fitting stops at its next render once the turn is stopped
         )
 
     def render_prompt(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> str:
@@ -195,7 +202,13 @@ class LlamaCppBackend(Backend):
         self, messages: Sequence[Message], params: GenParams, cancel: threading.Event | None = None
     ) -> Iterator[Chunk]:
         check_conversation(messages)
-        prompt = self.prepare(messages, params.max_new_tokens)
+        try:
+            prompt = self.prepare(messages, params.max_new_tokens, cancel)
+        except BackendError as e:
+            if e.kind != "cancelled":
+                raise
+            yield Chunk(finish_reason="cancelled")  # stopped while the prompt was being fitted
+            return
         if not self._acquire_slot(cancel):
             yield Chunk(
                 usage=Usage(len(prompt.ids), 0),

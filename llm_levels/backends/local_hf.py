@@ -135,7 +135,9 @@ class LocalBackend(Backend):
         """How many tokens ``text`` is, without special tokens."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prepare(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Prompt:
+    def prepare(
+        self, messages: Sequence[Message], max_new_tokens: int | None = None, cancel: threading.Event | None = None
+    ) -> Prompt:
         """Build the prompt; with ``max_new_tokens``, drop old turns to fit the context window (or refuse).
 
         A final assistant message is the start of the answer to continue: its text ends the prompt.
@@ -155,7 +157,12 @@ class LocalBackend(Backend):
             return self._encode(kept, dropped) if prefix is None else self._encode(kept, dropped, prefix)
 
         return fit_prompt(
-            history, encode, window=self.loaded.context_window, max_new_tokens=max_new_tokens, model=self.model
+            history,
+            encode,
+            window=self.loaded.context_window,
+            max_new_tokens=max_new_tokens,
+            model=self.model,
+            cancel=cancel,  # a long conversation's fitting stops at its next render once the turn is stopped
         )
 
     def _encode(self, messages: list[Message], dropped: int, prefix: str | None = None) -> Prompt:
@@ -220,7 +227,13 @@ class LocalBackend(Backend):
         cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         check_conversation(messages)
-        prompt = self.prepare(messages, params.max_new_tokens)
+        try:
+            prompt = self.prepare(messages, params.max_new_tokens, cancel)
+        except BackendError as e:
+            if e.kind != "cancelled":
+                raise
+            yield Chunk(finish_reason="cancelled")  # stopped while the prompt was being fitted
+            return
         if not self._acquire_slot(cancel):
             yield Chunk(
                 usage=Usage(len(prompt.ids), 0),

@@ -343,3 +343,21 @@ def test_four_concurrent_streams_each_get_their_own_answer(llama):
         # later words may differ: each answer starts like the same question answered alone.
         assert reply.text.split()[:2] == solo.split()[:2], (reply.text, solo)
     assert slots.in_use == 0
+
+
+def test_a_stopped_turn_stops_while_its_long_conversation_is_being_fitted(backend, monkeypatch):
+    """Stop during fitting (a conversation far over the window): no render after it, nothing generated."""
+    long = [Message("user" if i % 2 == 0 else "assistant", f"turn {i} " + "word " * 40) for i in range(401)]
+    cancel = threading.Event()
+    renders = []
+    encode = backend._encode
+
+    def counted(*args, **kwargs):
+        renders.append(1)
+        cancel.set()  # Stop arrives while the first render runs
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "_encode", counted)
+    chunks = list(backend.stream(long, greedy(8), cancel))
+    assert [c.finish_reason for c in chunks] == ["cancelled"] and not any(c.text for c in chunks)
+    assert len(renders) == 1
