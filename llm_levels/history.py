@@ -156,6 +156,31 @@ def note(text: str, *, title: str = ERROR_TITLE, pending: bool = False, log: str
     return {"role": "assistant", "content": text, "metadata": meta}
 
 
+#: The tag under an answer that the length limit cut off (the model had more to say).
+LENGTH_TITLE = "✂️ Cut off at the length limit"
+
+_ENDINGS = {
+    "stopped": (STOPPED_TITLE, "You pressed Stop: the answer above is unfinished."),
+    "length": (
+        LENGTH_TITLE,
+        "The answer reached the most tokens it was allowed (the max-tokens setting) and was cut off here. "
+        "Allow more tokens for a longer answer.",
+    ),
+}
+
+
+def ending_note(reason: str) -> dict[str, Any]:
+    """The tag shown under an answer that did not end by itself: ``reason`` is ``"stopped"`` (the user
+    pressed Stop) or ``"length"`` (the answer hit the max-new-tokens limit). A note: never sent to the model.
+
+    Raises ``ValueError`` for any other reason, so a typo cannot silently show no tag.
+    """
+    if reason not in _ENDINGS:
+        raise ValueError(f"unknown ending {reason!r}: expected one of {sorted(_ENDINGS)}")
+    title, text = _ENDINGS[reason]
+    return note(text, title=title)
+
+
 def is_blank(text: Any) -> bool:
     """True when ``text`` shows nothing: empty, whitespace, or only invisible format characters
     (zero-width spaces, direction marks, BOM), which would send the model an "empty" message."""
@@ -195,6 +220,17 @@ def answered(hist: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     if text:
         return hist + [assistant(text)]
     return hist + [note("The model returned an empty answer. Try again, or rephrase.", title="ℹ️ Empty answer")]
+
+
+def ended(hist: list[dict[str, Any]], text: str, finish_reason: str | None) -> list[dict[str, Any]]:
+    """``hist`` after a turn that ended with ``finish_reason``: the answer, tagged by :func:`ending_note` when
+    Stop cut it (``"cancelled"``: the partial text, if any, then "⏹️ Stopped") or the length limit did
+    (``"length"``); otherwise as :func:`answered`."""
+    if finish_reason == "cancelled":
+        return with_partial(hist, text) + [ending_note("stopped")]
+    if finish_reason == "length":
+        return answered(hist, text) + [ending_note("length")]
+    return answered(hist, text)
 
 
 def from_messages(messages: Iterable[Message]) -> list[dict[str, Any]]:

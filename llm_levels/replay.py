@@ -23,7 +23,7 @@ def replay_script(runtime: AppRuntime, transcript: Transcript) -> str:
         raise BackendError("There is nothing to replay: the conversation has no question yet.", kind="bad_request")
     engine = runtime.engine_of(transcript.backend) if transcript.backend else None
     if transcript.level == "local" or engine is not None:
-        backend = runtime.local_backend(engine=transcript.engine or engine)
+        backend = runtime.local_backend(runtime.spec_of(transcript.backend), engine=transcript.engine or engine)
         return local_snippet(backend, messages, transcript.params, runtime.settings)
     return _openai_replay(runtime, transcript, messages)
 

@@ -28,6 +28,9 @@ from .ssrf import check_base_url, guarded_http_client
 #: The local model on the default engine; ``local:<engine>`` names an engine explicitly.
 LOCAL = "local"
 LOCAL_PREFIX = "local:"
+#: A saved fine-tuned adapter on its base model (transformers engine): ``local:adapter:<folder name>``. It is a
+#: ``local:`` id, so every face treats it as the local model (its line, its wait notes, Compare's defaults).
+ADAPTER_OPTION_PREFIX = LOCAL_PREFIX + "adapter:"
 APP_ENDPOINT = "app-endpoint"
 HOSTED_PREFIX = "hosted:"
 SESSION_HOSTED = "hosted:session"
@@ -144,12 +147,34 @@ class AppRuntime:
         return self.lines[engine or self.settings.local_engine]
 
     def engine_of(self, option_id: str) -> str | None:
-        """The engine a picker id generates with locally (``local``, ``local:<engine>``), else None."""
+        """The engine a picker id generates with locally (``local``, ``local:<engine>``, an adapter's
+        ``local:adapter:<name>``: transformers), else None."""
+        if option_id.startswith(ADAPTER_OPTION_PREFIX):
+            return TRANSFORMERS
         if option_id == LOCAL:
             return self.settings.local_engine
         if option_id.startswith(LOCAL_PREFIX) and option_id[len(LOCAL_PREFIX) :] in ENGINES:
             return option_id[len(LOCAL_PREFIX) :]
         return None
+
+    def spec_of(self, option_id: str) -> str | None:
+        """The local model spec a picker id stands for when it is not ``LOCAL_MODEL``: ``adapter:<name>`` for
+        an adapter's option, else None."""
+        if option_id.startswith(ADAPTER_OPTION_PREFIX):
+            from .engine.resolve import ADAPTER_PREFIX
+
+            return ADAPTER_PREFIX + option_id[len(ADAPTER_OPTION_PREFIX) :]
+        return None
+
+    def adapter_options(self) -> list[BackendOption]:
+        """One option per saved fine-tuned adapter (read from disk now, newest first)."""
+        from .engine.manager import adapter_display_name
+        from .finetune.adapters import adapters_root, list_adapters
+
+        return [
+            BackendOption(ADAPTER_OPTION_PREFIX + a.slug, f"{adapter_display_name(a.name, a.base_name)} (transformers)")
+            for a in list_adapters(adapters_root(self.settings))
+        ]
 
     def local_option(self, engine: str | None = None) -> str:
         """The picker id of the local model on ``engine``."""
@@ -215,12 +240,15 @@ class AppRuntime:
         return self.settings.endpoints
 
     def backend_options(self) -> list[BackendOption]:
-        """Every backend a session can pick: the local model, the configured endpoints, the app's own."""
+        """Every backend a session can pick: the local model, the saved fine-tuned adapters, the configured
+        endpoints, the app's own. Adapters are read when this is called: a picker built at page load lists
+        the adapters saved by then."""
         default = self.settings.local_engine
         opts = [BackendOption(LOCAL, f"Local model (in this app · {default})")]
         for engine in ENGINES:
             if engine != default:
                 opts.append(BackendOption(LOCAL_PREFIX + engine, f"Local model (in this app · {engine})"))
+        opts += self.adapter_options()
         for ep in self.hosted_endpoints():
             opts.append(BackendOption(HOSTED_PREFIX + ep.name, f"Hosted API · {ep.name} ({ep.model})"))
         opts.append(BackendOption(APP_ENDPOINT, "Hosted API · this app's local endpoint (no key)"))
@@ -316,7 +344,7 @@ class AppRuntime:
         """The backend for a picker id with default settings (Chat and Compare use this)."""
         engine = self.engine_of(option_id)
         if engine is not None:
-            return self.local_backend(engine=engine)
+            return self.local_backend(self.spec_of(option_id), engine=engine)
         return self.hosted_backend(option_id, api_key=api_key)
 
     def _is_configured_url(self, url: str) -> bool:

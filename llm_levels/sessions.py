@@ -45,7 +45,8 @@ class SessionLimits:
         return cls(int(settings.max_sessions), float(settings.session_idle_ttl_s), float(settings.session_closed_ttl_s))
 
     def apply(self, blocks: Any) -> int:
-        """Before mounting: the session cap, and a time to live for every ``gr.State`` that has none.
+        """Before mounting: the session cap, a time to live for every ``gr.State`` that has none, and a log
+        line whenever Gradio frees one of their values.
 
         Returns how many ``gr.State`` components got the default time to live."""
         import gradio as gr
@@ -53,9 +54,11 @@ class SessionLimits:
         blocks.state_session_capacity = self.max_sessions  # Gradio copies it when it builds its server app
         given = 0
         for block in list(blocks.blocks.values()):
-            if isinstance(block, gr.State) and math.isinf(block.time_to_live):
-                block.time_to_live = self.idle_ttl_s
-                given += 1
+            if isinstance(block, gr.State):
+                if math.isinf(block.time_to_live):
+                    block.time_to_live = self.idle_ttl_s
+                    given += 1
+                block.delete_callback = _logged_expiry(block.delete_callback, block.time_to_live)
         return given
 
     def install(self, app: Any, blocks: Any, *, lean: bool = True) -> GradioSessions:
@@ -71,6 +74,18 @@ class SessionLimits:
             except RuntimeError as e:
                 log.error("lean Gradio sessions not installed (%s): sessions use Gradio's own state", e)
         return GradioSessions(blocks, self, installed)
+
+
+def _logged_expiry(callback: Any, ttl_s: float) -> Any:
+    """``callback`` (a ``gr.State``'s ``delete_callback``), plus one log line each time Gradio frees a
+    session's value: the operator sees sessions go when they go, and nothing when none does."""
+
+    def expired(value: Any) -> None:
+        # The value's type only: a value may be a key typed into the page.
+        log.info("session value freed: a %s, unused for %.0f s (or its page closed)", type(value).__name__, ttl_s)
+        callback(value)
+
+    return expired
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,25 @@ def test_undo_then_resend_restores_the_conversation(msgs):
 @pytest.mark.parametrize("content", [b"bytes", object(), 3.5, True])
 def test_content_text_of_unreadable_things(content):
     assert H.content_text(content) == ("3.5" if content == 3.5 else "")
+
+
+# ------------------------------------------------------------------------------------ endings
+def test_ending_note_tags_a_stopped_or_cut_answer_as_a_note_the_model_never_sees():
+    stopped, cut = H.ending_note("stopped"), H.ending_note("length")
+    assert stopped["metadata"]["title"] == H.STOPPED_TITLE and "Stop" in stopped["content"]
+    assert cut["metadata"]["title"] == H.LENGTH_TITLE and "max-tokens setting" in cut["content"]
+    assert H.is_note(stopped) and H.is_note(cut) and not H.is_pending(stopped)
+    hist = [H.user("Hi"), H.assistant("Hel"), stopped, cut]
+    assert H.to_messages(hist) == [Message("user", "Hi"), Message("assistant", "Hel")]
+    with pytest.raises(ValueError, match="unknown ending"):
+        H.ending_note("cancelled")
+
+
+def test_ended_tags_only_answers_that_did_not_end_by_themselves():
+    hist = [H.user("Hi")]
+    assert H.ended(hist, "Hello!", "stop") == hist + [H.assistant("Hello!")]
+    assert H.ended(hist, "Hello", "length") == hist + [H.assistant("Hello"), H.ending_note("length")]
+    assert H.ended(hist, "Hel", "cancelled") == hist + [H.assistant("Hel"), H.ending_note("stopped")]
+    # Stopped before a word came: only the tag, no empty answer.
+    assert H.ended(hist, "", "cancelled") == hist + [H.ending_note("stopped")]
+    assert H.ended(hist, "", None)[-1]["metadata"]["title"] == "ℹ️ Empty answer"

@@ -45,7 +45,7 @@ def test_apply_sets_the_cap_and_a_time_to_live_for_every_state_without_one():
 
 
 @pytest.mark.parametrize("lean", [False, True], ids=["gradio's own", "lean"])
-def test_an_idle_value_is_emptied_by_gradio_and_the_session_starts_fresh(lean):
+def test_an_idle_value_is_emptied_by_gradio_and_the_session_starts_fresh(lean, caplog):
     deleted: list = []
     demo = counting_blocks(deleted)
     limits = SessionLimits(max_sessions=100, idle_ttl_s=1.0, closed_ttl_s=3600)
@@ -56,13 +56,18 @@ def test_an_idle_value_is_emptied_by_gradio_and_the_session_starts_fresh(lean):
     with serve(app) as url:
         c = client(url)
         try:
-            assert c.predict(api_name="/send") == "sent 1"
-            assert c.predict(api_name="/send") == "sent 2"  # set at each send: lives while it is used
-            state = demo.state_holder.session_data[c.session_hash]
-            assert isinstance(state, LeanSessionState) is lean
-            # Gradio's own expiry loop (every second) empties the value after its time to live ...
-            wait_until(lambda: not state.state_data, timeout_s=10)
+            with caplog.at_level("INFO", logger="llm_levels.sessions"):
+                assert c.predict(api_name="/send") == "sent 1"
+                assert c.predict(api_name="/send") == "sent 2"  # set at each send: lives while it is used
+                state = demo.state_holder.session_data[c.session_hash]
+                assert isinstance(state, LeanSessionState) is lean
+                assert "session value freed" not in caplog.text  # nothing freed: nothing said
+                # Gradio's own expiry loop (every second) empties the value after its time to live ...
+                wait_until(lambda: not state.state_data, timeout_s=10)
             assert deleted == [2]  # ... and hands it to the State's delete_callback
+            # One line for the operator, with the value's type only (never the value: it may be a key).
+            freed = [r.getMessage() for r in caplog.records if "session value freed" in r.getMessage()]
+            assert freed == ["session value freed: a int, unused for 1 s (or its page closed)"], caplog.text
             assert c.predict(api_name="/send") == "sent 1"  # the session starts afresh, as after a reload
             assert sessions.held() == 1
         finally:

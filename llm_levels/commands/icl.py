@@ -1,13 +1,18 @@
 """``python -m llm_levels icl``: zero-/one-/few-shot classification of a labelled file, scored.
 
     python -m llm_levels icl [--data FILE] [--format auto|csv|jsonl|phrasebank] [--pool FILE]
-        [--shots 0,1,3] [--backend local|openai] [--method generate|score] [--engine llama.cpp|transformers]
+        [--shots 0,1,3] [--backend local|openai] [--method generate|score|finetune] [--engine llama.cpp|transformers]
         [--template NAME] [--limit N] [--seed S] [--calibrate batch|content-free|none] [--json OUT] [--csv OUT]
+        [--train FILE] [--examples N] [--epochs E] [--save-adapter [NAME]] [--learning-curve PNG] [--sizes ...]
 
 Without ``--data`` the demo set shipped with the project is used (150 rows + a separate example pool). A
 results table goes to stdout, progress to stderr. ``--json OUT`` writes
 ``{"runs": [{"shots", "method", "template", "n", "accuracy", "macro_f1", "weighted_f1", "invalid_rate",
 "per_class": {...}, "confusion": [[...]], ...}], ...}`` (``-`` = stdout, then the table goes to stderr).
+
+``--method finetune`` trains low-rank adapters on ``--train`` (default: the demo set, never the evaluated
+rows) and scores ``--data`` with the same table and JSON; ``--learning-curve PNG`` draws prompting at
+k examples beside fine-tuning on n (see :mod:`llm_levels.finetune.cli`). Both run on the transformers engine.
 
 ``--method score`` reads the model's probability of each label, so it always runs on the transformers
 engine; ``--method generate`` with ``--backend local`` writes its answers on the default local engine
@@ -32,6 +37,7 @@ from typing import Any, TextIO
 
 from ..core import BackendError, GenParams, Message
 from ..engine import ENGINES, TRANSFORMERS
+from ..finetune import cli as finetune_cli
 from ..icl.data import FORMATS, Example, LabelledData, load_demo, load_labelled
 from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
 from ..icl.runner import (
@@ -48,6 +54,7 @@ from ..icl.runner import (
     write_predictions_csv,
 )
 
+FINETUNE = "finetune"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -70,7 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--text-column", default=None, help="CSV/JSONL column with the text (default: guessed).")
     p.add_argument("--label-column", default=None, help="CSV/JSONL column with the label (default: guessed).")
-    p.add_argument("--shots", default="0,1,3", help="Comma-separated shot counts (default 0,1,3).")
+    p.add_argument(
+        "--shots", default=None, help="Comma-separated shot counts (default 0,1,3; 0,1,3,5 for --learning-curve)."
+    )
     p.add_argument(
         "--backend",
         choices=("local", "openai"),
@@ -81,10 +90,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="Model id (openai) or local model spec (default from env).")
     p.add_argument(
         "--method",
-        choices=METHODS,
+        choices=METHODS + (FINETUNE,),
         default=None,
         help="score: compare each label's log-likelihood (local only, never invalid); generate: "
-        "greedy free-text answer, parsed. Default: score for local, generate for openai.",
+        "greedy free-text answer, parsed; finetune: train low-rank adapters on --train, then score "
+        "(local only). Default: score for local, generate for openai.",
     )
     p.add_argument(
         "--template",
@@ -114,11 +124,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", default=None, metavar="OUT", help="Write the per-row predictions as CSV.")
     p.add_argument("--quiet", action="store_true", help="No progress on stderr.")
     p.add_argument("--verbose", action="store_true", help="Tracebacks on unexpected failures.")
+    finetune_cli.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     err = sys.stderr
     method = args.method or ("score" if args.backend == "local" else "generate")
+    if method == FINETUNE or args.learning_curve:
+        if args.backend != "local" or args.engine not in (None, TRANSFORMERS):
+            _error(err, "fine-tuning trains the local model on the transformers engine: use --backend local.")
+            return EXIT_USAGE
+        return finetune_cli.run(args)
     try:
         config, data, rows, pool_rows = _prepare(args, method, err)
     except BackendError as e:
@@ -193,7 +209,7 @@ def _prepare(
             kind="bad_request",
         )
     config = LabConfig(
-        shots=parse_shots(args.shots),
+        shots=parse_shots(args.shots or "0,1,3"),
         method=method,
         template=args.template,
         limit=args.limit,

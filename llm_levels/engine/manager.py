@@ -7,7 +7,9 @@ memory, makes concurrent requests for the same model wait for one load, and repo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from ..config import Settings
 from ..core import BackendError
 from . import ENGINES, TRANSFORMERS
 from .progress import Progress, safe_progress
-from .resolve import resolve_gguf
+from .resolve import adapter_name, resolve_gguf
 from .transformers_loader import load_model
 
 log = logging.getLogger("llm_levels.models")
@@ -31,10 +33,41 @@ ModelKey = tuple[str, str, str, str]
 
 
 def load_local_model(spec: str, engine: str, settings: Settings, progress: Progress | None = None) -> LocalModel:
-    """Load ``spec`` on ``engine``: a :class:`~llm_levels.engine.llama_cpp.LlamaCppModel` or a :class:`LoadedModel`."""
+    """Load ``spec`` on ``engine``: a :class:`~llm_levels.engine.llama_cpp.LlamaCppModel` or a :class:`LoadedModel`;
+    ``adapter:<name>`` is a saved fine-tuned adapter on its base model (:func:`load_adapter`)."""
+    name = adapter_name(spec)
+    if name is not None:
+        return load_adapter(name, engine, settings, progress)
     if engine == TRANSFORMERS:
         return load_model(spec, settings, progress=progress)
     return load_llama_cpp_model(spec, settings, progress=progress)
+
+
+def load_adapter(name: str, engine: str, settings: Settings, progress: Progress | None = None) -> LocalModel:
+    """The saved adapter ``name`` (under the cache's ``adapters`` folder) applied to its base model, on the
+    transformers engine (peft adapters have no llama.cpp form here); shown as "SmolLM2 + <name> adapter"."""
+    from ..finetune import adapters_root, find_adapter, load_adapter_model
+
+    if not name:
+        raise BackendError("Name the adapter: adapter:<name>, as saved by a fine-tune.", kind="config", status=400)
+    if engine != TRANSFORMERS:
+        raise BackendError(
+            f"The fine-tuned adapter {name!r} runs on the transformers engine only: pick transformers to load it.",
+            kind="config",
+            status=400,
+        )
+    info = find_adapter(adapters_root(settings), name)
+    loaded = load_adapter_model(info, settings, progress=progress)
+    return dataclasses.replace(loaded, display_name=adapter_display_name(info.name, info.base_name))
+
+
+def adapter_display_name(name: str, base_name: str) -> str:
+    """``SmolLM2 + financial-sentiment adapter``: the name as saved when it already says so, else built from
+    the base model's family and the name."""
+    if name.lower().endswith("adapter"):
+        return name
+    family = re.split(r"[-\s(]", base_name.strip(), maxsplit=1)[0] or "model"
+    return f"{family} + {name} adapter"
 
 
 def load_llama_cpp_model(spec: str, settings: Settings, progress: Progress | None = None) -> LocalModel:

@@ -26,6 +26,10 @@ EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 
 Source = Literal["embedded-gguf", "hub", "folder"]
 
+#: A local model spec naming a saved fine-tuned adapter on its base model: ``adapter:<name>`` (the adapter's
+#: name or folder name; transformers engine only, see :mod:`llm_levels.finetune.adapters`).
+ADAPTER_PREFIX = "adapter:"
+
 # A Hub id: "name" or "owner/name"; letters, digits, "-", "_", "." (the Hub's own rule), no "--" or "..",
 # each part starting and ending with a letter, digit or "_", at most 96 characters.
 _HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
@@ -46,6 +50,12 @@ class ResolvedModel:
     display_name: str
     #: The short model id the backend reports (e.g. ``SmolLM2-135M-Instruct`` or the Hub id).
     model_id: str
+
+
+def adapter_name(spec: str | None) -> str | None:
+    """The adapter a spec names (``adapter:<name>`` -> ``<name>``, possibly empty), or None for any other spec."""
+    text = (spec or "").strip()
+    return text[len(ADAPTER_PREFIX) :].strip() if text.startswith(ADAPTER_PREFIX) else None
 
 
 def is_valid_hub_id(text: str) -> bool:

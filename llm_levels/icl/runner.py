@@ -193,7 +193,7 @@ class Progress:
         cur = self.runs[-1]
         rate = self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
         eta = self.eta_s
-        ended = self.finished or self.stopped
+        ended = self.finished or self.stopped or self.done >= self.total  # the last row is done: nothing left
         left = "" if eta is None or ended else f" · about {_fmt_s(max(eta, 1.0))} left"
         state = "stopped" if self.stopped else ("done" if self.finished else f"k={cur.shots}")
         return f"{state} · {self.done}/{self.total} rows · {rate:.1f} rows/s{left}"

@@ -55,7 +55,7 @@ class BackendOpener:
     ) -> None:
         self.runtime = runtime
         self.option_id = option_id
-        self.spec = spec
+        self.spec = spec or runtime.spec_of(option_id)  # a picker id may name a model (a saved adapter)
         #: The local engine this request runs on (None for a hosted backend).
         self.engine = engine or runtime.engine_of(option_id)
         self._take_turn = take_turn

@@ -2,24 +2,14 @@
 
 Here the knobs show: endpoint, model, system prompt, temperature, top_p, max tokens, seed, stream on/off. Beside
 the chat, "under the hood": the runnable Python for exactly the request just sent, the raw request and response
-JSON, and a per-turn table of tokens, latency, speed and estimated cost. Export / import: :mod:`.exports`.
+JSON, and a per-turn table of tokens, latency, speed and estimated cost. Export / import: :mod:`.exports`; the
+answer's token probabilities (asked for while "Show token probabilities" is ticked): :mod:`.token_panel`.
 
-Endpoints (:class:`~llm_levels.ui.api_panels.Endpoints`): the configured ones (``OPENAI_*``, ``HOSTED_ENDPOINTS``),
-OpenAI with a key typed for this session (when nothing is configured), this app's own ``/v1`` endpoint (the local
-model, no key needed), and a base URL the user types (when ``ALLOW_CUSTOM_BASE_URL``). The tab has the runtime build
-the ``openai`` backend with the typed model and stream flag, and runs the turn through the turn service
-(:func:`llm_levels.turns.run_turn`), which checks, streams and measures it; the panels show its last request/response.
-
-The key field stores a key only in the session's ``api_key`` ``gr.State`` (server-side, never sent to
-the page); the field is emptied at once and the page only ever says whether a key is set.
-
-What the model is sent is the conversation on screen less its notes and less every message that was
-never answered (a failed turn stays on screen with its note; Retry sends it again), so it always gets
-alternating turns (:func:`~llm_levels.ui.api_panels.sent_messages`). An answer cut by Stop or by the
-length limit is tagged under it (:func:`~llm_levels.history.ending_note`).
+The tab has the runtime build the ``openai`` backend and runs the turn through the turn service (checked, streamed,
+measured). Endpoints, the session key (server-side only) and what the model is sent: :mod:`.api_panels`.
 
 Events (``api_name``): ``api_send``, ``api_retry``, ``api_undo``, ``api_clear``, ``api_set_key``, ``api_clear_key``,
-``api_list_models``, ``api_pick_endpoint``, ``api_export``, ``api_import``. Stop makes a running send end itself.
+``api_list_models``, ``api_pick_endpoint``, ``api_export``, ``api_import``, ``api_token_probabilities``.
 """
 
 from __future__ import annotations
@@ -41,6 +31,7 @@ from ..pricing import PriceTable
 from ..runtime import AppRuntime
 from ..text_clean import clean_text
 from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from . import token_panel as tp
 from .api_layout import (
     ABOUT,
     HOSTED_CONCURRENCY,
@@ -59,7 +50,6 @@ from .api_panels import (
     SessionStops,
     Target,
     answer_messages,
-    at_page_level,
     cost_label,
     panels,
     sent_messages,
@@ -95,6 +85,7 @@ class ApiTab:
     key_status: gr.Markdown
     api_key: gr.State  # the session's key (shared with Chat and Compare)
     stops: SessionStops = field(default_factory=SessionStops)
+    probs: tp.TokenPanel | None = None  # the token-probabilities panel
 
     @property
     def outputs(self) -> list[Any]:
@@ -109,6 +100,7 @@ class ApiTab:
             self.response_json,
             self.table,
             self.rows,
+            *tp.outputs_of(self.probs),
         ]
 
     def target(self, option_id: str, url: str | None) -> Target:
@@ -132,11 +124,8 @@ class ApiTab:
         *,
         clear_input: bool,
     ) -> Iterator[Updates]:
-        """Stream the answer to ``hist`` (ending with the user's message) with the request settings ``form``.
-
-        Stop (:meth:`stop`) sets this turn's cancel event: the backend stops, and the turn's last update
-        keeps what came, tagged "stopped" (Gradio's own cancelling would end it before that update).
-        """
+        """Stream the answer to ``hist`` (ending with the user's message) with the request settings ``form``. Stop
+        sets the turn's cancel event: the backend stops, and the last update keeps what came, tagged "stopped"."""
         form = form.cleaned()
         tgt, params = self.target(form.option_id, form.url), form.params()
         if tgt.option_id == CUSTOM and not form.model_id:
@@ -222,6 +211,7 @@ class ApiTab:
             **self._panels(backend, tgt),
             self.table: pd.DataFrame(rows, columns=API_METRIC_COLUMNS),
             self.rows: rows,
+            **tp.finished(self.probs, hist, (), done, model=backend.model),
         }
 
     def _failed(self, hist: list, failed: Failed, backend: Any, tgt: Target, *, stopped: bool) -> Updates:
@@ -254,12 +244,15 @@ class ApiTab:
         api_key: str | None,
         table_rows: list,
         request: gr.Request,
+        show_probs: Any = False,
+        top_logprobs: Any = None,
     ) -> Iterator[Updates]:
         """Send a message through the API and stream the answer; fills the snippet, JSON and metrics."""
         text = clean_text(text or "")
         if H.is_blank(text):
             raise gr.Error("Type a message first.")
         form = Form(option_id, url, model_id, system_prompt, temp, topp, max_new, seed_value, use_stream)
+        form = form._replace(top_logprobs=tp.top_logprobs(show_probs, top_logprobs))
         turn = H.without_pending(hist or []) + [H.user(text)]
         yield from self.answer(turn, form, api_key, table_rows, request, clear_input=True)
 
@@ -278,12 +271,15 @@ class ApiTab:
         api_key: str | None,
         table_rows: list,
         request: gr.Request,
+        show_probs: Any = False,
+        top_logprobs: Any = None,
     ) -> Iterator[Updates]:
         """Send the last message again (its previous answer is removed)."""
         base = H.for_retry(H.without_pending(hist or []))
         if not base:
             raise gr.Error("Nothing to retry yet: send a message first.")
         form = Form(option_id, url, model_id, system_prompt, temp, topp, max_new, seed_value, use_stream)
+        form = form._replace(top_logprobs=tp.top_logprobs(show_probs, top_logprobs))
         yield from self.answer(base, form, api_key, table_rows, request, clear_input=False)
 
     def stop(self, request: gr.Request) -> None:
@@ -373,6 +369,7 @@ def build(runtime: AppRuntime, session: Any) -> ApiTab:
                 label="Conversation (sent through the API)",
                 placeholder="### Level 2: the API\nSame chat, but now you hold the knobs.",
             )
+            probs = tp.build_panel("api", open=False)
             form, fetch_btn = settings_section(endpoints, cap)
             key_box, save_key_btn, forget_key_btn, key_status = key_section(runtime.settings)
         with gr.Column(scale=4):
@@ -391,10 +388,12 @@ def build(runtime: AppRuntime, session: Any) -> ApiTab:
         key_box=key_box,
         key_status=key_status,
         api_key=session.api_key,
+        probs=probs,
         **hood,
     )
     wire(tab, panel, form, fetch_btn, save_key_btn, forget_key_btn)
+    tp.wire_chat_panel(probs, panel, "api_token_probabilities")
     # The conversation survives a page reload (kept in this browser); the key never leaves the server.
-    at_page_level(remember_conversation(session, "api", panel.chatbot, state), session.page)
+    remember_conversation(session, "api", panel.chatbot, state)
     api_export(runtime, state, panel.chatbot, form)
     return tab

@@ -163,7 +163,7 @@ def wire(
 ) -> None:
     """The tab's events, with their API names and input/output order (clients rely on both)."""
     t = tab
-    gen_inputs = [*form, t.state, t.api_key, t.rows]
+    gen_inputs = [*form, t.state, t.api_key, t.rows, *(t.probs.inputs if t.probs else [])]  # token_panel.py's last
     lane = {"concurrency_id": "hosted-api", "concurrency_limit": HOSTED_CONCURRENCY}
     send_ev = gr.on(
         [t.textbox.submit, panel.send_btn.click],

@@ -6,10 +6,14 @@
 - :class:`Panels` / :func:`panels`: the Python snippet and the raw request/response views of a backend's
   last call (:func:`response_text`: the response as text, one line per streamed chunk); :func:`cost_label`:
   the estimated cost of a turn.
-- :func:`sent_messages`: what the model is sent for a conversation (turns that failed unanswered left out);
+- :func:`sent_messages`: what the model is sent: the conversation on screen less its notes and less every
+  message that was never answered (a failed turn stays on screen with its note; Retry sends it again), so it
+  always gets alternating turns;
   :func:`answer_messages`: how a finished turn ends on screen (its answer, and a tag when it was stopped
   or cut at the length limit); :class:`SessionStops`: the Stop switch of each session's running turns.
-- :func:`at_page_level`: a tab's ``gr.BrowserState`` moved up to the page (so a reload restores it).
+
+A key pasted in the tab lives only in the session's ``api_key`` ``gr.State``, server-side: it is never sent to
+the page, which only says whether a key is set.
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ class Form(NamedTuple):
     max_new: Any
     seed: Any
     stream: bool
+    #: Per-token probabilities with this many alternatives (None: not asked for; see token_panel.py).
+    top_logprobs: int | None = None
 
     def params(self) -> GenParams:
         """The settings as GenParams (an empty seed means random); a bad value is a gr.Error."""
         raw = {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new, "seed": self.seed}
-        return form_params(raw)
+        return form_params({**raw, "top_logprobs": self.top_logprobs})
 
     def cleaned(self) -> Form:
         """The form with its typed text made valid (:func:`~llm_levels.text_clean.clean_text`)."""
@@ -269,19 +275,3 @@ class SessionStops:
         for event in events:
             event.set()
         return len(events)
-
-
-def at_page_level(block: Any, page: Any) -> Any:
-    """Move ``block`` (a ``gr.BrowserState`` created inside a tab) up to the page itself, and return it.
-
-    Gradio mounts a tab's components only when the tab is first opened, so a BrowserState inside a tab
-    that is not open at page load reads nothing from the browser then, and the page's ``load`` event that
-    restores from it gets its default: the Hosted API and Compare tabs would forget everything on reload.
-    At the page level it is mounted at once. (This belongs in ``shared.remembered``, for every tab; it does
-    nothing to a block that is already there.)
-    """
-    if page is None or block.parent is page:
-        return block
-    block.parent.children.remove(block)
-    page.add(block)
-    return block

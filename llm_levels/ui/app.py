@@ -13,12 +13,15 @@ from typing import Any
 
 import gradio as gr
 
+from ..engine import TRANSFORMERS
 from ..runtime import AppRuntime
+from . import talk_view, token_view
 from .shared import create_session_state, model_status_fields
 
 THEME = gr.themes.Soft(text_size="lg")
 # Presenter-friendly: larger base font, roomy chat, quiet secondary text, no footer clutter.
-CSS = """
+CSS = (
+    """
 .gradio-container { max-width: 1400px !important; font-size: 17px; }
 .gradio-container .prose { font-size: 1.05rem; }
 #chat-window .message { font-size: 1.08rem; line-height: 1.55; }
@@ -34,6 +37,9 @@ CSS = """
 .compare-answer { min-height: 180px; }
 footer { opacity: 0.6; }
 """
+    + talk_view.CSS
+    + token_view.CSS
+)
 
 #: Seconds between two polls of the model status while it loads.
 POLL_EVERY_S = 0.75
@@ -104,11 +110,23 @@ def engines_text(runtime: AppRuntime) -> str:
     loaded = sorted(runtime.models.loaded(), key=lambda m: m.engine != default)  # the default engine first
     if not loaded:
         return "no engine loaded yet"
-    return "engines loaded: " + "; ".join(m.label for m in loaded)
+    return "engines loaded: " + "; ".join(engine_label(m) for m in loaded)
+
+
+def engine_label(model: Any) -> str:
+    """One loaded engine, as it runs: its own label (llama.cpp's names the threads it was started with),
+    plus, for transformers on the CPU, the threads torch computes with now (``torch.get_num_threads()``)."""
+    label = model.label
+    if model.engine == TRANSFORMERS and model.device == "cpu":
+        import torch
+
+        n = torch.get_num_threads()
+        label += f" · {n} thread{'s' if n != 1 else ''}"
+    return label
 
 
 def build_ui(runtime: AppRuntime) -> gr.Blocks:
-    from . import api, chat, compare, lab, local
+    from . import api, chat, compare, lab, lab_finetune, local, sampling, talk
 
     with gr.Blocks(title="llm-levels") as demo:
         gr.Markdown("# llm-levels\nOne prompt, three ways to use a large language model.")
@@ -132,7 +150,8 @@ def build_ui(runtime: AppRuntime) -> gr.Blocks:
         )
 
         session = create_session_state()
-        with gr.Tabs():
+        presenter = talk.build_presenter(runtime)  # talk mode's stage, above the tabs (hidden until a talk opens)
+        with gr.Tabs() as tabs:
             with gr.Tab("1 · Chat", id="chat"):
                 chat.build(runtime, session)
             with gr.Tab("2 · Hosted API", id="api"):
@@ -141,6 +160,11 @@ def build_ui(runtime: AppRuntime) -> gr.Blocks:
                 local.build(runtime, session)
             with gr.Tab("Compare", id="compare"):
                 compare.build(runtime, session)
+                sampling.build(runtime)
             with gr.Tab("Lab", id="lab"):
                 lab.build(runtime, session)
+                lab_finetune.build(runtime)
+                lab_finetune.refresh_pickers_on_load(demo, runtime)
+            with gr.Tab("🎤 Talk", id="talk"):
+                talk.build_starter(runtime, presenter, tabs, demo)
     return demo

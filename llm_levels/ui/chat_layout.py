@@ -9,13 +9,19 @@ import gradio as gr
 from ..runtime import AppRuntime
 from .shared import backend_choices, checked_slider
 
+#: The example prompts under the empty chat. Chosen so that the embedded model (SmolLM2-135M-Instruct, tiny)
+#: answers each sensibly with Chat's greedy decoding on the default engine; tests/ui/test_chat_examples.py
+#: checks every one (a fact-recall question such as a capital city is beyond it there).
 EXAMPLES: list[dict[str, str]] = [
     {"text": "Explain what a large language model is in two sentences, for someone who has never used one."},
     {"text": "Write a Python function that checks whether a word is a palindrome, with one example."},
     {"text": "Give me three tips for a good presentation, as a short bulleted list."},
-    {"text": "用一句话解释什么是大语言模型。", "display_text": "用一句话解释什么是大语言模型。(Chinese)"},
-    {"text": "Translate 'Good morning, how are you?' into French and Spanish."},
+    {"text": "How do you say 'hello' in French?"},
+    {"text": "Name three colors."},
 ]
+
+#: The "Longest answer" slider's starting value (lowered to MAX_NEW_TOKENS_CAP when that is smaller).
+DEFAULT_MAX_TOKENS = 512
 
 ABOUT = """
 **Level 1 — a chat window.** You type, the model answers, and the app keeps the conversation so the
@@ -89,7 +95,7 @@ def layout(runtime: AppRuntime) -> ChatLayout:
         max_tokens = checked_slider(
             1,
             cap,
-            value=min(512, cap),
+            value=min(DEFAULT_MAX_TOKENS, cap),
             step=1,
             label="Longest answer (tokens)",
             info="About three quarters of a word per token.",

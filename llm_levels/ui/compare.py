@@ -30,7 +30,8 @@ from ..pricing import PriceTable
 from ..runtime import AppRuntime
 from ..text_clean import clean_text
 from ..turns import Event, TurnRequest, run_turn
-from .api_panels import SessionStops, at_page_level
+from . import compare_probs
+from .api_panels import SessionStops
 from .compare_layout import (
     Column,
     CompareLayout,
@@ -93,6 +94,7 @@ class CompareTab:
         selected: list[str] | None,
         api_key: str | None,
         request: gr.Request,
+        token_probs: Any = False,
     ) -> Iterator[dict[Any, Any]]:
         """Send the prompt to every selected backend at once and stream all columns.
 
@@ -114,7 +116,11 @@ class CompareTab:
                     TurnRequest(
                         i,
                         messages,
-                        {"max_new_tokens": int(max_new), "temperature": float(temp)},
+                        {
+                            "max_new_tokens": int(max_new),
+                            "temperature": float(temp),
+                            **compare_probs.params(token_probs),
+                        },
                         session_id=request.session_hash if request else None,
                         api_key=api_key,
                     ),
@@ -256,7 +262,7 @@ def wire(tab: CompareTab, ui: CompareLayout, session: SessionState) -> None:
     run = gr.on(
         [ui.run_btn.click, ui.prompt.submit],
         tab.run,
-        inputs=[ui.prompt, ui.system, ui.max_tokens, ui.temperature, backends, session.api_key],
+        inputs=[ui.prompt, ui.system, ui.max_tokens, ui.temperature, backends, session.api_key, ui.token_probs],
         outputs=tab.outputs,
         api_name="compare_run",
         show_progress="minimal",
@@ -276,15 +282,16 @@ def wire(tab: CompareTab, ui: CompareLayout, session: SessionState) -> None:
         queue=False,
         show_progress="hidden",
     )
-    remember(tab, run, session)
+    compare_probs.wire(run, remember(tab, run, session), ui.table, ui.probs_plot)
 
 
-def remember(tab: CompareTab, run: Any, session: SessionState) -> None:
+def remember(tab: CompareTab, run: Any, session: SessionState) -> Any:
     """Keep the last prompt and results in this browser (after each run that started), and show them again
     when the page (re)loads. Only what is on screen is kept: never the session's key."""
-    saved = at_page_level(remembered("compare", None), session.page)
+    saved = remembered("compare", None)
     quiet: dict[str, Any] = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
     shown = [*tab.answers, tab.table, tab.status]
     run.success(tab.keep, [tab.prompt, tab.system, tab.backends, *shown], [saved], **quiet)
-    if session.page is not None:
-        session.page.load(tab.restore, [saved], [*tab.restored, tab.status], **quiet)
+    if session.page is None:
+        return None
+    return session.page.load(tab.restore, [saved], [*tab.restored, tab.status], **quiet)

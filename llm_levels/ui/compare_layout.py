@@ -15,13 +15,15 @@ from ..pricing import PriceTable, format_cost
 from ..runtime import LOCAL_PREFIX, AppRuntime
 from ..text_clean import clean_text
 from ..turns import Delta, Done, Event, Failed, Loading, Started, Waiting
+from . import compare_probs
 from .shared import backend_choices, is_usable, local_wait_title, short_label, uses_local_model, wait_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..metrics import TurnMetrics
 
 PER_ROW = 4
-TABLE_COLUMNS = ["Backend", "Model", "TTFT (s)", "Total (s)", "Tokens/s", "In tokens", "Out tokens", "Cost", "Finish"]
+TABLE_COLUMNS = ["Backend", "Model", "TTFT (s)", "Total (s)", "Tokens/s", "In tokens", "Out tokens", "Cost"]
+TABLE_COLUMNS += [compare_probs.COLUMN, "Finish"]
 
 ABOUT = """
 **Compare** sends the same prompt to every backend you tick, at the same time, and measures each:
@@ -61,13 +63,14 @@ class CompareLayout:
     table: gr.Dataframe
     ttft_plot: gr.BarPlot
     tps_plot: gr.BarPlot
+    token_probs: gr.Checkbox
+    probs_plot: gr.BarPlot
 
 
 def layout(runtime: AppRuntime) -> CompareLayout:
     """Create the Compare tab's components inside the current ``gr.Tab``: one column per backend option, shown
     for the ticked ones."""
-    cap = runtime.settings.max_new_tokens_cap
-    choices = backend_choices(runtime)
+    cap, choices = runtime.settings.max_new_tokens_cap, backend_choices(runtime)
     ids = [i for _, i in choices]
     labels = dict((i, label) for label, i in choices)
     # The other local engine is offered, not ticked: it loads on first use (the same weights, other kernels).
@@ -109,6 +112,7 @@ def layout(runtime: AppRuntime) -> CompareLayout:
                 label="Temperature",
                 info="0 = always the most likely token (fair for comparing).",
             )
+        token_probs = compare_probs.checkbox()
 
     columns, answers = _answer_columns(ids, labels, default)
 
@@ -121,7 +125,7 @@ def layout(runtime: AppRuntime) -> CompareLayout:
         interactive=False,
         wrap=True,
     )
-    ttft_plot, tps_plot = _speed_plots()
+    ttft_plot, tps_plot, probs_plot = _speed_plots()
     with gr.Accordion("About Compare", open=False):
         gr.Markdown(ABOUT)
     return CompareLayout(
@@ -140,6 +144,8 @@ def layout(runtime: AppRuntime) -> CompareLayout:
         table,
         ttft_plot,
         tps_plot,
+        token_probs,
+        probs_plot,
     )
 
 
@@ -159,8 +165,8 @@ def _answer_columns(
     return columns, answers
 
 
-def _speed_plots() -> tuple[gr.BarPlot, gr.BarPlot]:
-    """The time-to-first-token and tokens/s bar charts, side by side."""
+def _speed_plots() -> tuple[gr.BarPlot, gr.BarPlot, gr.BarPlot]:
+    """The time-to-first-token, tokens/s and mean token probability bar charts, side by side."""
     # No sort= here: in Gradio 6.31 a sorted BarPlot stays empty; y from 0 so small bars are visible.
     with gr.Row():
         ttft_plot = gr.BarPlot(
@@ -179,7 +185,8 @@ def _speed_plots() -> tuple[gr.BarPlot, gr.BarPlot]:
             height=260,
             y_lim=[0, None],
         )
-    return ttft_plot, tps_plot
+        probs_plot = compare_probs.plot()
+    return ttft_plot, tps_plot, probs_plot
 
 
 # --------------------------------------------------------------------------------- a run's views
@@ -196,6 +203,9 @@ class Column:
     metrics: TurnMetrics | None = None
     #: What the column waits for before its first token (loading, its place in the engine's line).
     progress: Loading | Waiting | None = None
+    #: The answer's mean token probability (when asked for and reported), or why none came.
+    mean_p: float | None = None
+    note: str | None = None
 
     def take(self, event: Event | None) -> None:
         """Update the column with one event of its turn (None: its turn ended; unfinished, it was stopped)."""
@@ -212,6 +222,7 @@ class Column:
         elif isinstance(event, Done):
             self.phase = "stopped" if event.finish_reason == "cancelled" else "done"
             self.metrics = event.metrics
+            self.mean_p, self.note = compare_probs.mean_probability(event.tokens), event.note
         elif isinstance(event, Failed):
             self.phase, self.error, self.metrics = "error", str(event.error), event.metrics
             if event.partial and not self.text:
@@ -256,6 +267,7 @@ def table_frame(cols: list[Column], prices: PriceTable) -> pd.DataFrame:
                 _fmt(m.input_tokens) if m else "—",
                 _fmt(m.output_tokens) if m else "—",
                 column_cost(prices, col) if m else "—",
+                compare_probs.cell(col.mean_p),
                 _finish(col, status),
             ]
         )
@@ -303,9 +315,10 @@ def column_text(col: Column) -> str:
         return f"{kept}> ⚠️ **Not answered:** {col.error}"
     if col.phase == "stopped":
         return kept + ending_tag("stopped")
+    note = f"\n\n> ℹ️ {col.note}" if col.note else ""  # e.g. why no token probabilities came
     if col.metrics is not None and col.metrics.finish_reason == "length":
-        return kept + ending_tag("length")
-    return col.text or "*(empty answer)*"
+        return kept + ending_tag("length") + note
+    return (col.text or "*(empty answer)*") + note
 
 
 # ---------------------------------------------------------------------------- kept in the browser

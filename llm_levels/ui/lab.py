@@ -37,7 +37,6 @@ from ..icl.prompts import DEFAULT_TEMPLATE, TEMPLATES
 from ..icl.runner import (
     CALIBRATIONS,
     METHODS,
-    TABLE_HEADERS,
     LabConfig,
     Progress,
     parse_shots,
@@ -48,7 +47,15 @@ from ..icl.runner import (
 from ..runtime import LOCAL, AppRuntime
 from ..turns import Event, Loading, Started, TurnRequest, Waiting, answer_text, run_turn
 from ..web.gradio_compat import checked_slider
-from .lab_view import confusion_frame, examples_text, per_class_frame, plot_frame, results_frame, status_text
+from .lab_chart import chart_html
+from .lab_view import (
+    LAB_TABLE_HEADERS,
+    confusion_frame,
+    examples_text,
+    per_class_frame,
+    results_frame,
+    status_text,
+)
 from .shared import backend_choices, lane, short_label, wait_title
 
 log = logging.getLogger(__name__)
@@ -107,7 +114,7 @@ class LabTab:
     runtime: AppRuntime
     status: gr.Markdown
     table: gr.Dataframe
-    plot: gr.ScatterPlot
+    plot: gr.HTML
     confusion: gr.Dataframe
     per_class: gr.Dataframe
     files: gr.File
@@ -231,10 +238,13 @@ class LabTab:
         p = state.progress
         assert p is not None
         runs = p.runs
+        what = state.backend  # the method and template are named here, not in every line of the table
+        if state.config is not None:
+            what += f" · {state.config.method} · template {state.config.template}"
         out = {
-            self.status: status_text(p, state.backend, notes, prefix),
+            self.status: status_text(p, what, notes, prefix),
             self.table: results_frame(runs),
-            self.plot: plot_frame(runs),
+            self.plot: chart_html(runs),
             self.confusion: pd.DataFrame(),
             self.per_class: pd.DataFrame(),
             self.examples_md: "",
@@ -339,24 +349,20 @@ def build(runtime: AppRuntime, session: Any) -> LabTab:
         with gr.Column(scale=3):
             status = gr.Markdown("Pick a file (or keep the demo set) and press **Run**.", elem_id="lab-status")
             table = gr.Dataframe(
-                pd.DataFrame(columns=TABLE_HEADERS), label="Results per k", interactive=False, elem_id="lab-table"
+                pd.DataFrame(columns=LAB_TABLE_HEADERS), label="Results per k", interactive=False, elem_id="lab-table"
             )
-            # Points, not lines: a line of one k draws nothing; k is text, so the axis shows whole numbers.
-            plot = gr.ScatterPlot(
-                None,
-                x="k",
-                y="score",
-                color="metric",
-                x_title="shots (k)",
-                title="Accuracy and F1 per number of shots (k)",
-                y_lim=[0, 1],
-                height=280,
+            # Grouped bars in SVG (lab_chart.py): whole-number k, three metrics side by side, one k readable.
+            plot = gr.HTML(chart_html([]), elem_id="lab-chart", container=True, padding=True)
+            # One under the other, each the column's full width: side by side they were cut off.
+            confusion = gr.Dataframe(
+                pd.DataFrame(),
+                label="Confusion matrix (latest run; rows = gold)",
+                interactive=False,
+                elem_id="lab-confusion",
             )
-            with gr.Row():
-                confusion = gr.Dataframe(
-                    pd.DataFrame(), label="Confusion matrix (latest run; rows = gold)", interactive=False
-                )
-                per_class = gr.Dataframe(pd.DataFrame(), label="Per class (latest run)", interactive=False)
+            per_class = gr.Dataframe(
+                pd.DataFrame(), label="Per class (latest run)", interactive=False, elem_id="lab-per-class"
+            )
             files = gr.File(label="Download: results JSON + per-row CSV", file_count="multiple", interactive=False)
             examples_md = gr.Markdown("")
 

@@ -1,5 +1,5 @@
-"""What the Lab tab shows for a run: the status line and bar, the results table, the accuracy / F1 chart,
-the latest run's confusion matrix, per-class scores and examples. Pure functions of the run's results."""
+"""What the Lab tab shows for a run: the status line and bar, the results table, the latest run's confusion
+matrix, per-class scores and examples (the accuracy / F1 chart: lab_chart.py). Pure functions of the results."""
 
 from __future__ import annotations
 
@@ -7,28 +7,6 @@ import pandas as pd
 
 from ..icl.metrics import INVALID
 from ..icl.runner import TABLE_HEADERS, Progress, RunResult, results_table
-
-
-def plot_frame(runs: list[RunResult]) -> pd.DataFrame:
-    """The accuracy / F1 per k chart's data: k as text (whole numbers on the axis, in k's order), typed even
-    when empty (in Gradio 6.31 a plot that once got an untyped empty frame never draws later data)."""
-    rows = [
-        [str(r.shots), value, name]
-        for r in sorted(runs, key=lambda r: r.shots)
-        if r.metrics.n
-        for value, name in (
-            (r.metrics.accuracy, "accuracy"),
-            (r.metrics.weighted_f1, "weighted F1"),
-            (r.metrics.macro_f1, "macro F1"),
-        )
-    ]
-    return pd.DataFrame(
-        {
-            "k": pd.Series([r[0] for r in rows], dtype=str),
-            "score": pd.Series([r[1] for r in rows], dtype=float),
-            "metric": pd.Series([r[2] for r in rows], dtype=str),
-        }
-    )
 
 
 def status_text(p: Progress, backend: str, notes: str, prefix: str = "") -> str:
@@ -44,9 +22,14 @@ def status_text(p: Progress, backend: str, notes: str, prefix: str = "") -> str:
     return f"{notes}**{head}** · {backend} · {p.describe()}\n\n{bar}"
 
 
+#: The Lab's results table: the summary table without method and template (one run has one of each, named in
+#: the status line), so its columns fit the tab's column, also with a partial "80/150" n.
+LAB_TABLE_HEADERS = [h for h in TABLE_HEADERS if h not in ("method", "template")]
+
+
 def results_frame(runs: list[RunResult]) -> pd.DataFrame:
     """The results table: one line per k."""
-    return pd.DataFrame(results_table(runs), columns=TABLE_HEADERS)
+    return pd.DataFrame(results_table(runs), columns=TABLE_HEADERS)[LAB_TABLE_HEADERS]
 
 
 def confusion_frame(last: RunResult) -> pd.DataFrame:

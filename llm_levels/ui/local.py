@@ -13,11 +13,16 @@ A turn goes through the turn service (:func:`llm_levels.turns.run_turn`) like ev
 model on the chosen engine if needed (its progress shows in the chat), waits in that engine's line
 (``runtime.line(engine)``, shared with Chat, Compare, the Lab and ``/v1``: "N ahead of you"), streams and
 measures; the tab shows the events, and fills its panels from the backend the ``Started`` event carries.
+Until the first word a note says what is happening (preparing, loading, the place in line, reading a long
+message). Stop ends the answer with its partial text and a "⏹️ Stopped" tag; an answer cut by
+max_new_tokens gets a "✂️ Cut off" tag; Clear and Undo drop a running answer; a second message meanwhile
+is refused with a toast (see :mod:`llm_levels.ui.running`). The conversation is kept in the browser too.
 
-Events (``api_name``): ``local_send``, ``local_retry``, ``local_undo``, ``local_clear``,
+Events (``api_name``): ``local_send``, ``local_retry``, ``local_stop``, ``local_undo``, ``local_clear``,
 ``local_load_model``, ``local_render_prompt``. The engine is the last API parameter of send, retry,
 render and load (``"llama.cpp"`` or ``"transformers"``; left out, the app's default ``LOCAL_ENGINE``), so
-clients written before it existed keep working. Stop cancels a running send/retry.
+clients written before it existed keep working. ``local_send`` and ``local_retry`` are the API's (a
+refusal is a ``gr.Error``); the page's Send and Retry run the same handlers with refusals as toasts.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -33,10 +38,12 @@ import pandas as pd
 
 from .. import history as H
 from ..core import BackendError, GenParams, Message
-from ..engine import ENGINES
 from ..inspection import LOCAL_METRIC_COLUMNS, local_metrics_row, memory_snapshot, memory_text
 from ..runtime import AppRuntime
+from ..text_clean import clean_text
 from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from . import next_token_panel
+from .exports import local_export
 from .local_layout import (
     ABOUT,
     ENGINE_INFO,
@@ -47,8 +54,12 @@ from .local_layout import (
     sampling_section,
     wire,
 )
-from .local_panels import Hood, describe_loaded, keeps_polling, model_info, params_from, under_the_hood
-from .shared import chat_panel, form_params, wait_text, wait_title
+from .local_model import ModelHandlers
+from .local_panels import Hood, describe_loaded, params_from, under_the_hood
+from .running import BUSY, Turn, Turns, preparing_note, reading_note
+from .shared import chat_panel, form_params, remember_conversation, wait_text, wait_title
+from .token_branch import attach_local
+from .token_panel import TokenPanel, build_panel, finished, outputs_of, with_top_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +69,7 @@ Updates = dict[Any, Any]
 
 
 @dataclass
-class LocalTab:
+class LocalTab(ModelHandlers):
     """The Local tab's components and its event handlers (each returns ``{component: value}`` updates)."""
 
     runtime: AppRuntime
@@ -77,6 +88,8 @@ class LocalTab:
     snippet: gr.Code
     table: gr.Dataframe
     rows: gr.State  # metric rows of this session's turns
+    turns: Turns = field(default_factory=Turns)  # each session's running turn (Stop, Clear, Undo reach it)
+    probs: TokenPanel | None = None  # the token-probabilities panel (token_panel.py)
 
     @property
     def outputs(self) -> list[Any]:
@@ -93,16 +106,8 @@ class LocalTab:
             self.table,
             self.rows,
             self.model_info,
+            *outputs_of(self.probs),
         ]
-
-    def engine_of(self, value: Any) -> str:
-        """The engine an event asked for; left out (an API client from before the engine existed): the default."""
-        engine = (value or "").strip() if isinstance(value, str) else ""
-        if not engine:
-            return self.runtime.settings.local_engine
-        if engine not in ENGINES:
-            raise gr.Error(f"Unknown engine {engine!r}: pick {' or '.join(ENGINES)}.")
-        return engine
 
     # ------------------------------------------------------------------ a turn
     def answer(
@@ -119,50 +124,79 @@ class LocalTab:
     ) -> Iterator[Updates]:
         """Stream the answer to ``hist`` (ending with the user's message) from ``spec`` on ``engine``."""
         messages = H.to_messages(hist, system=system_prompt)
+        session = request.session_hash if request else None
+        turn = self.turns.begin(session)
+        if turn is None:
+            raise gr.Error(BUSY)
         try:  # checked once, before anything on screen changes: a bad request loses nothing
+            option = self.runtime.local_option(engine)
             events = run_turn(
                 self.runtime,
-                TurnRequest(
-                    self.runtime.local_option(engine),
-                    messages,
-                    params,
-                    session_id=request.session_hash if request else None,
-                    spec=spec,
-                    engine=engine,
-                ),
+                TurnRequest(option, messages, params, session_id=session, spec=spec, engine=engine),
+                cancel=turn.cancel,
             )
-        except BackendError as e:
-            raise gr.Error(str(e)) from e
-        wait = H.note("…", title=H.WAIT_TITLE, pending=True)
-        yield {self.chatbot: hist + [wait], self.state: hist, self.textbox: "" if clear_input else gr.skip()}
-        backend, hood, text = None, None, ""
+        except BaseException as e:
+            self.turns.end(session, turn)
+            if isinstance(e, BackendError):
+                raise gr.Error(str(e)) from e
+            raise
+        updates = self._stream(hist, messages, events, params, table_rows, turn, clear_input)
+        yield from self.turns.guarded(session, turn, updates, self.chatbot, self.state)
+
+    def _stream(
+        self,
+        hist: list,
+        messages: list[Message],
+        events: Iterator[Any],
+        params: GenParams,
+        table_rows: list,
+        turn: Turn,
+        clear_input: bool,
+    ) -> Iterator[Updates]:
+        """The updates of a turn's events, from the first "please wait" note to the tagged answer and panels."""
+        message_chars = len(messages[-1].content) if messages else 0
+        first = preparing_note(message_chars)
+        yield {self.chatbot: hist + [first], self.state: hist, self.textbox: "" if clear_input else gr.skip()}
+        backend, hood, text, ended = None, None, "", False
         with closing(events), self.runtime.pacer.streaming() as pace:
             for event in events:
                 if isinstance(event, (Loading, Waiting)):
                     yield {self.chatbot: hist + [H.note(wait_text(event), title=wait_title(event), pending=True)]}
                 elif isinstance(event, Started):
                     backend = event.backend
+                    total = sum(len(m.content) for m in messages)
+                    yield {self.chatbot: hist + [reading_note(backend.name, message_chars, total, local=True)]}
                 elif isinstance(event, Delta):
                     text += event.text
                     if pace.due():
-                        turn = hist + [H.assistant(text)]
-                        yield {self.chatbot: turn, self.state: turn}
+                        shown = hist + [H.assistant(text)]
+                        yield {self.chatbot: shown, self.state: shown}
                     if hood is None and text:
                         # Filled after the first token is on screen, so tokenizing and rendering never delay it
                         # (the model keeps decoding in its own thread meanwhile).
                         hood = self._hood(backend, messages, params)
                         yield {**self._panels(hood), self.model_info: describe_loaded(backend.loaded)}
                 elif isinstance(event, Done):
-                    yield self._finished(
-                        hist, event, backend, hood or self._hood(backend, messages, params), table_rows
-                    )
+                    ended = True
+                    yield {
+                        **self._finished(
+                            hist, event, backend, hood or self._hood(backend, messages, params), table_rows
+                        ),
+                        **finished(
+                            self.probs, hist, messages, event, params, engine=backend.engine, model=backend.model
+                        ),
+                    }
                 elif isinstance(event, Failed):
+                    ended = True
                     failed = H.failure(hist, str(event.error), event.error.kind, event.partial)
                     yield {
                         self.chatbot: failed,
                         self.state: failed,
                         self.metrics_md: f"not answered ({event.error.kind})",
                     }
+        if not ended and turn.stopped:  # stopped before the model started: nothing was answered
+            stopped = H.ended(hist, text, "cancelled")
+            yield {self.chatbot: stopped, self.state: stopped, self.metrics_md: "stopped before it answered"}
 
     def _hood(self, backend: Any, messages: list[Message], params: GenParams) -> Hood | None:
         """The panels for this turn; None (the panels stay as they are) when they cannot be built."""
@@ -193,7 +227,7 @@ class LocalTab:
             f"**{backend.name}** on **{backend.loaded.label}** · {done.metrics.summary()} · "
             f"{memory_text(mem)} · free (your hardware)"
         )
-        finished = H.answered(hist, done.text)
+        finished = H.ended(hist, done.text, done.finish_reason)
         return {
             self.chatbot: finished,
             self.state: finished,
@@ -221,13 +255,17 @@ class LocalTab:
         hist: list,
         table_rows: list,
         request: gr.Request,
+        show_probs: Any = False,
+        top_logprobs: Any = None,
     ) -> Iterator[Updates]:
         """Send a message to the local model on the chosen engine and stream the answer; fills prompt,
         tokens, code, metrics."""
+        text = clean_text(text or "")
         if H.is_blank(text):
             raise gr.Error("Type a message first.")
         engine = self.engine_of(engine)
         params = form_params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
+        params = with_top_logprobs(params, show_probs, top_logprobs)
         turn = H.without_pending(hist or []) + [H.user(text)]
         yield from self.answer(turn, spec, engine, system_prompt, params, table_rows, request, clear_input=True)
 
@@ -246,6 +284,8 @@ class LocalTab:
         hist: list,
         table_rows: list,
         request: gr.Request,
+        show_probs: Any = False,
+        top_logprobs: Any = None,
     ) -> Iterator[Updates]:
         """Answer the last message again, on the engine chosen now (with sampling on, a new seed gives a new
         answer)."""
@@ -254,15 +294,22 @@ class LocalTab:
         if not base:
             raise gr.Error("Nothing to retry yet: send a message first.")
         params = form_params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
+        params = with_top_logprobs(params, show_probs, top_logprobs)
         yield from self.answer(base, spec, engine, system_prompt, params, table_rows, request, clear_input=False)
 
-    def undo(self, hist: list) -> Updates:
+    def stop(self, request: gr.Request | None = None) -> None:
+        """Stop this session's running answer: it ends with the text so far and a "⏹️ Stopped" tag."""
+        self.turns.stop(request.session_hash if request else None)
+
+    def undo(self, hist: list, request: gr.Request | None = None) -> Updates:
         """Remove the last message and its answer; the message goes back into the text box."""
         rest, text = H.undo(H.without_pending(hist or []))
+        self.turns.drop(request.session_hash if request else None, rest)
         return {self.chatbot: rest, self.state: rest, self.textbox: text}
 
-    def clear(self) -> Updates:
-        """Start over: empty conversation, panels and metrics."""
+    def clear(self, request: gr.Request | None = None) -> Updates:
+        """Start over: empty conversation, panels and metrics (a running answer is dropped)."""
+        self.turns.drop(request.session_hash if request else None, [])
         return {
             self.chatbot: [],
             self.state: [],
@@ -273,63 +320,6 @@ class LocalTab:
             self.tokens_view: [],
             self.table: pd.DataFrame(columns=LOCAL_METRIC_COLUMNS),
             self.rows: [],
-        }
-
-    def load(self, spec_text: str, engine: Any, progress: gr.Progress = gr.Progress()) -> Updates:
-        """Load a model (embedded, folder or Hub id) on the chosen engine for this session; shows progress
-        while it loads."""
-        spec_text = (spec_text or "").strip()
-        if not spec_text:
-            raise gr.Error("Type a model: 'embedded', a folder or a Hub id.")
-        engine = self.engine_of(engine)
-        progress(0.0, desc=f"Loading {spec_text} on {engine}")
-        try:
-            self.runtime.models.get(spec_text, progress=lambda f, msg: progress(f, desc=msg), engine=engine)
-        except BackendError as e:
-            raise gr.Error(str(e)) from e
-        return {self.spec_state: spec_text, self.model_info: model_info(self.runtime, spec_text, engine)}
-
-    def render(
-        self,
-        text: str,
-        spec: str,
-        system_prompt: str,
-        sample: bool,
-        temp: float,
-        topk: float,
-        topp: float,
-        repp: float,
-        max_tokens: float,
-        seed_value: Any,
-        engine: Any,
-        hist: list,
-        progress: gr.Progress = gr.Progress(),
-    ) -> Updates:
-        """The prompt the model would read for this conversation plus the text box (nothing is generated),
-        on the chosen engine (loading the model there first if needed, with its progress)."""
-        engine = self.engine_of(engine)
-        base = H.without_pending(hist or [])
-        if not H.is_blank(text):
-            base = base + [H.user(text)]
-        messages = H.to_messages(base, system=system_prompt)
-        if not messages:
-            raise gr.Error("Type a message first: the prompt is built from the conversation.")
-        params = form_params(params_from(sample, temp, topk, topp, repp, max_tokens, seed_value))
-        try:
-            self.runtime.models.get(spec, progress=lambda f, msg: progress(f, desc=msg), engine=engine)
-            # Only renders: no place in the engine's line is taken (a backend takes one when it streams).
-            backend = self.runtime.local_backend(spec, engine=engine)
-            hood = under_the_hood(backend, messages, params, self.runtime.settings)
-        except BackendError as e:
-            raise gr.Error(str(e)) from e
-        return {**self._panels(hood), self.model_info: describe_loaded(backend.loaded)}
-
-    def refresh_info(self, spec: str, engine: Any) -> Updates:
-        """The model line on the engine picked now (the timer keeps polling only while that can change)."""
-        engine = engine if engine in ENGINES else self.runtime.settings.local_engine
-        return {
-            self.model_info: model_info(self.runtime, spec, engine),
-            self.info_timer: gr.Timer(active=keeps_polling(self.runtime, spec, engine)),
         }
 
 
@@ -346,10 +336,12 @@ def build(runtime: AppRuntime, session: Any) -> LocalTab:
                 placeholder="### Level 3: your own model\nEverything runs here, in the open.",
                 extra_buttons=["Show the prompt"],
             )
+            probs = build_panel("local", local=True)
             model = model_section(runtime)
             sampling = sampling_section(runtime.settings.max_new_tokens_cap)
         with gr.Column(scale=4):
             hood = hood_section()
+            explorer = next_token_panel.build(runtime)
     buttons = Buttons(
         panel.send_btn,
         panel.stop_btn,
@@ -359,8 +351,13 @@ def build(runtime: AppRuntime, session: Any) -> LocalTab:
         panel.extra_buttons[0],
         model.pop("load_btn"),
     )
+    model_engine = model["engine"]
     tab = LocalTab(
         runtime, panel.chatbot, state, panel.textbox, panel.metrics_md, spec_state, rows=rows, **model, **hood
     )
+    tab.probs = probs
     wire(tab, sampling, buttons)
+    attach_local(tab, probs, explorer, sampling, buttons)
+    remember_conversation(session, "local", panel.chatbot, state)
+    local_export(runtime, state, panel.chatbot, model_engine, spec_state, sampling)
     return tab

@@ -13,6 +13,7 @@ from ..engine import ENGINES
 from ..inspection import LOCAL_METRIC_COLUMNS
 from ..runtime import AppRuntime
 from .local_panels import model_info
+from .running import for_page, refusals_as_toasts
 from .shared import checked_slider, lane, local_queue
 
 if TYPE_CHECKING:
@@ -174,35 +175,28 @@ def wire(tab: LocalTab, sampling: list[Any], buttons: Buttons) -> None:
     gen_lane = lane("local-tab")  # the tab's own lane; the local model's limit is the engine's line
     # The engine comes after the API parameters that existed before it: a client that leaves it out gets
     # the default engine (gradio_client fills in a parameter's default).
-    send_ev = gr.on(
-        [t.textbox.submit, buttons.send.click],
-        t.send,
-        inputs=[t.textbox, t.spec_state, *sampling, t.engine, t.state, t.rows],
-        outputs=t.outputs,
-        api_name="local_send",
-        show_progress="minimal",
-        **gen_lane,
-    )
-    retry_ev = gr.on(
-        [buttons.retry.click, t.chatbot.retry],
-        t.retry,
-        inputs=[t.spec_state, *sampling, t.engine, t.state, t.rows],
-        outputs=t.outputs,
-        api_name="local_retry",
-        show_progress="minimal",
-        **gen_lane,
-    )
-    running = [send_ev, retry_ev]
-    buttons.stop.click(None, None, None, cancels=running, api_visibility="private", queue=False)
+    # Last: the token-probabilities box and slider (token_panel.py), after what clients already send.
+    send_inputs = [t.textbox, t.spec_state, *sampling, t.engine, t.state, t.rows, *(t.probs.inputs if t.probs else [])]
+    retry_inputs = send_inputs[1:]
+    # The API's endpoints (no trigger on the page: a refusal is a gr.Error for an API client) ...
+    gr.on([], t.send, inputs=send_inputs, outputs=t.outputs, api_name="local_send", **gen_lane)
+    gr.on([], t.retry, inputs=retry_inputs, outputs=t.outputs, api_name="local_retry", **gen_lane)
+    # ... and the page's: a refusal is a toast; "multiple", so a message sent while an answer is coming
+    # reaches the handler, which refuses it visibly instead of the page dropping it.
+    page = {"api_visibility": "private", "show_progress": "hidden", "trigger_mode": "multiple", **gen_lane}
+    send_page, retry_page = for_page(t.send, t.chatbot, t.state), for_page(t.retry, t.chatbot, t.state)
+    gr.on([t.textbox.submit, buttons.send.click], send_page, inputs=send_inputs, outputs=t.outputs, **page)
+    gr.on([buttons.retry.click, t.chatbot.retry], retry_page, inputs=retry_inputs, outputs=t.outputs, **page)
+    buttons.stop.click(t.stop, None, None, api_name="local_stop", queue=False, show_progress="hidden")
+    # Queued (never waiting: no limit), so their result reaches the page after what a running turn had sent.
+    quick = {"concurrency_limit": None, "show_progress": "hidden"}
     gr.on(
         [buttons.undo.click, t.chatbot.undo],
         t.undo,
         inputs=[t.state],
         outputs=[t.chatbot, t.state, t.textbox],
         api_name="local_undo",
-        cancels=running,
-        concurrency_limit=None,
-        show_progress="hidden",
+        **quick,
     )
     gr.on(
         [buttons.clear.click, t.chatbot.clear],
@@ -220,23 +214,17 @@ def wire(tab: LocalTab, sampling: list[Any], buttons: Buttons) -> None:
             t.rows,
         ],
         api_name="local_clear",
-        cancels=running,
-        concurrency_limit=None,
-        show_progress="hidden",
+        **quick,
     )
     _wire_model(t, sampling, buttons)
 
 
 def _wire_model(t: LocalTab, sampling: list[Any], buttons: Buttons) -> None:
-    """Load, the model line's refresh and Show the prompt."""
-    gr.on(
-        [buttons.load.click, t.model_box.submit],
-        t.load,
-        inputs=[t.model_box, t.engine],
-        outputs=[t.spec_state, t.model_info],
-        api_name="local_load_model",
-        **local_queue(t.runtime),
-    )
+    """Load, the model line's refresh and Show the prompt (each refusal is a toast on the page, a
+    ``gr.Error`` for an API client)."""
+    load = {"inputs": [t.model_box, t.engine], "outputs": [t.spec_state, t.model_info], **local_queue(t.runtime)}
+    gr.on([], t.load, api_name="local_load_model", **load)
+    gr.on([buttons.load.click, t.model_box.submit], refusals_as_toasts(t.load), api_visibility="private", **load)
     info = dict(
         inputs=[t.spec_state, t.engine],
         outputs=[t.model_info, t.info_timer],
@@ -247,10 +235,10 @@ def _wire_model(t: LocalTab, sampling: list[Any], buttons: Buttons) -> None:
     t.info_timer.tick(t.refresh_info, **info)
     # Picking an engine loads nothing: the line says whether the model is ready there or loads on first use.
     t.engine.change(t.refresh_info, **info)
-    buttons.render.click(
-        t.render,
-        inputs=[t.textbox, t.spec_state, *sampling, t.engine, t.state],
-        outputs=[t.prompt_code, t.tokens_view, t.tokens_md, t.snippet, t.model_info],
-        api_name="local_render_prompt",
-        concurrency_limit=None,
-    )
+    render = {
+        "inputs": [t.textbox, t.spec_state, *sampling, t.engine, t.state],
+        "outputs": [t.prompt_code, t.tokens_view, t.tokens_md, t.snippet, t.model_info],
+        "concurrency_limit": None,
+    }
+    gr.on([], t.render, api_name="local_render_prompt", **render)
+    buttons.render.click(refusals_as_toasts(t.render), api_visibility="private", **render)

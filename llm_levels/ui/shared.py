@@ -6,6 +6,8 @@
 - :func:`price_table`: the price table of the tabs that estimate costs (Hosted API, Compare).
 - :func:`wait_title` / :func:`wait_text`: what a turn that is not answering yet says (the model loading,
   its place in the engine's line), from the turn service's Loading / Waiting events.
+- :func:`remembered` / :func:`remember_conversation`: a value, or a tab's conversation, kept in the
+  browser's localStorage (``gr.BrowserState``) so that it survives a page reload. Never a secret.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
 import gradio as gr
 
+from .. import history as H
 from ..core import BackendError, GenParams
 from ..pricing import PriceTable
 from ..runtime import APP_ENDPOINT, LOCAL, LOCAL_PREFIX, SESSION_HOSTED, AppRuntime
+from ..text_clean import clean_text
 from ..turns.events import Loading, Waiting
 from ..web.gradio_compat import checked_slider  # noqa: F401 - the tabs' sliders (it reaches into Gradio)
 
@@ -49,17 +54,100 @@ LOCAL_WAIT_TITLE = "⏳ Waiting for the local model"
 
 @dataclass
 class SessionState:
-    """Gradio State components that several tabs read.
+    """Gradio State components that several tabs read, and the page they are on.
 
     ``api_key``: a key the user typed in the Hosted-API tab. It lives only in this browser session's
-    server-side state (``gr.State`` is never sent to the page) and is used by Chat and Compare too.
+    server-side state (``gr.State`` is never sent to the page) and is used by Chat and Compare too; it is
+    never put in a :func:`remembered` value. ``page``: the Blocks being built (its ``load`` event restores
+    what :func:`remember_conversation` kept in the browser).
     """
 
     api_key: gr.State
+    page: gr.Blocks | None = None
 
 
-def create_session_state() -> SessionState:
-    return SessionState(api_key=gr.State(None))
+def create_session_state(page: gr.Blocks | None = None) -> SessionState:
+    """The shared State components; ``page`` defaults to the Blocks being built now. Call it at the page's
+    top level: it also creates the values each tab keeps in the browser (:data:`BROWSER_KEYS`) there."""
+    page = page or gr.context.Context.root_block
+    if page is not None:
+        _PAGE_STORES[page] = {key: _browser_state(key, None) for key in BROWSER_KEYS}
+    return SessionState(api_key=gr.State(None), page=page)
+
+
+# ------------------------------------------------------------------------------ kept in the browser
+#: The prefix of this app's localStorage keys (one key per remembered value).
+STORAGE_PREFIX = "llm-levels:"
+#: The most characters of a conversation kept in the browser: localStorage holds about 5 MB per site, for
+#: every tab's conversation together; the oldest messages of a longer one are not kept.
+BROWSER_HISTORY_CHARS = 500_000
+
+
+#: The values kept in the browser, one per tab. They are created at the page's top level: a BrowserState
+#: inside a tab reads localStorage only when the tab is first opened, too late for the page's load event.
+BROWSER_KEYS = ("chat", "api", "local", "compare")
+_PAGE_STORES: WeakKeyDictionary[gr.Blocks, dict[str, gr.BrowserState]] = WeakKeyDictionary()
+
+
+def _browser_state(key: str, default: Any) -> gr.BrowserState:
+    if "api_key" in key.lower().replace("-", "_"):
+        raise ValueError("an API key is never kept in the browser")
+    return gr.BrowserState(default, storage_key=STORAGE_PREFIX + key)
+
+
+def remembered(key: str, default: Any = None) -> gr.BrowserState:
+    """A value kept in this browser's localStorage under ``llm-levels:<key>`` (a ``gr.BrowserState``): an
+    event that outputs to it stores the value, and an event that reads it (the page's ``load``, say) gets
+    what was stored, also after a page reload. For a key of :data:`BROWSER_KEYS` it is the one created at
+    the page's top level by :func:`create_session_state`. Never for a secret such as an API key: the page
+    holds the secret that decrypts it."""
+    page = gr.context.Context.root_block
+    store = _PAGE_STORES.get(page, {}).get(key) if page is not None else None
+    if store is None:
+        return _browser_state(key, default)
+    store.default_value = default
+    return store
+
+
+def for_browser(hist: Any, limit: int = BROWSER_HISTORY_CHARS) -> list[dict[str, Any]]:
+    """The conversation to keep in the browser: plain dicts, no "please wait" notes, and only the newest
+    messages when the whole one is longer than ``limit`` characters."""
+    out = H.without_pending(H.plain(hist))
+    total = 0
+    for i in range(len(out) - 1, -1, -1):
+        total += len(out[i]["content"])
+        if total > limit:
+            return out[i + 1 :]
+    return out
+
+
+def restored(saved: Any) -> list[dict[str, Any]]:
+    """A conversation read back from the browser, made safe to show and send: only what :func:`for_browser`
+    would keep (text and note titles made valid), whatever the browser handed back."""
+    if not isinstance(saved, list):
+        return []
+    out = for_browser(saved)
+    for m in out:
+        m["content"] = clean_text(m["content"])
+        if "metadata" in m:
+            m["metadata"] = {k: clean_text(str(v)) for k, v in m["metadata"].items() if k in ("title", "log")}
+    return out
+
+
+def remember_conversation(
+    session: SessionState | None, key: str, chatbot: gr.Chatbot, state: gr.State
+) -> gr.BrowserState:
+    """Keep a tab's conversation in the browser: each change of ``state`` (the exact history) is stored under
+    ``key``, and when the page (re)loads, ``chatbot`` and ``state`` show the stored one. Returns the
+    BrowserState (an event that outputs ``[]`` to it forgets the conversation)."""
+    saved = remembered(key, [])
+    quiet: dict[str, Any] = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+    # Only the newest change is stored while a streamed answer changes the history many times a second.
+    state.change(for_browser, inputs=[state], outputs=[saved], trigger_mode="always_last", **quiet)
+    page = session.page if session is not None else gr.context.Context.root_block
+    if page is not None:
+        page.load(lambda value: (restored(value),) * 2, inputs=[saved], outputs=[chatbot, state], **quiet)
+    return saved
 
 
 def local_queue(runtime: AppRuntime) -> dict[str, Any]:

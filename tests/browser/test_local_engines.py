@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import bot_messages, open_tab, set_number
+from tests.browser.helpers import bot_messages, error_badges, open_tab, set_number, toast, user_messages
 
 pytestmark = pytest.mark.slow
 
@@ -61,5 +61,18 @@ def test_switch_engines_and_see_each_engines_code(page):
     snippet = python_panel(page)
     expect(snippet).to_contain_text("xllamacpp", timeout=30_000)
     expect(snippet).not_to_contain_text("from transformers import")
-    # Both turns are in the conversation, one answer per engine.
-    expect(bot_messages(page, "local-chat")).to_have_count(2)
+    # Both turns are in the conversation, one answer per engine (each may carry a "cut off" tag).
+    expect(user_messages(page, "local-chat")).to_have_count(2)
+    assert bot_messages(page, "local-chat").count() >= 2
+
+
+def test_refused_input_in_the_local_tab_is_a_toast_and_hides_nothing(page):
+    open_tab(page, "local")
+    set_number(page, "max_new_tokens", 3)
+    ask(page, "Say hi.", "llama.cpp")
+    page.locator("#local-input textarea").fill("   ")
+    page.locator("#local-input textarea").press("Enter")
+    expect(toast(page, "Type a message first.").first).to_be_visible()
+    expect(user_messages(page, "local-chat")).to_have_count(1)
+    expect(bot_messages(page, "local-chat").first).not_to_be_empty()  # the answer (a "cut off" tag may follow)
+    assert error_badges(page, "local-chat", "local-input", "local-metrics", "local-model-info") == 0

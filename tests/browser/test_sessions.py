@@ -1,11 +1,19 @@
-"""Two browser sessions at once (two browser contexts) keep separate conversations and API keys."""
+"""Two browser sessions at once (two browser contexts) keep separate conversations and API keys; a page
+reload keeps each tab's conversation (in the browser's localStorage)."""
 
 from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import bot_messages, open_tab
+from tests.browser.helpers import (
+    bot_messages,
+    open_tab,
+    set_number,
+    type_and_enter,
+    user_messages,
+    visible_button,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,3 +54,33 @@ def test_two_sessions_keep_separate_histories_and_keys(new_page, app_server):
     expect(bob.locator("#api-key-status")).to_contain_text("No key set")
     for pg in (alice, bob):
         assert key not in pg.content() and app_server.api_key not in pg.content()
+
+
+def test_a_reload_keeps_each_tabs_conversation_in_the_browser(page):
+    """The conversation of Chat and of the Local tab comes back after a page reload (it is kept in the
+    browser's localStorage), the model still sees it, and Clear forgets it for good."""
+    chat(page, "remember me across a reload")
+    open_tab(page, "local")
+    set_number(page, "max_new_tokens", 4)
+    type_and_enter(page, "local-input", "Say hi.")
+    expect(page.locator("#local-metrics")).to_contain_text("free (your hardware)", timeout=120_000)
+
+    page.reload()
+    expect(page.locator("#chat-input textarea")).to_be_editable()
+    expect(user_messages(page, "chat-window")).to_have_count(1)
+    expect(user_messages(page, "chat-window").first).to_have_text("remember me across a reload")
+    chat(page, "and after the reload")  # the echo server gets the restored turn too
+    expect(bot_messages(page, "chat-window").last).to_contain_text("messages=3 ")
+    open_tab(page, "local")
+    expect(user_messages(page, "local-chat")).to_have_count(1)
+    expect(user_messages(page, "local-chat").first).to_have_text("Say hi.")
+
+    visible_button(page, "🗑 Clear").click()  # the Local tab's
+    expect(user_messages(page, "local-chat")).to_have_count(0)
+    page.wait_for_timeout(1_000)  # the cleared conversation is stored
+    page.reload()
+    expect(page.locator("#chat-input textarea")).to_be_editable()
+    expect(user_messages(page, "chat-window")).to_have_count(2)
+    open_tab(page, "local")
+    page.wait_for_timeout(1_000)
+    expect(user_messages(page, "local-chat")).to_have_count(0)

@@ -110,3 +110,57 @@ def test_usage_errors():
     assert p.returncode == 2 and "whole numbers" in p.stderr
     p = icl("--data", "/nonexistent.csv")
     assert p.returncode == 2 and "No file" in p.stderr
+
+
+def test_finetune_prints_the_same_table_and_writes_the_same_json(tmp_path):
+    out, rows_csv = tmp_path / "r.json", tmp_path / "rows.csv"
+    p = icl(
+        *("--method", "finetune", "--examples", "16", "--epochs", "1", "--limit", "6"),
+        *("--json", str(out), "--csv", str(rows_csv)),
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "weighted F1" in p.stdout and "finetune" in p.stdout and "fine-tuned on 16 rows × 1 epochs" in p.stdout
+    assert "training · epoch 1/1" in p.stderr and "Traceback" not in p.stderr
+    doc = json.loads(out.read_text())
+    (run,) = doc["runs"]
+    assert set(run) >= RUN_KEYS and run["method"] == "finetune" and run["n"] == 6 and run["invalid_rate"] == 0
+    assert run["train_examples"] == 16 and run["epochs"] == 1 and sum(map(sum, run["confusion"])) == 6
+    assert doc["data"] == "demo (evaluation split)" and doc["training"]["source"] == "demo (training split)"
+    assert "transformers" in doc["model"] and doc["adapter"] is None  # saved only when asked
+    assert len(rows_csv.read_text().splitlines()) == 1 + 6
+
+
+def test_learning_curve_writes_the_chart_and_its_points(tmp_path, tiny_causal_dir):
+    # The tiny random model (mechanics only) with two labels whose first tokens differ in its tokenizer.
+    train, data = tmp_path / "train.csv", tmp_path / "eval.csv"
+    words = ["rose", "grew", "jumped", "climbed", "fell", "shrank", "dropped", "slid"]
+    train.write_text(
+        "text,label\n"
+        + "".join(f"sales {w} a lot,{'positive' if i < 4 else 'negative'}\n" for i, w in enumerate(words))
+    )
+    data.write_text("text,label\nprofit rose,positive\nprofit fell,negative\n")
+    png = tmp_path / "curve.png"
+    p = icl(
+        *("--learning-curve", str(png), "--model", str(tiny_causal_dir), "--train", str(train), "--data", str(data)),
+        *("--shots", "0,1", "--sizes", "4,100", "--epochs", "1"),
+        env={"LOCAL_DEVICE": "cpu", "LOCAL_DTYPE": "float32"},
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads(png.with_suffix(".json").read_text())
+    points = [(q["series"].split()[0], q["examples"]) for q in doc["learning_curve"]["points"]]
+    assert points == [("prompting", 0), ("prompting", 1), ("fine-tuning", 4), ("fine-tuning", 8)]
+    assert "fine-tuning" in p.stdout and "Flan-T5-base one-shot (article)" in p.stdout
+
+
+def test_finetune_usage_errors(tmp_path):
+    p = icl("--method", "finetune", "--backend", "openai")
+    assert p.returncode == 2 and "--backend local" in p.stderr
+    p = icl("--method", "finetune", "--epochs", "0")
+    assert p.returncode == 2 and "Epochs" in p.stderr
+    p = icl("--learning-curve", str(tmp_path / "c.png"), "--sizes", "8,x")
+    assert p.returncode == 2 and "--sizes" in p.stderr
+    p = icl("--method", "finetune", "--train", "/nonexistent.csv")
+    assert p.returncode == 2 and "No file" in p.stderr and "Traceback" not in p.stderr

@@ -122,4 +122,6 @@ def test_progress_says_the_time_left_only_while_running():
     assert "about 1 s left" in Progress(99, 100, 0.5, [run]).describe()  # never "about 0 s"
     for p in (Progress(10, 10, 9.0, [run], finished=True), Progress(4, 10, 3.0, [run], stopped=True)):
         assert "left" not in p.describe()
+    # The last row done, before the run is marked finished (the CLI's last bar said "about 1 s left").
+    assert "left" not in Progress(10, 10, 9.0, [run]).describe()
     assert Progress(10, 10, 9.0, [run], finished=True).describe().startswith("done · 10/10 rows")

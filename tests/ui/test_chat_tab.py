@@ -140,6 +140,30 @@ def test_stop_keeps_the_partial_answer_and_frees_the_model(app_server):
     assert waited < 60, f"the stopped generation kept the model busy ({waited:.0f} s)"
 
 
+def test_answers_cut_by_the_limit_or_by_stop_are_tagged_and_a_second_message_meanwhile_is_refused(app_server):
+    client = app_server.client()
+    chat, metrics = send(client, "Write a long story about a dragon.", LOCAL, 4)
+    assert (
+        H.plain(chat[-1:]) == [H.ending_note("length")]
+        and not H.is_note(chat[-2])
+        and "cut at the token limit" in metrics
+    )
+
+    job = client.submit("Write a long story about a dragon who learns to cook.", LOCAL, 400, api_name="/chat_send")
+    wait_for(lambda: streaming(job), "no text streamed", 240)
+    with pytest.raises(AppError, match="Still answering your previous message"):  # the same session
+        send(client, "a second message", KATAN)
+    client.predict(api_name="/chat_stop")
+    chat, _, metrics = job.result(timeout=60)
+    assert H.plain(chat[-1:]) == [H.ending_note("stopped")] and "stopped" in metrics
+    partial = H.content_text(chat[-2]["content"])
+    assert partial.strip() and len(partial.split()) < 300
+    # Both tags are notes: the model sees the two answers, not the tags.
+    assert [m.role for m in H.to_messages(chat)] == ["user", "assistant", "user", "assistant"]
+    chat, _ = send(client, "Thanks.", KATAN)  # the session is free again
+    assert "messages=5 " in turns(chat)[-1][1]
+
+
 def places_seen(job) -> list[int]:
     """The "N ahead of you" numbers of the waiting notes this chat job has streamed so far, in order."""
     seen = []

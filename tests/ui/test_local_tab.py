@@ -293,6 +293,20 @@ def test_stop_keeps_the_partial_answer_and_frees_the_model(app_server):
     assert waited < 20, f"the stopped generation kept the model busy ({waited:.0f} s)"
 
 
+def test_answers_cut_by_the_limit_or_by_stop_are_tagged(app_server):
+    client = app_server.client()
+    out = send(client, "Write a long story about a robot.", max_new_tokens=3)
+    assert H.plain(out["chat"][-1:]) == [H.ending_note("length")] and "cut at the token limit" in out["metrics"]
+    job = client.submit("Write a long story about a cat.", *sampling(max_new_tokens=1000), api_name="/local_send")
+    _wait_for_text(job)
+    with pytest.raises(AppError, match="Still answering"):
+        send(client, "a second message", max_new_tokens=3)
+    client.predict(api_name="/local_stop")
+    chat = job.result(timeout=60)[0]
+    assert H.plain(chat[-1:]) == [H.ending_note("stopped")] and H.content_text(chat[-2]["content"]).strip()
+    assert [m.role for m in H.to_messages(chat)] == ["user", "assistant", "user", "assistant"]
+
+
 # ------------------------------------------------------------------ in process: the tab on the turn service
 class _Models:
     """The local model "loads" for a little while, then is there."""
