@@ -38,6 +38,10 @@ def assert_clean(app, text: str, where: str) -> None:
         assert key[-12:] not in text, f"the end of a key leaked in {where}"
 
 
+#: The token-probability inputs every send endpoint takes last (off): the REST API wants every input.
+NO_PROBS = (False, 5)
+
+
 def raw_event(app, api_name: str, data: list, timeout: float = 60) -> str:
     """Run an event through Gradio's REST API and return the raw server-sent-event text."""
     base = app.url.rstrip("/") + "/gradio_api/call/"
@@ -77,24 +81,28 @@ def test_every_event_output_is_free_of_keys(hardened_app):
             },
         )
     )
-    texts = [raw_event(hardened_app, "chat_send", ["scripted 401", H_SCRIPTED, 16])]
+    texts = [raw_event(hardened_app, "chat_send", ["scripted 401", H_SCRIPTED, 16, *NO_PROBS])]
     srv.push(Act.events(Act.text_chunk("partial "), {"error": {"message": f"upstream failed for key {SCRIPTED_KEY}"}}))
-    texts.append(raw_event(hardened_app, "chat_send", ["scripted error event", H_SCRIPTED, 16]))
+    texts.append(raw_event(hardened_app, "chat_send", ["scripted error event", H_SCRIPTED, 16, *NO_PROBS]))
     srv.push(Act.status(500, f"proxy error: key={SCRIPTED_KEY}"))
     texts.append(
         raw_event(
-            hardened_app, "api_send", ["scripted 500", H_SCRIPTED, "", "scripted-model", "", 0.0, 1.0, 16, "", True]
+            hardened_app,
+            "api_send",
+            ["scripted 500", H_SCRIPTED, "", "scripted-model", "", 0.0, 1.0, 16, "", True, *NO_PROBS],
         )
     )
     for backend in (H_KATAN, H_ERRORS):
-        texts.append(raw_event(hardened_app, "chat_send", [f"hello {backend}", backend, 16]))
+        texts.append(raw_event(hardened_app, "chat_send", [f"hello {backend}", backend, 16, *NO_PROBS]))
         texts.append(
             raw_event(
-                hardened_app, "api_send", [f"api {backend}", backend, "", "katan-echo", "sys", 0.5, 0.9, 16, "7", False]
+                hardened_app,
+                "api_send",
+                [f"api {backend}", backend, "", "katan-echo", "sys", 0.5, 0.9, 16, "7", False, *NO_PROBS],
             )
         )
     texts.append(raw_event(hardened_app, "api_list_models", [H_KATAN, "", "katan-echo"]))
-    texts.append(raw_event(hardened_app, "compare_run", ["compare", "", 16, 0.0, [H_KATAN, H_ERRORS]]))
+    texts.append(raw_event(hardened_app, "compare_run", ["compare", "", 16, 0.0, [H_KATAN, H_ERRORS], False]))
     texts.append(raw_event(hardened_app, "model_status", []))
     joined = "\n".join(texts)
     assert "event: complete" in joined and "User: hello hosted:OpenAI-compatible" in joined
