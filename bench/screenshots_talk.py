@@ -37,7 +37,8 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(300_000)
         page.goto(args.url.rstrip("/") + "/?talk=default")
-        page.locator("#talk-header").wait_for()
+        page.locator("#talk-header", has_text="Step 1 of").wait_for()
+        page.wait_for_timeout(1500)  # the page gives up the chat box's focus after opening the talk
         for i, step in enumerate(talk.steps[: last + 1]):
             page.keyboard.press("ArrowRight")
             page.wait_for_function(

@@ -94,12 +94,12 @@ def test_a_lone_surrogate_through_the_page_leaves_the_session_working(app_server
     encode the conversation any more) and every later prompt in it failed."""
     log = LogSince(app_server)
     session = uuid.uuid4().hex[:12]
-    first = page_event(app_server, "chat_send", ["Say \ud800 hi.", "local", 4], session)
+    first = page_event(app_server, "chat_send", ["Say \ud800 hi.", "local", 4, False, 5], session)
     assert first.get("success"), first
     chat = first["output"]["data"][0]
     assert H.to_messages(chat)[0].content == "Say \ufffd hi."
     for text in ("And again.", "A NUL\x00 too \udfff."):
-        later = page_event(app_server, "chat_send", [text, "local", 4], session)
+        later = page_event(app_server, "chat_send", [text, "local", 4, False, 5], session)
         assert later.get("success"), later
     messages = H.to_messages(later["output"]["data"][0])
     assert [m.content for m in messages if m.role == "user"] == ["Say \ufffd hi.", "And again.", "A NUL too \ufffd."]

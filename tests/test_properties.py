@@ -125,7 +125,9 @@ def test_check_request_returns_capped_params_or_one_clear_error(turns, raw):
         assert "\n" not in str(e) and e.status in (400, 429)
         return
     assert isinstance(p, GenParams) and p.max_new_tokens <= 300
-    assert messages and messages[-1].role == "user" and messages[-1].content.strip()
+    # The last message is the user's, or an answer to continue right after one (prefill of the assistant turn).
+    last_user = messages[-1] if messages[-1].role == "user" else messages[-2]
+    assert last_user.role == "user" and last_user.content.strip()
     assert sum(len(m.content) for m in messages) <= 500
 
 
