@@ -2,6 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/finetune_bench.py [--data bench/data/financial_heldout.csv]
         [--examples 128] [--epochs E] [--repeat] [--curve docs/finetune_curve.png] [--report bench/FINETUNE.md]
+        [--report-only]
 
 1. Fine-tunes the embedded SmolLM2 (LoRA, ``llm_levels.finetune.run_finetune``) on the demo set only (its
    186 rows; a row also in ``--data`` would be dropped) and scores ``--data``; records the training time
@@ -17,11 +18,13 @@ Writes ``bench/finetune_results.json`` and the results block of ``--report``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,11 +38,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def finetune(loaded, train, rows, labels, config) -> dict:
+def finetune(loaded, train, rows, labels, config, adapters_dir=None) -> dict:
     from llm_levels.finetune import run_finetune
 
     wall, cpu = time.perf_counter(), time.process_time()
-    out = run_finetune(loaded, train, rows, labels, config, train_source="demo (all 186 rows)")
+    out = run_finetune(
+        loaded,
+        train,
+        rows,
+        labels,
+        config,
+        train_source="demo (all 186 rows)",
+        save_as="bench adapter" if adapters_dir else None,
+        adapters_dir=adapters_dir,
+    )
     doc = out.run.to_dict()
     return {
         "weighted_f1": doc["weighted_f1"],
@@ -57,6 +69,38 @@ def finetune(loaded, train, rows, labels, config) -> dict:
         "loss_first": round(out.train.losses[0], 4),
         "loss_last": round(out.train.losses[-1], 4),
         "scores": [r.scores for r in out.run.rows],
+        "adapter": out.adapter,
+    }
+
+
+def generation(adapter, rows, labels) -> dict:
+    """The saved adapter merged into a fresh copy of the model, asked each row greedily (the instruct prompt,
+    as the Lab asks it): how often the answer is exactly one label, and how often the right one."""
+    from llm_levels.backends.local_hf import LocalBackend
+    from llm_levels.config import Settings
+    from llm_levels.core import GenParams, ReplyBuilder
+    from llm_levels.finetune import load_adapter_model
+    from llm_levels.icl.prompts import get_template
+
+    t0 = time.perf_counter()
+    backend = LocalBackend(load_adapter_model(adapter, Settings.from_env()))
+    exact = right = 0
+    answers = []
+    for e in rows:
+        reply = ReplyBuilder()
+        for chunk in backend.stream(
+            get_template("instruct").messages(e.text, [], labels), GenParams(temperature=0.0, max_new_tokens=6)
+        ):
+            reply.add(chunk)
+        text = reply.text.strip()
+        answers.append(text)
+        exact += text in labels
+        right += text == e.label
+    return {
+        "exact_label_rate": round(exact / len(rows), 3),
+        "accuracy": round(right / len(rows), 3),
+        "examples": answers[:5],
+        "s": round(time.perf_counter() - t0, 1),
     }
 
 
@@ -82,7 +126,11 @@ def main() -> int:
     ap.add_argument("--curve", default=None, metavar="PNG")
     ap.add_argument("--json", default=str(ROOT / "bench/finetune_results.json"))
     ap.add_argument("--report", default=str(ROOT / "bench/FINETUNE.md"))
+    ap.add_argument("--report-only", action="store_true", help="rewrite --report from --json, run nothing")
     args = ap.parse_args()
+    if args.report_only:
+        write_report(json.loads(Path(args.json).read_text()), Path(args.report))
+        return 0
 
     import torch
 
@@ -101,12 +149,15 @@ def main() -> int:
     rows, labels = data.examples, data.labels
     config = FinetuneConfig(examples=args.examples, seed=args.seed)
     if args.epochs:
-        config = FinetuneConfig(examples=args.examples, epochs=args.epochs, seed=args.seed)
+        config = dataclasses.replace(config, epochs=args.epochs)
     train = demo_training().examples
     print(f"fine-tuning on {args.examples} demo rows × {config.epochs} epochs, scoring {len(rows)} rows", flush=True)
-    ft = finetune(loaded, train, rows, labels, config)
-    ft["peak_rss_mb"] = round(peak_rss_mb())
-    print({k: v for k, v in ft.items() if k != "scores"}, flush=True)
+    with tempfile.TemporaryDirectory() as adapters:
+        ft = finetune(loaded, train, rows, labels, config, Path(adapters))
+        ft["peak_rss_mb"] = round(peak_rss_mb())
+        print({k: v for k, v in ft.items() if k != "scores"}, flush=True)
+        ft["generation"] = generation(ft.pop("adapter"), rows, labels)
+        print("generation with the merged adapter:", ft["generation"], flush=True)
     results = {
         "started": started,
         "machine": {
@@ -119,18 +170,12 @@ def main() -> int:
         "rss_after_load_mb": round(rss_loaded),
         "data": Path(args.data).name,
         "n": len(rows),
-        "config": {
-            "examples": config.examples,
-            "epochs": config.epochs,
-            "lr": config.learning_rate,
-            "lora": config.lora.__dict__,
-            "batch_size": config.batch_size,
-            "seed": config.seed,
-        },
+        "config": dataclasses.asdict(config),
         "finetune": ft,
     }
     if args.repeat:
         again = finetune(loaded, train, rows, labels, config)
+        again.pop("adapter")
         results["repeat_identical"] = again["scores"] == ft["scores"] and again["weighted_f1"] == ft["weighted_f1"]
         print("same seed again, identical:", results["repeat_identical"], flush=True)
     print("prompting (score, instruct, batch calibration)…", flush=True)
@@ -138,8 +183,7 @@ def main() -> int:
     print(results["prompting"], flush=True)
     if args.curve:
         results["curve"] = curve(loaded, train, rows, labels, config, args.curve, data.source)
-    for r in (results["finetune"],):
-        r.pop("scores", None)
+    ft.pop("scores", None)
     Path(args.json).write_text(json.dumps(results, indent=2))
     write_report(results, Path(args.report))
     return 0
@@ -189,8 +233,36 @@ def report_block(r: dict) -> str:
         f"{ft['total_wall_s']} s wall, {ft['total_cpu_s']} s CPU of this process. Peak RSS of the process after "
         f"training: {ft['peak_rss_mb']} MB (model loaded: {r['rss_after_load_mb']} MB).",
     ]
+    g = ft.get("generation")
+    if g:
+        lines.append(
+            f"The saved adapter merged into a fresh copy of the model, asked greedily with the same prompt: "
+            f"{100 * g['exact_label_rate']:.0f}% of the answers are exactly one label word, "
+            f"{100 * g['accuracy']:.0f}% the right one ({g['s']} s for {r['n']} answers; e.g. {g['examples'][:3]})."
+        )
     if "repeat_identical" in r:
         lines.append(f"Same seed, same data, trained again: identical scores = {r['repeat_identical']}.")
+    c = r.get("curve")
+    if c:
+        lines += [
+            "",
+            "### Learning curve",
+            "",
+            f"Prompting examples and training rows both drawn from the demo set; {c['n_eval']} rows scored "
+            f"({c['wall_s']} s in all). The prompting points draw their k examples from the 186 training rows, "
+            "not from the demo pool as in the table above, so k = 5 differs: which examples matters.",
+            "",
+            "| | examples | weighted F1 | accuracy | s |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for p in c["points"]:
+            name = "prompting" if p["series"].startswith("prompting") else "fine-tuning"
+            lines.append(
+                f"| {name} | {p['examples']} | {p['weighted_f1']:.3f} | {p['accuracy']:.3f} | {p['seconds']:.1f} |"
+            )
+        for ref in c["references"]:
+            lines.append(f"| {ref['label']} | | {ref['weighted_f1']:.2f} | | |")
+        lines += ["", "![Weighted F1 against labelled examples](../docs/finetune_curve.png)"]
     return "\n".join(lines)
 
 

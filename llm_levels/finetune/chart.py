@@ -14,7 +14,7 @@ from typing import Any
 from .curve import FINETUNING, PROMPTING, Curve
 
 WIDTH, HEIGHT = 960, 540
-LEFT, RIGHT, TOP, BOTTOM = 70, 30, 70, 70
+LEFT, RIGHT, TOP, BOTTOM = 70, 30, 90, 70
 COLOURS = {PROMPTING: "#2f6fb3", FINETUNING: "#b3452f"}
 REFERENCE_COLOUR = "#8a8a8a"
 
@@ -56,11 +56,13 @@ def draw_curve(curve: Curve, path: str | Path, *, title: str = "") -> Path:
     xs = sorted({p.examples for p in curve.points}) or [0, 1]
     x_max = max(max(xs), 1)
     _axes(d, xs, x_max, small)
-    for ref in curve.references:
+    # The highest reference is labelled above its line, the others below theirs: close lines stay readable.
+    for i, ref in enumerate(sorted(curve.references, key=lambda r: -r.weighted_f1)):
         y = _y(ref.weighted_f1)
         for x0 in range(LEFT, WIDTH - RIGHT, 12):  # dashed
             d.line([(x0, y), (min(x0 + 6, WIDTH - RIGHT), y)], fill=REFERENCE_COLOUR, width=1)
-        d.text((WIDTH - RIGHT - 290, y - 16), f"{ref.label}: {ref.weighted_f1:.2f}", fill=REFERENCE_COLOUR, font=small)
+        label_y = y - 17 if i == 0 else y + 3
+        d.text((WIDTH - RIGHT - 290, label_y), f"{ref.label}: {ref.weighted_f1:.2f}", fill=REFERENCE_COLOUR, font=small)
     for series, colour in COLOURS.items():
         pts = sorted((p for p in curve.points if p.series == series), key=lambda p: p.examples)
         xy = [(_x(p.examples, x_max), _y(p.weighted_f1)) for p in pts]
@@ -68,7 +70,7 @@ def draw_curve(curve: Curve, path: str | Path, *, title: str = "") -> Path:
             d.line(xy, fill=colour, width=3)
         for (x, y), p in zip(xy, pts):
             d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour)
-            d.text((x - 14, y - 24), f"{p.weighted_f1:.2f}", fill=colour, font=small)
+            d.text((x - 10, y - 24), f"{p.weighted_f1:.2f}", fill=colour, font=small)
     _legend(d, small)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +94,7 @@ def _axes(d: Any, xs: list[int], x_max: float, small: Any) -> None:
         fill="black",
         font=small,
     )
-    d.text((8, TOP - 24), "weighted F1", fill="black", font=small)
+    d.text((8, TOP - 22), "weighted F1", fill="black", font=small)
 
 
 def _legend(d: Any, small: Any) -> None:

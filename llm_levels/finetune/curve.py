@@ -22,7 +22,7 @@ from ..icl.data import Example, data_error
 from ..icl.runner import LabConfig, run_lab
 from .data import drop_overlap, pick_training
 from .evaluate import score_rows
-from .train import FinetuneConfig, hold_line, seeded_classifier, train_adapter
+from .train import FinetuneConfig, encode_for_training, hold_line, seeded_classifier, train_adapter
 
 DEFAULT_SHOTS = (0, 1, 3, 5)
 DEFAULT_SIZES = (8, 16, 32, 64, 128)
@@ -189,7 +189,7 @@ def _finetuning_points(
         t0 = time.perf_counter()
         clf = seeded_classifier(loaded, labels, config)
         if states is None:  # the frozen layers' output is the same for every size: computed once
-            states = hold_line(slots, clf.encode, ordered, config.batch_size)
+            states = hold_line(slots, encode_for_training, clf, ordered, config.batch_size)
             eval_states = hold_line(slots, clf.encode, eval_rows, 16)
         base = tracker.done
         train = train_adapter(

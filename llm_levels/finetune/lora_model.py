@@ -15,11 +15,10 @@ Why it is cheap on a CPU:
   a batch is packed into one sequence ``[shared prefix, row 1, row 2, ...]`` whose attention mask lets
   each row see the prefix and itself only, with each row's positions continuing the prefix's (as if it
   were its own prompt). The rows cost only their own tokens.
-- **Logits only where the answer is, only for the labels.** The prompt ends where the assistant's answer
-  starts; the output layer is applied at that one position and only to the rows of the labels' first
-  tokens (3 rows instead of the whole vocabulary). Its softmax over the labels is the classifier, and
-  cross-entropy against the gold label is the loss: a proper classification loss that never scores the
-  prompt's own tokens.
+- **Logits only where the answer is.** The prompt ends where the assistant's answer starts; the output
+  layer is applied at that one position per row, never at the prompt's own tokens. Its rows for the labels'
+  first tokens (3 rows instead of the whole vocabulary) are the classifier: predictions and metrics. The
+  training loss (see :mod:`.train`) is the cross-entropy of the gold label's token there.
 
 Models with the Llama layout (``model.model.layers`` and ``model.model.norm``: Llama, SmolLM, Qwen,
 Mistral...) are supported; others, and seq2seq models, are refused with a clear message.
@@ -102,9 +101,11 @@ class Encoded:
 
     prefix: Any
     rows: list[Any]
+    #: Each row ends with its gold label's token (training): the answer position is one before the end.
+    with_answers: bool = False
 
     def take(self, index: Sequence[int]) -> Encoded:
-        return Encoded(self.prefix, [self.rows[i] for i in index])
+        return Encoded(self.prefix, [self.rows[i] for i in index], self.with_answers)
 
 
 class LoraClassifier:
@@ -148,7 +149,10 @@ class LoraClassifier:
         self._layers = self._decoder.layers
         self.split = n_layers - top
         # The label rows of the output layer (tied to the input embeddings in small models): frozen.
-        self._head = inner.get_output_embeddings().weight[self.label_ids].detach()
+        self._vocab = inner.get_output_embeddings().weight.detach()
+        self._head = self._vocab[self.label_ids]
+        # What ends the assistant's reply (``<|im_end|>`` in ChatML): learnt after the label.
+        self.end_id = _end_token(loaded.tokenizer)
 
     # ------------------------------------------------------------------ prompts
     def messages(self, text: str) -> list[Message]:
@@ -179,18 +183,24 @@ class LoraClassifier:
         finally:
             dec.layers, dec.norm = layers, norm
 
-    def encode(self, examples: Sequence[Example], batch_size: int = 8) -> Encoded:
+    def encode(self, examples: Sequence[Example], batch_size: int = 8, *, with_answers: bool = False) -> Encoded:
         """The sentences' prompts split into the shared prefix and each row's part, run through the frozen
-        layers once (token ids when every layer is trained)."""
+        layers once (token ids when every layer is trained).
+
+        ``with_answers`` (training) appends each row's gold label token after its prompt, so the position
+        after the answer can learn to end the reply; causal attention keeps the answer position blind to it.
+        """
         import torch
 
         ids = [self.prompt_ids(e.text) for e in examples]
+        if with_answers:
+            ids = [x + [self.label_ids[self.labels.index(e.label)]] for x, e in zip(ids, examples)]
         # Keep at least one token of every row outside the prefix: its output is the answer position.
         p_len = min(len(_common_prefix(ids)), min(len(x) for x in ids) - 1)
         as_tensor = [torch.tensor(x, dtype=torch.long, device=self._device()) for x in ids]
         prefix, rows = as_tensor[0][:p_len], [x[p_len:] for x in as_tensor]
         if self.split == 0:
-            return Encoded(prefix, rows)
+            return Encoded(prefix, rows, with_answers)
         states: list[Any] = []
         prefix_state = None
         with torch.inference_mode(), self._only("bottom"):
@@ -200,10 +210,11 @@ class LoraClassifier:
                 if prefix_state is None:
                     prefix_state = hidden[:p_len].clone()
                 states.extend(hidden[a:b].clone() for a, b in spans)
-        return Encoded(prefix_state, states)
+        return Encoded(prefix_state, states, with_answers)
 
-    def label_logits(self, enc: Encoded) -> torch.Tensor:
-        """(rows, labels) logits at each row's answer position."""
+    def answer_states(self, enc: Encoded, *, after: bool = False) -> torch.Tensor:
+        """(rows, hidden) the model's last hidden state at each row's answer position; with ``after`` (rows
+        encoded ``with_answers`` only), also at the answer token itself: (2, rows, hidden)."""
         import torch
 
         x, mask, pos, spans = pack(enc.prefix, enc.rows)
@@ -212,8 +223,25 @@ class LoraClassifier:
         else:
             with self._only("top"):
                 hidden = self._decoder(inputs_embeds=x, attention_mask=mask, position_ids=pos).last_hidden_state
-        answer = hidden[0, torch.tensor([b - 1 for _, b in spans], device=hidden.device)]
-        return answer @ self._head.T
+        back = 2 if enc.with_answers else 1
+        answer = hidden[0, torch.tensor([b - back for _, b in spans], device=hidden.device)]
+        if not after:
+            return answer
+        return torch.stack([answer, hidden[0, torch.tensor([b - 1 for _, b in spans], device=hidden.device)]])
+
+    def label_logits(self, enc: Encoded) -> torch.Tensor:
+        """(rows, labels) logits at each row's answer position: the output layer's label rows only."""
+        return self.answer_states(enc) @ self._head.T
+
+    @property
+    def label_rows(self) -> torch.Tensor:
+        """(labels, hidden) the output layer's rows of the labels' first tokens (frozen)."""
+        return self._head
+
+    def vocab_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """(rows, vocabulary) logits of answer states (:meth:`answer_states`): the whole output layer, at
+        the answer positions only."""
+        return states @ self._vocab.T
 
     def _device(self) -> Any:
         return self._head.device
@@ -260,3 +288,9 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> list[int]:
     while i < n and all(s[i] == first[i] for s in seqs):
         i += 1
     return list(first[:i])
+
+
+def _end_token(tokenizer: Any) -> int | None:
+    """The token that ends an assistant turn (the tokenizer's eos), or None."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return int(eos) if isinstance(eos, int) else None

@@ -23,6 +23,7 @@ from ..icl.prompts import DEFAULT_TEMPLATE, get_template
 from .lora_model import LoraSettings
 
 MAX_EPOCHS = 50
+LOSSES = ("answer", "labels")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class FinetuneConfig:
     seed: int = 0
     template: str = DEFAULT_TEMPLATE
     lora: LoraSettings = field(default_factory=LoraSettings)
+    #: The loss, read at the answer position only (never at the prompt's tokens). ``answer`` (default):
+    #: cross-entropy of the gold label's token over the whole vocabulary (the classification loss over the
+    #: labels plus -log P(the answer is a label at all)), plus that of the end-of-reply token right after
+    #: it, so the adapted model also *says* just the label when it generates. ``labels``: the
+    #: classification loss over the label tokens alone (generation is left untrained).
+    loss: str = "answer"
 
     def __post_init__(self) -> None:
         if self.examples is not None and self.examples < 1:
@@ -48,6 +55,8 @@ class FinetuneConfig:
         if self.batch_size < 1 or self.learning_rate <= 0:
             raise data_error("The batch size and the learning rate must be positive.")
         get_template(self.template)  # raises for an unknown name
+        if self.loss not in LOSSES:
+            raise data_error(f"Unknown loss {self.loss!r}: use {' or '.join(LOSSES)}.")
 
     def epochs_for(self, n: int) -> int:
         """The epochs run on ``n`` rows: ``epochs``, or more for a small set, to reach ``min_steps`` steps."""
@@ -118,7 +127,7 @@ def train_adapter(
 ) -> TrainResult:
     """Train ``clf``'s adapters on ``rows`` (label strings must be among ``clf.labels``).
 
-    ``states`` (from ``clf.encode(rows)``) may be given when the caller already has them (a learning curve
+    ``states`` (from :func:`encode_for_training`) may be given when the caller already has them (a learning curve
     reuses one encoding for every training size). ``slots`` (the engine's admission line), when given, is
     held for each step so chat requests can run between two steps.
     """
@@ -126,7 +135,7 @@ def train_adapter(
 
     t0 = time.perf_counter()
     if states is None:
-        states = hold_line(slots, clf.encode, rows, config.batch_size)
+        states = hold_line(slots, encode_for_training, clf, rows, config.batch_size)
     encode_s = time.perf_counter() - t0
     targets = torch.tensor([clf.labels.index(e.label) for e in rows], dtype=torch.long)
     epochs = config.epochs_for(len(rows))
@@ -150,7 +159,7 @@ def train_adapter(
                     result.stopped = True
                     return result
                 idx = order[i : i + config.batch_size]
-                loss = hold_line(slots, _step, clf, opt, states.take(idx), targets[idx])
+                loss = hold_line(slots, _step, clf, opt, states.take(idx), targets[idx], config.loss)
                 sched.step()
                 done += len(idx)
                 result.steps += 1
@@ -166,15 +175,29 @@ def train_adapter(
     return result
 
 
-def _step(clf: Any, opt: Any, batch: Any, targets: Any) -> float:
+def _step(clf: Any, opt: Any, batch: Any, targets: Any, loss_kind: str) -> float:
     import torch
 
-    logits = clf.label_logits(batch)
-    loss = torch.nn.functional.cross_entropy(logits, targets)
+    ce = torch.nn.functional.cross_entropy
+    if loss_kind == "labels" or clf.end_id is None or not batch.with_answers:
+        states = clf.answer_states(batch)
+        if loss_kind == "labels":  # a softmax over the label tokens only
+            loss = ce(states @ clf.label_rows.T, targets)
+        else:
+            loss = ce(clf.vocab_logits(states), torch.tensor(clf.label_ids, device=targets.device)[targets])
+    else:  # the label over the whole vocabulary at the answer position, then the end of the reply after it
+        answer, after = clf.answer_states(batch, after=True)
+        loss = ce(clf.vocab_logits(answer), torch.tensor(clf.label_ids, device=targets.device)[targets])
+        loss = loss + ce(clf.vocab_logits(after), torch.full_like(targets, clf.end_id))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return float(loss.detach())
+
+
+def encode_for_training(clf: Any, rows: Sequence[Example], batch_size: int) -> Any:
+    """``rows`` through the frozen layers once, each followed by its gold label (see ``LoraClassifier.encode``)."""
+    return clf.encode(rows, batch_size, with_answers=True)
 
 
 def hold_line(slots: Any, fn: Callable[..., Any], *args: Any) -> Any:

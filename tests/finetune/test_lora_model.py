@@ -64,3 +64,13 @@ def test_labels_that_start_with_the_same_token_are_refused(tiny_loaded):
 def test_a_seq2seq_model_is_refused(tiny_seq2seq):
     with pytest.raises(BackendError, match="decoder-only"):
         LoraClassifier(tiny_seq2seq, LABELS, LoraSettings(), "instruct")
+
+
+def test_training_rows_carry_their_answer_which_the_answer_position_never_sees(tiny_loaded, tiny_train):
+    clf = LoraClassifier(tiny_loaded, LABELS, LoraSettings(layers=1), "instruct")
+    plain, answered = clf.encode(tiny_train[:4]), clf.encode(tiny_train[:4], with_answers=True)
+    assert [r.shape[0] + 1 for r in plain.rows] == [r.shape[0] for r in answered.rows]
+    with torch.inference_mode():
+        both = clf.answer_states(answered, after=True)
+        assert torch.allclose(both[0], clf.answer_states(plain), atol=1e-5)  # causal: blind to its own answer
+        assert not torch.allclose(both[1], both[0])

@@ -93,3 +93,24 @@ def test_bad_settings_are_refused_before_any_work():
         FinetuneConfig(examples=0)
     with pytest.raises(BackendError):
         FinetuneConfig(template="nope")
+
+
+def test_both_losses_train_and_the_answer_loss_also_teaches_the_end_of_the_reply(tiny_loaded, tiny_train):
+    import dataclasses
+
+    from llm_levels.finetune.train import encode_for_training
+
+    for kind in ("answer", "labels"):
+        config = dataclasses.replace(CONFIG, loss=kind, epochs=4)
+        clf = seeded_classifier(tiny_loaded, LABELS, config)
+        result = train_adapter(clf, tiny_train, config)
+        assert result.losses[-1] < result.losses[0], kind
+    # After the answer loss, the reply's end is the likeliest token right after the label.
+    config = dataclasses.replace(CONFIG, epochs=8)
+    clf = seeded_classifier(tiny_loaded, LABELS, config)
+    train_adapter(clf, tiny_train, config)
+    with torch.inference_mode():
+        _, after = clf.answer_states(encode_for_training(clf, tiny_train, 8), after=True)
+        assert (clf.vocab_logits(after).argmax(-1) == clf.end_id).all()
+    with pytest.raises(BackendError):
+        FinetuneConfig(loss="nope")
