@@ -165,7 +165,7 @@ def test_a_nul_or_a_surrogate_in_a_message_gets_past_the_checks(v1):
 
 
 def test_huge_and_many_headers_do_not_break_the_endpoint(v1):
-    r = post(v1, request(n=3), **{"x-big": "a" * 100_000, "authorization": b"Bearer \xe9\xff"})
+    r = post(v1, request(n=30), **{"x-big": "a" * 100_000, "authorization": b"Bearer \xe9\xff"})
     refused(r, 400, "n")
 
 

@@ -27,10 +27,13 @@ import httpx
 import openai
 import pytest
 
+from llm_levels.core import GenParams, Message
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-local-TEST-SECRET-4321"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]
+HELLO_MESSAGES = [Message(**m) for m in HELLO]
 ERROR_FIELDS = {"message", "type", "param", "code"}
 
 
@@ -309,6 +312,39 @@ def test_seed_reproduces_a_sampled_answer(client):
 
 
 @pytest.mark.slow
+def test_n_answers_come_as_n_choices_and_answer_i_is_the_answer_with_seed_plus_i(client):
+    """Talebi's ``n=5`` at level 2, against the app's own endpoint: one request, several answers."""
+    kw = dict(model="local", messages=HELLO, max_tokens=8, temperature=1.0, logprobs=True, top_logprobs=2)
+    several = client.chat.completions.create(n=3, seed=40, **kw)
+    assert [c.index for c in several.choices] == [0, 1, 2]
+    singles = [client.chat.completions.create(seed=40 + i, **kw) for i in range(3)]
+    assert [c.message.content for c in several.choices] == [s.choices[0].message.content for s in singles]
+    assert all(c.logprobs is not None and c.logprobs.content for c in several.choices)
+    assert several.usage.prompt_tokens == singles[0].usage.prompt_tokens
+    assert several.usage.completion_tokens == sum(s.usage.completion_tokens for s in singles)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(n=2, stream=True, **kw)
+    assert e.value.body["param"] == "n" and "stream=false" in e.value.body["message"]
+
+
+@pytest.mark.slow
+def test_the_hosted_backend_asks_for_n_answers_in_one_request(app, client):
+    """Level 2's ``n``: :meth:`OpenAIBackend.answers` sends ``n`` once and gets the answers in order."""
+    from llm_levels.backends.openai_api import OpenAIBackend
+
+    b = OpenAIBackend(model="local", api_key="not-needed", base_url=app.v1, timeout_s=120, max_retries=0)
+    try:
+        answers = b.answers(HELLO_MESSAGES, GenParams(max_new_tokens=6, temperature=1.0, seed=7), 2)
+    finally:
+        b.close()
+    assert b.last_request["n"] == 2 and b.last_request["stream"] is False
+    direct = client.chat.completions.create(model="local", messages=HELLO, max_tokens=6, temperature=1.0, n=2, seed=7)
+    assert [a.text for a in answers] == [c.message.content for c in direct.choices]
+    assert answers[0].usage is not None and answers[0].usage.output_tokens == direct.usage.completion_tokens
+    assert answers[1].usage is None and all(a.finish_reason in ("stop", "length") for a in answers)
+
+
+@pytest.mark.slow
 def test_harmless_openai_fields_are_accepted(client):
     r = client.chat.completions.create(
         model="local",
@@ -331,7 +367,7 @@ def test_harmless_openai_fields_are_accepted(client):
 @pytest.mark.parametrize(
     "kwargs, param",
     [
-        ({"n": 2}, "n"),
+        ({"n": 9}, "n"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
@@ -836,7 +872,7 @@ def test_a_bug_answers_500_without_internals(monkeypatch, caplog):
     monkeypatch.setattr(runtime, "line", broken)
     with caplog.at_level("INFO", logger="llm_levels.web.openai"):
         r = tc.post("/v1/chat/completions", json={"model": "local", "messages": HELLO, "max_tokens": 2})
-        bad = tc.post("/v1/chat/completions", json={"model": "local", "messages": HELLO, "n": 3})
+        bad = tc.post("/v1/chat/completions", json={"model": "local", "messages": HELLO, "n": 30})
     err = _assert_error_shape(r, 500)
     assert err["code"] == "internal" and "DEADBEEF" not in r.text
     assert [rec.exc_info is not None for rec in caplog.records if "DEADBEEF" in str(rec.exc_info)] == [True]

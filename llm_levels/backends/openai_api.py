@@ -49,8 +49,17 @@ import openai
 
 from ..core import Backend, BackendError, Chunk, GenParams, Message
 from .openai_budget import Budget, backoff_s, install_budget_hooks, run_within
-from .openai_errors import TOKEN_PARAMS, Failed, Where, scrub_obj, to_failure
-from .openai_stream import MAX_RAW_CHUNKS, Progress, RawChunks, read_stream, token_logprobs_of, usage_of
+from .openai_errors import (
+    TOKEN_PARAMS,
+    Failed,
+    Where,
+    no_key_error,
+    refuses_logprobs,
+    scrub_obj,
+    swap_token_param,
+    to_failure,
+)
+from .openai_stream import MAX_RAW_CHUNKS, Progress, RawChunks, choice_chunk, read_stream, usage_of
 from .openai_urls import OPENAI_BASE_URL, bad_url_message, display_url, host_of, is_bad_url, is_openai
 
 __all__ = ["MAX_RAW_CHUNKS", "OPENAI_BASE_URL", "PLACEHOLDER_KEY", "OpenAIBackend"]
@@ -221,7 +230,7 @@ class OpenAIBackend(Backend):
                 if progress.text_sent:
                     raise f.error from f.cause
                 # A server or model that does not give per-token probabilities: the answer without them.
-                if body.get("logprobs") and _refuses_logprobs(f):
+                if body.get("logprobs") and refuses_logprobs(f):
                     body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
                     self.last_request = body
                     note = f"No per-token probabilities: {self.host} refused them for {self._model} ({f.error.message})"
@@ -229,7 +238,7 @@ class OpenAIBackend(Backend):
                 # A server that names our token-limit parameter as unsupported gets the other one, once.
                 if not swapped and f.swap_token_param:
                     swapped = True
-                    body = _swap_token_param(body)
+                    body = swap_token_param(body)
                     self.last_request = body
                     continue
                 pause = self._own_retry_pause(f, own_retries, budget)
@@ -239,6 +248,26 @@ class OpenAIBackend(Backend):
                 if budget.sleep(pause):
                     yield Chunk(finish_reason="cancelled")
                     return
+
+    def answers(
+        self, messages: Sequence[Message], params: GenParams, n: int, cancel: threading.Event | None = None
+    ) -> list[Chunk]:
+        """``n`` answers to one request (OpenAI's ``n``), not streamed: a finished chunk per choice, in order;
+        the first carries the whole request's token counts. The client's retries and the time budget apply
+        as for :meth:`stream`; a cancelled call returns no answers."""
+        client = self._get_client()
+        body = {**self.build_request(messages, params, stream=False), "n": n}
+        self.last_request, self.last_response = body, None
+        try:
+            completion, _ = self._create(client, body, Budget(self.timeout_s, cancel))
+        except Failed as f:
+            raise f.error from f.cause
+        if completion is None:
+            return []
+        self.last_response = scrub_obj(completion.to_dict(), self._api_key)
+        usage = usage_of(completion.usage) if completion.usage is not None else None
+        choices = sorted(completion.choices or [], key=lambda c: c.index)
+        return [choice_chunk(c, usage if i == 0 else None) for i, c in enumerate(choices)]
 
     def list_models(self) -> list[str]:
         """The model ids the server offers (``GET /models``), with the same errors, retries and budget."""
@@ -320,19 +349,11 @@ class OpenAIBackend(Backend):
                 None,
                 retry_here=True,
             )
-        message = choices[0].message
-        text = (getattr(message, "content", None) or "") if message is not None else ""
         usage = usage_of(completion.usage) if completion.usage is not None else None
-        tokens = token_logprobs_of(getattr(choices[0], "logprobs", None))
+        chunk = dataclasses.replace(choice_chunk(choices[0], usage), raw=self.last_response)
         if progress is not None:
-            progress.tokens += len(tokens)
-        yield Chunk(
-            text=text,
-            usage=usage,
-            finish_reason=choices[0].finish_reason or "stop",
-            raw=self.last_response,
-            logprobs=tokens,
-        )
+            progress.tokens += len(chunk.logprobs)
+        yield chunk
 
     def _own_retry_pause(self, failed: Failed, retries_taken: int, budget: Budget) -> float | None:
         """The pause before this backend retries a failure the client could not see (one after the
@@ -355,12 +376,7 @@ class OpenAIBackend(Backend):
     # ------------------------------------------------------------------------------ client
     def _get_client(self) -> Any:
         if self._api_key is None and self._base_url is None:
-            raise BackendError(
-                "No OpenAI API key is set: put OPENAI_API_KEY=... in .env or the environment, or paste a key "
-                "into the key field of the Hosted-API tab (or set a base URL for a local server).",
-                kind="auth",
-                status=401,
-            )
+            raise no_key_error()
         if self._base_url is not None and is_bad_url(self._base_url):
             raise BackendError(bad_url_message(self._base_url), kind="config", status=400)
         with self._client_lock:
@@ -378,21 +394,3 @@ class OpenAIBackend(Backend):
                     http_client=http_client,
                 )
             return self._client
-
-
-def _refuses_logprobs(failed: Failed) -> bool:
-    """Whether a server refused the request because of ``logprobs``/``top_logprobs`` (a 400 or 422 naming them)."""
-    cause = failed.cause
-    if not isinstance(cause, openai.APIStatusError) or cause.status_code not in (400, 422):
-        return False
-    said = f"{getattr(cause, 'param', None) or ''} {getattr(cause, 'message', '') or ''} {failed.error.message}"
-    return "logprob" in said.lower()
-
-
-def _swap_token_param(body: dict[str, Any]) -> dict[str, Any]:
-    out = dict(body)
-    for a, b in (TOKEN_PARAMS, TOKEN_PARAMS[::-1]):
-        if a in body:
-            out[b] = out.pop(a)
-            break
-    return out

@@ -323,3 +323,32 @@ def _short_cause(e: BaseException) -> str:
     cause = e.__cause__ or e
     text = str(cause) or type(cause).__name__
     return text[:120]
+
+
+def refuses_logprobs(failed: Failed) -> bool:
+    """Whether a server refused the request because of ``logprobs``/``top_logprobs`` (a 400 or 422 naming them)."""
+    cause = failed.cause
+    if not isinstance(cause, openai.APIStatusError) or cause.status_code not in (400, 422):
+        return False
+    said = f"{getattr(cause, 'param', None) or ''} {getattr(cause, 'message', '') or ''} {failed.error.message}"
+    return "logprob" in said.lower()
+
+
+def swap_token_param(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with its token-limit parameter under the other name (``max_tokens`` <-> ``max_completion_tokens``)."""
+    out = dict(body)
+    for a, b in (TOKEN_PARAMS, TOKEN_PARAMS[::-1]):
+        if a in body:
+            out[b] = out.pop(a)
+            break
+    return out
+
+
+def no_key_error() -> BackendError:
+    """What a hosted call says when it has neither a key nor a base URL of its own."""
+    return BackendError(
+        "No OpenAI API key is set: put OPENAI_API_KEY=... in .env or the environment, or paste a key "
+        "into the key field of the Hosted-API tab (or set a base URL for a local server).",
+        kind="auth",
+        status=401,
+    )

@@ -91,6 +91,17 @@ def token_logprobs_of(logprobs: Any) -> tuple[TokenLogprob, ...]:
     return tuple(out)
 
 
+def choice_chunk(choice: Any, usage: Usage | None = None) -> Chunk:
+    """One finished answer of a non-streamed completion's ``choices``, as a whole chunk."""
+    message = choice.message
+    return Chunk(
+        text=(getattr(message, "content", None) or "") if message is not None else "",
+        usage=usage,
+        finish_reason=choice.finish_reason or "stop",
+        logprobs=token_logprobs_of(getattr(choice, "logprobs", None)),
+    )
+
+
 def read_stream(
     stream: Any, *, where: Where, timeout: float, cancel: threading.Event | None, progress: Progress, raw: RawChunks
 ) -> Iterator[Chunk]:

@@ -43,14 +43,14 @@ def token_logprobs(tokens: Iterable[TokenLogprob], shape: Any = ChoiceLogprobs) 
     return shape(content=content, refusal=None) if content else None
 
 
-def usage_of(done: Done | None) -> CompletionUsage | None:
-    """The token counts of a finished turn, when the backend counted them."""
-    m = done.metrics if done is not None else None
-    if m is None or m.input_tokens is None or m.output_tokens is None:
+def usage_of(*answers: Done | None) -> CompletionUsage | None:
+    """The token counts of finished turns (the same prompt), when the backend counted them."""
+    metrics = [done.metrics if done is not None else None for done in answers]
+    if not metrics or any(m is None or m.input_tokens is None or m.output_tokens is None for m in metrics):
         return None
-    return CompletionUsage(
-        prompt_tokens=m.input_tokens, completion_tokens=m.output_tokens, total_tokens=m.input_tokens + m.output_tokens
-    )
+    prompt = metrics[0].input_tokens  # type: ignore[union-attr]
+    produced = sum(m.output_tokens for m in metrics)  # type: ignore[union-attr,misc]
+    return CompletionUsage(prompt_tokens=prompt, completion_tokens=produced, total_tokens=prompt + produced)
 
 
 def finish_reason(reason: str | None) -> str:
@@ -58,16 +58,20 @@ def finish_reason(reason: str | None) -> str:
     return reason if reason in ("stop", "length") else "stop"
 
 
-def completion(request_id: str, created: int, model: str, done: Done) -> str:
-    """One ``chat.completion`` (JSON) for a finished turn."""
-    choice = Choice(
-        index=0,
-        message=ChatCompletionMessage(role="assistant", content=done.text, refusal=None),
-        logprobs=token_logprobs(done.tokens),
-        finish_reason=finish_reason(done.finish_reason),
-    )
+def completion(request_id: str, created: int, model: str, *answers: Done) -> str:
+    """One ``chat.completion`` (JSON) for finished turns: a choice per answer (``n``). As OpenAI counts them,
+    the prompt's tokens once and every answer's tokens together."""
+    choices = [
+        Choice(
+            index=i,
+            message=ChatCompletionMessage(role="assistant", content=done.text, refusal=None),
+            logprobs=token_logprobs(done.tokens),
+            finish_reason=finish_reason(done.finish_reason),
+        )
+        for i, done in enumerate(answers)
+    ]
     return ChatCompletion(
-        id=request_id, object="chat.completion", created=created, model=model, choices=[choice], usage=usage_of(done)
+        id=request_id, object="chat.completion", created=created, model=model, choices=choices, usage=usage_of(*answers)
     ).model_dump_json(exclude_unset=True)
 
 

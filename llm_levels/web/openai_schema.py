@@ -1,7 +1,8 @@
 """The body of ``POST /v1/chat/completions`` as a pydantic model, checked against what the local model supports.
 
 Parameters: ``temperature`` (default 1, as OpenAI), ``top_p``, ``max_tokens`` / ``max_completion_tokens``
-(default and upper bound: ``MAX_NEW_TOKENS_CAP``), ``seed``, ``stop`` (a string or up to 4), ``n`` (only 1),
+(default and upper bound: ``MAX_NEW_TOKENS_CAP``), ``seed``, ``stop`` (a string or up to 4), ``n`` (1 to
+:data:`MAX_CHOICES` answers, not streamed; with a seed, answer i uses seed + i),
 the extensions ``top_k`` and ``repetition_penalty`` (as vLLM accepts them), and ``logprobs`` with
 ``top_logprobs`` (0-20). Ranges come from :data:`~llm_levels.core.PARAM_SPECS`, as for every other face.
 Messages carry text: a string or text content parts; ``developer`` is OpenAI's newer name for ``system``.
@@ -45,6 +46,8 @@ from .openai_errors import ApiError, refused
 
 #: OpenAI's default sampling temperature (used when a request gives none).
 DEFAULT_TEMPERATURE = 1.0
+#: Most answers one request may ask for (``n``): each is a turn of its own on the local engine.
+MAX_CHOICES = 8
 #: Deepest nesting of objects and lists a body may have (a real request needs about five levels).
 MAX_JSON_DEPTH = 32
 
@@ -187,7 +190,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: StrictInt | None = None
     max_completion_tokens: StrictInt | None = None
     stop: Any = None
-    n: Any = None
+    n: Any = None  # checked by hand: its refusal quotes the value (NaN included)
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt | None, _in_range("top_logprobs")] = None
     response_format: Any = None
@@ -239,14 +242,15 @@ class ChatCompletionRequest(BaseModel):
 
     @field_validator("n")
     @classmethod
-    def _one_choice(cls, n: Any) -> Any:
-        if n is not None and (isinstance(n, bool) or n != 1):
-            raise refused(
-                f"n={json.dumps(n)[:20]} is not supported: this server returns one choice per request "
-                "(n=1); send several requests instead.",
-                code="unsupported_parameter",
-            )
+    def _choices(cls, n: Any) -> Any:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES):
+            raise refused(f"n={json.dumps(n)[:20]} is not supported: n must be a whole number from 1 to {MAX_CHOICES}.")
         return n
+
+    @property
+    def choices(self) -> int:
+        """How many answers to return (``n``, default 1)."""
+        return self.n or 1
 
     @field_validator("stop")
     @classmethod
@@ -293,6 +297,12 @@ class ChatCompletionRequest(BaseModel):
         context = info.context or {}
         if self.max_tokens is not None and self.max_completion_tokens not in (None, self.max_tokens):
             raise refused("max_tokens and max_completion_tokens disagree: send only one.", param="max_tokens")
+        if self.choices > 1 and self.stream:
+            raise refused(
+                f"n={self.n} with stream=true is not supported here: ask for several answers with stream=false.",
+                param="n",
+                code="unsupported_parameter",
+            )
         if self.top_logprobs is not None and not self.logprobs:
             raise refused("top_logprobs needs logprobs set to true.", param="top_logprobs")
         self._conversation = [m.to_message() for m in self.messages]

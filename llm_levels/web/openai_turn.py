@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from ..core import BackendError
+from ..core import PARAM_SPECS, BackendError, GenParams
 from ..turns import Delta, Done, Event, Failed, Loading, Started, TurnRequest, Waiting, run_turn
 from .openai_answers import ChunkWriter, sse_error
 from .openai_errors import RETRY_AFTER_BUSY_S, RETRY_AFTER_LOADING_S, ApiError, ClientGone
@@ -36,17 +36,58 @@ MODEL_WAIT_S = 30.0
 QUEUE_WAIT_S = 300.0
 #: Seconds between two looks at a waiting request (how soon a client gone is taken out of the line).
 LINE_POLL_S = 0.1
+#: Seeds wrap around below this (``seed + i`` for the ``i``-th of ``n`` answers stays a valid seed).
+SEED_LIMIT = int(PARAM_SPECS["seed"].maximum or 2**31 - 1) + 1
 
 
-def start_turn(runtime: Any, engine: str, body: ChatCompletionRequest, request_id: str) -> TurnStream:
-    """Start the turn for a validated request on ``engine``: its events are read from the returned stream."""
+def start_turn(
+    runtime: Any, engine: str, body: ChatCompletionRequest, request_id: str, params: GenParams | None = None
+) -> TurnStream:
+    """Start the turn for a validated request on ``engine`` (with ``params`` instead of the body's when given):
+    its events are read from the returned stream."""
     line = runtime.line(engine)
     if line.waiting >= runtime.settings.max_queue_size:
         raise queue_full(line.waiting)
     stream = TurnStream(request_id)
     # No browser session: the per-session rate limit is the UI's; /v1 is bounded by its engine's line.
-    turn = TurnRequest(runtime.local_option(engine), body.conversation, body.params, session_id=None, engine=engine)
+    turn = TurnRequest(
+        runtime.local_option(engine), body.conversation, params or body.params, session_id=None, engine=engine
+    )
     return stream.start(run_turn(runtime, turn, cancel=stream.cancel, poll_s=LINE_POLL_S))
+
+
+def start_turns(runtime: Any, engine: str, body: ChatCompletionRequest, request_id: str) -> list[TurnStream]:
+    """One turn per answer asked for (``n``), side by side in the engine's slots. With a seed, answer ``i``
+    uses ``seed + i``: the answers differ from each other, and the same request gives them all again."""
+    p = body.params
+    streams: list[TurnStream] = []
+    try:
+        for i in range(body.choices):
+            seed = None if p.seed is None else (p.seed + i) % SEED_LIMIT
+            streams.append(start_turn(runtime, engine, body, request_id, p if i == 0 else p.with_(seed=seed)))
+    except BaseException:
+        stop_all(streams, "a later answer of the request was refused")
+        raise
+    return streams
+
+
+async def collect_answers(request: Request, streams: list[TurnStream], max_queue_size: int) -> tuple[str, list[Done]]:
+    """The model's name and every stream's finished answer, in order; any failure stops them all."""
+    answers: list[Done] = []
+    model = ""
+    try:
+        for stream in streams:
+            model, first = await guarded(request, stream, until_ready(stream, max_queue_size))
+            answers.append(await guarded(request, stream, collect(stream, first)))
+    except BaseException as e:
+        stop_all(streams, f"ended by {type(e).__name__}")
+        raise
+    return model, answers
+
+
+def stop_all(streams: list[TurnStream], why: str) -> None:
+    for stream in streams:
+        stream.stop(why)
 
 
 async def until_ready(stream: TurnStream, max_queue_size: int) -> tuple[str, Event]:
