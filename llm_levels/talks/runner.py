@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..core import BackendError, Message, TokenLogprob
-from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_turn
+from ..turns import Delta, Done, Failed, Loading, Started, TurnRequest, Waiting, run_choices, run_turn
 from .format import Step, Talk
 from .rehearsal import RecordedAnswer, RehearsalStore
 
@@ -67,6 +67,8 @@ class Planned:
     option_id: str
     params: Any
     model: str | None = None
+    #: Answered with the step's other columns by one request with ``n`` (a hosted API), not a turn of its own.
+    together: bool = False
 
 
 def step_messages(step: Step) -> list[Message]:
@@ -85,6 +87,8 @@ def plan(step: Step) -> list[Planned]:
         return [Planned(b, b, p, step.model) for b in step.backends]
     if step.temperatures:
         return [Planned(f"temperature {t:g}", option, p.with_(temperature=t), step.model) for t in step.temperatures]
+    if step.n > 1 and is_hosted(option):  # one request with n: the API gives the n answers together
+        return [Planned(f"answer {i + 1} of n={step.n}", option, p, step.model, True) for i in range(step.n)]
     if step.n > 1:
         base = 0 if p.seed is None else p.seed
         return [
@@ -122,10 +126,17 @@ def run_step(
         with lock:
             columns[i] = replace(columns[i], **changes)
 
-    threads = [
-        threading.Thread(target=_answer, args=(runtime, step, p, i, update, cancel, session_id), daemon=True)
-        for i, p in enumerate(planned)
-    ]
+    if planned[0].together:
+        threads = [
+            threading.Thread(
+                target=_answer_together, args=(runtime, step, planned[0], update, cancel, session_id), daemon=True
+            )
+        ]
+    else:
+        threads = [
+            threading.Thread(target=_answer, args=(runtime, step, p, i, update, cancel, session_id), daemon=True)
+            for i, p in enumerate(planned)
+        ]
     for t in threads:
         t.start()
     try:
@@ -141,6 +152,49 @@ def run_step(
     yield _finish(talk, step, final, store, rehearse and not cancel.is_set())
 
 
+def is_hosted(option_id: str) -> bool:
+    """Whether a picker id is an OpenAI-compatible API (a configured endpoint or the app's own ``/v1``)."""
+    return option_id.startswith("hosted:") or option_id == "app-endpoint"
+
+
+def _hosted_builder(runtime: AppRuntime, p: Planned) -> Callable[[], Any] | None:
+    """The hosted backend with the step's model, built by the turn's opener (None: a local option)."""
+    if not is_hosted(p.option_id):
+        return None
+    return lambda: runtime.hosted_backend(p.option_id, model=p.model)
+
+
+def _answer_together(
+    runtime: AppRuntime,
+    step: Step,
+    p: Planned,
+    update: Callable[..., None],
+    cancel: threading.Event,
+    session_id: str | None,
+) -> None:
+    """Every column's answer from one hosted request with ``n`` (runs in its own thread)."""
+    columns = range(step.n)
+    try:
+        request = TurnRequest(
+            p.option_id, step_messages(step), p.params, session_id=session_id, backend=_hosted_builder(runtime, p)
+        )
+        done = 0
+        for event in run_choices(runtime, request, step.n, cancel=cancel):
+            if isinstance(event, Started):
+                for i in columns:
+                    update(i, state="answering", detail=f"{event.model} · one request, n={step.n}")
+            elif isinstance(event, Done):
+                detail = f"{event.metrics.summary()} · one request, n={step.n}"
+                update(done, text=event.text, state="done", detail=detail, tokens=event.tokens)
+                done += 1
+            elif isinstance(event, Failed):
+                for i in columns:
+                    update(i, state="failed", detail=str(event.error))
+    except BackendError as e:
+        for i in columns:
+            update(i, state="failed", detail=str(e))
+
+
 def _answer(
     runtime: AppRuntime,
     step: Step,
@@ -151,19 +205,16 @@ def _answer(
     session_id: str | None,
 ) -> None:
     """One column's turn, reported through ``update`` (runs in its own thread)."""
-    backend = None
-    if p.option_id.startswith("hosted:") or p.option_id == "app-endpoint":
-        model = p.model
-
-        def backend() -> Any:
-            return runtime.hosted_backend(p.option_id, model=model)
-
     text = ""
     try:
-        request = TurnRequest(p.option_id, step_messages(step), p.params, session_id=session_id, backend=backend)
+        request = TurnRequest(
+            p.option_id, step_messages(step), p.params, session_id=session_id, backend=_hosted_builder(runtime, p)
+        )
         for event in run_turn(runtime, request, cancel=cancel):
             if isinstance(event, Loading):
-                update(i, state="waiting", detail=f"loading the model · {event.fraction * 100:.0f}%")
+                # No fraction yet (the engine has not reported one): say so rather than fail the column.
+                pct = "" if event.fraction is None else f" · {event.fraction * 100:.0f}%"
+                update(i, state="waiting", detail=f"loading the model{pct}")
             elif isinstance(event, Waiting):
                 update(i, state="waiting", detail=f"waiting in line · {event.ahead} ahead")
             elif isinstance(event, Started):
@@ -211,7 +262,8 @@ def _run_lab(runtime: AppRuntime, step: Step, cancel: threading.Event) -> Iterat
     from ..icl.runner import LabConfig, prepare_data, run_lab
     from ..icl.scoring import LabelScorer
 
-    column = Column("Lab · score method · demo set", state="waiting", detail="loading the transformers engine")
+    scoring = f"Scoring the demo set's first {LAB_ROWS} rows at k = {', '.join(str(k) for k in step.shots)} …"
+    column = Column("Lab · score method · demo set", scoring, "waiting", "loading the transformers engine")
     yield StepView((column,), status="loading")
     try:
         loaded = runtime.models.get(None, engine=TRANSFORMERS)
@@ -222,13 +274,24 @@ def _run_lab(runtime: AppRuntime, step: Step, cancel: threading.Event) -> Iterat
         for last in run_lab(rows, examples, data.labels, config, scorer=LabelScorer(loaded), cancel=cancel):
             yield StepView((replace(column, state="answering", detail=last.describe()),), table=_lab_table(last.runs))
     except BackendError as e:
-        yield StepView((replace(column, state="failed", detail=str(e)),), finished=True)
+        yield StepView((replace(column, text="", state="failed", detail=str(e)),), finished=True)
         return
     detail = last.describe() if last else "nothing ran"
     state = "done" if last is not None and last.finished else "failed"
-    yield StepView(
-        (replace(column, state=state, detail=detail),), finished=True, table=_lab_table(last.runs if last else [])
-    )
+    table = _lab_table(last.runs if last else [])
+    text = lab_summary(table) if state == "done" else ""
+    yield StepView((replace(column, text=text, state=state, detail=detail),), finished=True, table=table)
+
+
+def lab_summary(table: tuple[tuple[Any, ...], ...]) -> str:
+    """The Lab card's line: this model's weighted F1 from the fewest to the most examples, beside the article's."""
+    if not table:
+        return ""
+    (k0, f0, *_), (k1, f1, *_) = table[0], table[-1]
+    at = "at\u00a0k\u00a0=\u00a0"  # never broken over two lines
+    ours = f"weighted F1 {f0:.3f} {at}{k0}" + (f" → {f1:.3f} {at}{k1}" if len(table) > 1 else "")
+    article = " → ".join(f"{f:.2f} {at}{k}" for k, f in sorted(ARTICLE_F1.items()))
+    return f"This model: {ours}. The article's Flan-T5: {article}."
 
 
 def _lab_table(runs: list[Any]) -> tuple[tuple[Any, ...], ...]:
@@ -236,5 +299,5 @@ def _lab_table(runs: list[Any]) -> tuple[tuple[Any, ...], ...]:
     for run in runs:
         m = run.metrics
         ref = ARTICLE_F1.get(run.shots)
-        rows.append((run.shots, round(m.weighted_f1, 3), round(m.accuracy, 3), m.n, "" if ref is None else ref))
+        rows.append((run.shots, round(m.weighted_f1, 3), round(m.accuracy, 3), m.n, "—" if ref is None else ref))
     return tuple(rows)

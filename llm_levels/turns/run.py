@@ -61,6 +61,13 @@ def run_turn(
     Closing the iterator (a face's Stop) or setting ``cancel`` stops the work: a turn still in line
     leaves it and never starts, a running one makes its backend stop generating.
     """
+    request, params = checked(runtime, request)
+    return _events(runtime, request, params, cancel, poll_s)
+
+
+def checked(runtime: AppRuntime, request: TurnRequest) -> tuple[TurnRequest, GenParams]:
+    """``request`` made valid (:func:`cleaned`) and its settings checked with the conversation, once (it counts
+    against the session's request limit); raises :class:`BackendError` for a request that cannot run."""
     request = cleaned(request)
     # The cheap bound first: how many messages the template and the fitting will have to walk through.
     check_message_count(len(request.messages), runtime.settings.max_messages)
@@ -71,7 +78,7 @@ def run_turn(
             kind="bad_request",
             status=400,
         )
-    return _events(runtime, request, params, cancel, poll_s)
+    return request, params
 
 
 def cleaned(request: TurnRequest) -> TurnRequest:

@@ -71,23 +71,46 @@ def settings_section(endpoints: Endpoints, cap: int) -> tuple[list[Any], gr.Butt
             max_lines=6,
             placeholder="e.g. You are a concise assistant. Answer in one paragraph.",
             info="Sent first, as a 'system' message, with every request.",
+            elem_id="api-system",
         )
         with gr.Row():
             t, p = PARAM_SPECS["temperature"], PARAM_SPECS["top_p"]
             temperature = checked_slider(
-                t.minimum, t.maximum, value=t.default, step=t.step, label="temperature", info=t.description
+                t.minimum,
+                t.maximum,
+                value=t.default,
+                step=t.step,
+                label="temperature",
+                info=t.description,
+                elem_id="api-temperature",
             )
             top_p = checked_slider(
-                p.minimum, p.maximum, value=p.default, step=p.step, label="top_p", info=p.description
+                p.minimum,
+                p.maximum,
+                value=p.default,
+                step=p.step,
+                label="top_p",
+                info=p.description,
+                elem_id="api-top-p",
             )
         with gr.Row():
             m = PARAM_SPECS["max_new_tokens"]
             max_tokens = checked_slider(
-                m.minimum, cap, value=min(256, cap), step=1, label="max tokens", info=m.description
+                m.minimum,
+                cap,
+                value=min(256, cap),
+                step=1,
+                label="max tokens",
+                info=m.description,
+                elem_id="api-max-tokens",
             )
             # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
             seed = gr.Textbox(
-                value="", label="seed", placeholder="empty = random", info=PARAM_SPECS["seed"].description
+                value="",
+                label="seed",
+                placeholder="empty = random",
+                info=PARAM_SPECS["seed"].description,
+                elem_id="api-seed",
             )
             stream = gr.Checkbox(
                 value=True, label="stream", info="On: the answer arrives token by token. Off: all at once."

@@ -6,10 +6,12 @@ the table and the charts together. A failing backend shows its error in its colu
 Stop sets the run's shared cancel event: every backend stops working, and the run ends by itself, its
 last update tagging each unfinished answer "stopped" (an answer cut at the length limit is tagged too).
 
-Columns are built once per backend option (the options are fixed when the app starts) and shown for
-the ticked ones, four to a row. Event: ``compare_run``, in the tab's own Gradio lane (a run that waits
-on a slow hosted server never holds the local model's turn). The local column waits for the model in
-the app's line (``runtime.local_slots``) and shows its place there ("N ahead of you").
+Each backend option has a column of its own, built when the app starts and shown when ticked, four to a row;
+saved fine-tuned adapters come and go while the app runs (the Lab saves them), so they share a few columns
+kept for them (``ADAPTER_COLUMNS``), filled by the ticked adapters in the order they were ticked. Event:
+``compare_run``, in the tab's own Gradio lane (a run that waits on a slow hosted server never holds the local
+model's turn). The local column waits for the model in the app's line (``runtime.local_slots``) and shows its
+place there ("N ahead of you").
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import gradio as gr
 from .. import history as H
 from ..core import BackendError
 from ..pricing import PriceTable
-from ..runtime import AppRuntime
+from ..runtime import ADAPTER_OPTION_PREFIX, AppRuntime
 from ..text_clean import clean_text
 from ..turns import Event, TurnRequest, run_turn
 from . import compare_probs
 from .api_panels import SessionStops
 from .compare_layout import (
+    ADAPTER_COLUMNS,
     Column,
     CompareLayout,
     column_text,
@@ -43,7 +46,7 @@ from .compare_layout import (
     table_frame,
     table_plots,
 )
-from .shared import SessionState, is_usable, price_table, remembered, uses_local_model
+from .shared import SessionState, backend_choices, is_usable, price_table, remembered, uses_local_model
 from .shared import lane as gradio_lane
 
 log = logging.getLogger(__name__)
@@ -67,11 +70,14 @@ class CompareTab:
     """The Compare tab's components and handlers (each returns ``{component: value}`` updates)."""
 
     runtime: AppRuntime
+    #: The options with a column of their own (every one but the adapters) and their labels.
     ids: list[str]
     labels: dict[str, str]
     prices: PriceTable
+    #: The answer boxes and columns of ``ids``, then those kept for adapters (``titles``: theirs).
     answers: list[gr.Markdown]
     columns: list[gr.Column]
+    titles: list[gr.Markdown]
     table: gr.Dataframe
     ttft_plot: gr.BarPlot
     tps_plot: gr.BarPlot
@@ -84,6 +90,22 @@ class CompareTab:
     @property
     def outputs(self) -> list[Any]:
         return [*self.answers, self.table, self.ttft_plot, self.tps_plot, self.status]
+
+    def boxes(self, selected: list[str] | None) -> dict[str, gr.Markdown]:
+        """The answer box of each ticked backend, in column order: the ones with a column of their own (in the
+        order of the options), then the adapters, in the columns kept for them (in the order they were ticked;
+        those beyond :data:`ADAPTER_COLUMNS` get none). Ids that are neither are left out."""
+        own = {i: md for i, md in zip(self.ids, self.answers) if i in (selected or ())}
+        return {**own, **dict(zip(self.adapters_in(selected or []), self.answers[len(self.ids) :]))}
+
+    def adapters_in(self, selected: list[str]) -> list[str]:
+        """The ticked adapters, in the order they were ticked."""
+        return [i for i in dict.fromkeys(selected) if i.startswith(ADAPTER_OPTION_PREFIX)]
+
+    def labels_now(self) -> dict[str, str]:
+        """Every option's label, with the adapters saved by now (read from disk: the Lab saves them as the app
+        runs)."""
+        return {**self.labels, **{o.id: o.label for o in self.runtime.adapter_options()}}
 
     def run(
         self,
@@ -98,15 +120,18 @@ class CompareTab:
     ) -> Iterator[dict[Any, Any]]:
         """Send the prompt to every selected backend at once and stream all columns.
 
-        Returns one answer per backend option (in the order of the options; unticked ones empty),
-        then the metrics table, the TTFT chart, the tokens/s chart and a status line.
+        Returns one answer per backend option but the adapters (in the order of the options; unticked ones
+        empty), one per adapter column (the ticked adapters in the order they were ticked), then the metrics
+        table, the TTFT chart, the tokens/s chart and a status line.
         """
-        picked = [i for i in self.ids if i in (selected or [])]
+        picked = list(self.boxes(selected))
         text, system_prompt = clean_text(text or ""), clean_text(system_prompt or "")
         if H.is_blank(text):
             raise gr.Error("Type a prompt first.")
         if not picked:
             raise gr.Error("Tick at least one backend.")
+        if len(self.adapters_in(selected or [])) > ADAPTER_COLUMNS:
+            raise gr.Error(f"Compare shows at most {ADAPTER_COLUMNS} adapters at once: untick one.")
         messages = H.to_messages([H.user(text)], system=system_prompt)
         cancel = threading.Event()
         try:  # each turn is checked as it is made (one request per backend counts against the session's limit)
@@ -131,7 +156,8 @@ class CompareTab:
             ]
         except (BackendError, TypeError, ValueError) as e:
             raise gr.Error(str(e)) from e
-        cols = [Column(i, self.labels[i]) for i in picked]
+        labels = self.labels_now()
+        cols = [Column(i, labels.get(i, i)) for i in picked]
         events: queue.Queue[tuple[int, Event | None]] = queue.Queue()
         for k, (col, turn) in enumerate(zip(cols, turns)):
             threading.Thread(
@@ -162,7 +188,7 @@ class CompareTab:
 
     def _frame(self, cols: list[Column], t0: float, final: bool = False, stopped: bool = False) -> dict[Any, Any]:
         """Every column's text, the table, both charts and the status line, as they stand now."""
-        pos = {col.option_id: col for col in cols}
+        boxes = self.boxes([col.option_id for col in cols])
         ttft, tps = plot_frames(cols)
         running = sum(col.phase in ("waiting", "streaming") for col in cols)
         elapsed = time.perf_counter() - t0
@@ -172,8 +198,9 @@ class CompareTab:
             line = f"Done in {elapsed:.1f} s."
         else:
             line = f"Running… {running} of {len(cols)} still answering ({elapsed:.0f} s)"
-        texts = {md: column_text(pos[i]) if i in pos else "" for i, md in zip(self.ids, self.answers)}
+        texts = {boxes[col.option_id]: column_text(col) for col in cols}
         return {
+            **dict.fromkeys(self.answers, ""),
             **texts,
             self.table: table_frame(cols, self.prices),
             self.ttft_plot: ttft,
@@ -186,19 +213,25 @@ class CompareTab:
         answer box, then the metrics table and the status line)."""
         n = len(self.answers)
         table, status = shown[n], shown[n + 1]
-        return kept_results(prompt, system, selected, dict(zip(self.ids, shown[:n])), table, status)
+        texts = dict(zip(self.answers, shown[:n]))
+        answers = {i: texts[md] for i, md in self.boxes(selected).items()}
+        return kept_results(prompt, system, selected, answers, table, status)
 
     def restore(self, saved: Any) -> dict[Any, Any]:
         """When the page (re)loads: show the last run kept in this browser, if any."""
-        kept = restored_results(saved, self.ids)
+        known = self.labels_now()  # an adapter deleted since is left out
+        kept = restored_results(saved, list(known))
         if kept is None:
             return dict.fromkeys([*self.restored, self.status], gr.skip())
         ttft, tps = table_plots(kept["table"])
+        boxes = self.boxes(kept["selected"])
         return {
             self.prompt: kept["prompt"],
             self.system: kept["system"],
-            self.backends: kept["selected"],
-            **{md: kept["answers"].get(i, "") for i, md in zip(self.ids, self.answers)},
+            # The choices too: this page may not list an adapter saved since the app started yet.
+            self.backends: gr.CheckboxGroup(choices=backend_choices(self.runtime), value=kept["selected"]),
+            **dict.fromkeys(self.answers, ""),
+            **{md: kept["answers"].get(i, "") for i, md in boxes.items()},
             self.table: kept["table"],
             self.ttft_plot: ttft,
             self.tps_plot: tps,
@@ -211,13 +244,23 @@ class CompareTab:
         return [self.prompt, self.system, self.backends, *self.answers, self.table, self.ttft_plot, self.tps_plot]
 
     def show_columns(self, selected: list[str] | None) -> dict[Any, Any]:
-        return {c: gr.Column(visible=i in (selected or [])) for i, c in zip(self.ids, self.columns)}
+        """Show the ticked backends' columns; an adapter's column gets the adapter's name as its title."""
+        boxes = self.boxes(selected)
+        adapters = [i for i in boxes if i not in self.labels]  # in the order of their columns
+        labels = self.labels_now() if adapters else self.labels
+        titles = [f"**{labels.get(i, i)}**" for i in adapters] + [""] * (len(self.titles) - len(adapters))
+        shown = set(boxes.values())
+        return {
+            **{c: gr.Column(visible=md in shown) for md, c in zip(self.answers, self.columns)},
+            **dict(zip(self.titles, titles)),
+        }
 
     def tick_session_key(self, key: str | None, selected: list[str] | None) -> Any:
         """When this session gets a key, tick the hosted backends it makes usable."""
         sel = list(selected or [])
         added = [i for i in self.ids if i not in sel and not uses_local_model(i) and is_usable(self.runtime, i, key)]
-        return gr.skip() if not added else [i for i in self.ids if i in sel or i in added]
+        # In the order of the options, then the ticked adapters in the order they were ticked (their columns).
+        return gr.skip() if not added else [i for i in self.ids if i in sel or i in added] + self.adapters_in(sel)
 
 
 def _drain(events: queue.Queue[tuple[int, Event | None]], cols: list[Column], wait_s: float) -> None:
@@ -245,6 +288,7 @@ def build(runtime: AppRuntime, session: SessionState) -> None:
         price_table(runtime),
         ui.answers,
         ui.columns,
+        ui.titles,
         ui.table,
         ui.ttft_plot,
         ui.tps_plot,
@@ -272,7 +316,12 @@ def wire(tab: CompareTab, ui: CompareLayout, session: SessionState) -> None:
     # Stop asks the run to stop (it ends itself, tagging the unfinished answers), rather than Gradio's cancels=.
     ui.stop_btn.click(tab.stop, None, None, api_visibility="private", queue=False, show_progress="hidden")
     backends.change(
-        tab.show_columns, backends, ui.columns, api_visibility="private", queue=False, show_progress="hidden"
+        tab.show_columns,
+        backends,
+        [*ui.columns, *ui.titles],
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
     )
     session.api_key.change(
         tab.tick_session_key,

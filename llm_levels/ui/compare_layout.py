@@ -12,7 +12,7 @@ import pandas as pd
 from .. import history as H
 from ..core import Usage
 from ..pricing import PriceTable, format_cost
-from ..runtime import LOCAL_PREFIX, AppRuntime
+from ..runtime import ADAPTER_OPTION_PREFIX, LOCAL_PREFIX, AppRuntime
 from ..text_clean import clean_text
 from ..turns import Delta, Done, Event, Failed, Loading, Started, Waiting
 from . import compare_probs
@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..metrics import TurnMetrics
 
 PER_ROW = 4
+#: Answer columns kept for saved fine-tuned adapters: the ticked adapters fill them in the order they were ticked,
+#: so an adapter saved while the app runs can be compared at once (one merged model in memory per adapter).
+ADAPTER_COLUMNS = 3
 TABLE_COLUMNS = ["Backend", "Model", "TTFT (s)", "Total (s)", "Tokens/s", "In tokens", "Out tokens", "Cost"]
 TABLE_COLUMNS += [compare_probs.COLUMN, "Finish"]
 
@@ -46,7 +49,8 @@ def bar_frame(y: str, points: list[tuple[str, float]]) -> pd.DataFrame:
 
 @dataclass
 class CompareLayout:
-    """The Compare tab's backend options and the components that its events use."""
+    """The Compare tab's backend options and the components that its events use. ``ids``: the options with a
+    column of their own (all but the adapters); ``answers``, ``columns``: theirs, then the adapters' (``titles``)."""
 
     ids: list[str]
     labels: dict[str, str]
@@ -59,6 +63,7 @@ class CompareLayout:
     temperature: gr.Slider
     columns: list[gr.Column]
     answers: list[gr.Markdown]
+    titles: list[gr.Markdown]
     status: gr.Markdown
     table: gr.Dataframe
     ttft_plot: gr.BarPlot
@@ -68,11 +73,11 @@ class CompareLayout:
 
 
 def layout(runtime: AppRuntime) -> CompareLayout:
-    """Create the Compare tab's components inside the current ``gr.Tab``: one column per backend option, shown
-    for the ticked ones."""
+    """Create the Compare tab's components inside the current ``gr.Tab``: one column per backend option and
+    :data:`ADAPTER_COLUMNS` for saved adapters, shown for the ticked ones."""
     cap, choices = runtime.settings.max_new_tokens_cap, backend_choices(runtime)
-    ids = [i for _, i in choices]
-    labels = dict((i, label) for label, i in choices)
+    labels = {i: label for label, i in choices if not i.startswith(ADAPTER_OPTION_PREFIX)}
+    ids = list(labels)
     # The other local engine is offered, not ticked: it loads on first use (the same weights, other kernels).
     default = [i for i in ids if is_usable(runtime, i, None) and not i.startswith(LOCAL_PREFIX)]
 
@@ -95,15 +100,19 @@ def layout(runtime: AppRuntime) -> CompareLayout:
         value=default,
         label="Backends",
         info="Hosted ones need a key (from the environment or the Hosted API tab).",
+        elem_id="compare-backends",
     )
     with gr.Accordion("Options", open=False):
         system = gr.Textbox(
             label="System prompt (optional)",
             lines=2,
             placeholder="e.g. You are a concise assistant. Answer in at most three sentences.",
+            elem_id="compare-system",
         )
         with gr.Row():
-            max_tokens = gr.Slider(1, cap, value=min(128, cap), step=1, label="Max new tokens")
+            max_tokens = gr.Slider(
+                1, cap, value=min(128, cap), step=1, label="Max new tokens", elem_id="compare-max-tokens"
+            )
             temperature = gr.Slider(
                 0.0,
                 2.0,
@@ -111,10 +120,11 @@ def layout(runtime: AppRuntime) -> CompareLayout:
                 step=0.05,
                 label="Temperature",
                 info="0 = always the most likely token (fair for comparing).",
+                elem_id="compare-temperature",
             )
         token_probs = compare_probs.checkbox()
 
-    columns, answers = _answer_columns(ids, labels, default)
+    columns, answers, titles = _answer_columns(ids, labels, default)
 
     status = gr.Markdown("", elem_id="compare-status")
     table = gr.Dataframe(
@@ -128,41 +138,29 @@ def layout(runtime: AppRuntime) -> CompareLayout:
     ttft_plot, tps_plot, probs_plot = _speed_plots()
     with gr.Accordion("About Compare", open=False):
         gr.Markdown(ABOUT)
-    return CompareLayout(
-        ids,
-        labels,
-        prompt,
-        run_btn,
-        stop_btn,
-        backends,
-        system,
-        max_tokens,
-        temperature,
-        columns,
-        answers,
-        status,
-        table,
-        ttft_plot,
-        tps_plot,
-        token_probs,
-        probs_plot,
-    )
+    parts = (prompt, run_btn, stop_btn, backends, system, max_tokens, temperature, columns, answers, titles, status)
+    return CompareLayout(ids, labels, *parts, table, ttft_plot, tps_plot, token_probs, probs_plot)
 
 
 def _answer_columns(
     ids: list[str], labels: dict[str, str], default: list[str]
-) -> tuple[list[gr.Column], list[gr.Markdown]]:
-    """One column (title and answer) per backend option, four to a row, visible for the ticked ones."""
+) -> tuple[list[gr.Column], list[gr.Markdown], list[gr.Markdown]]:
+    """One column (title and answer) per backend option, four to a row, visible for the ticked ones; then a row
+    of :data:`ADAPTER_COLUMNS` hidden ones for adapters, whose titles (returned third) change with the ticks."""
     columns: list[gr.Column] = []
     answers: list[gr.Markdown] = []
-    for start in range(0, len(ids), PER_ROW):
+    titles: list[gr.Markdown] = []
+    rows = [ids[start : start + PER_ROW] for start in range(0, len(ids), PER_ROW)] + [[""] * ADAPTER_COLUMNS]
+    for row in rows:
         with gr.Row(equal_height=True):
-            for option_id in ids[start : start + PER_ROW]:
+            for option_id in row:
                 with gr.Column(visible=option_id in default, min_width=240) as col:
-                    gr.Markdown(f"**{labels[option_id]}**")
+                    title = gr.Markdown(f"**{labels[option_id]}**" if option_id else "")
                     answers.append(gr.Markdown("", elem_classes="compare-answer", container=True, max_height=520))
                 columns.append(col)
-    return columns, answers
+                if not option_id:
+                    titles.append(title)
+    return columns, answers, titles
 
 
 def _speed_plots() -> tuple[gr.BarPlot, gr.BarPlot, gr.BarPlot]:

@@ -201,8 +201,10 @@ class LabTab:
         if config.method == "score":
             from ..icl.scoring import LabelScorer
 
-            loaded = self.runtime.models.get(
-                engine=TRANSFORMERS, progress=lambda f, m: progress(f, desc=f"Loading the transformers engine: {m}")
+            loaded = self.runtime.models.get(  # a saved adapter's option scores that adapter, not the base
+                self.runtime.spec_of(backend_id),
+                engine=TRANSFORMERS,
+                progress=lambda f, m: progress(f, desc=f"Loading the transformers engine: {m}"),
             )
             scorer = LabelScorer(loaded, slots=self.runtime.line(TRANSFORMERS))
             state.backend = f"local · {loaded.display_name} · {TRANSFORMERS}"
@@ -212,7 +214,9 @@ class LabTab:
         state.backend = short_label(backend_id)
         if engine is not None:  # a model without a chat template gets one-message prompts: load it to know
             loaded = self.runtime.models.get(
-                engine=engine, progress=lambda f, m: progress(f, desc=f"Loading the local model: {m}")
+                self.runtime.spec_of(backend_id),
+                engine=engine,
+                progress=lambda f, m: progress(f, desc=f"Loading the local model: {m}"),
             )
             single_turn = bool(getattr(loaded, "is_seq2seq", False))
             state.backend = f"local · {loaded.display_name} · {engine}"
@@ -320,7 +324,7 @@ def build(runtime: AppRuntime, session: Any) -> LabTab:
                 label="Format",
                 info="csv/tsv: text + label columns · jsonl · phrasebank: sentence@label (Latin-1)",
             )
-            backend = gr.Dropdown(backend_choices(runtime), value=LOCAL, label="Backend")
+            backend = gr.Dropdown(backend_choices(runtime), value=LOCAL, label="Backend", elem_id="lab-backend")
             method = gr.Radio(
                 list(METHODS),
                 value="score",

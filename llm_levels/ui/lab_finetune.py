@@ -142,7 +142,9 @@ class FinetunePanel:
 
         c = self.c
         try:
-            config = FinetuneConfig(examples=int(examples or 0) or None, epochs=int(epochs or 1), seed=int(seed or 0))
+            config = FinetuneConfig(
+                examples=int(examples or 0) or None, epochs=int(epochs or FinetuneConfig.epochs), seed=int(seed or 0)
+            )
             train, rows, labels = load_sets(upload, eval_limit, config.seed)
         except BackendError as e:
             raise gr.Error(str(e)) from e
@@ -199,9 +201,9 @@ class FinetunePanel:
         if out.adapter is not None:
             slug = out.adapter.slug
             head += (
-                f"\n\nAdapter saved: **{out.adapter.name}**. Reload the page to pick it in Chat or Compare "
-                f"(`{ADAPTER_OPTION_PREFIX}{slug}`), or type `adapter:{slug}` in the Local tab's model box "
-                "with the transformers engine."
+                f"\n\nAdapter saved: **{out.adapter.name}**. Pick it now in Chat, Compare or the Lab "
+                f"(`{ADAPTER_OPTION_PREFIX}{slug}`; pages opened before list it once reloaded), or type "
+                f"`adapter:{slug}` in the Local tab's model box with the transformers engine."
             )
         return {
             c["status"]: head,
@@ -222,7 +224,7 @@ class FinetunePanel:
         if not all(sizes):
             raise gr.Error("Training sizes: at least 1 example each.")
         try:
-            config = FinetuneConfig(epochs=int(epochs or 1), seed=int(seed or 0))
+            config = FinetuneConfig(epochs=int(epochs or FinetuneConfig.epochs), seed=int(seed or 0))
             train, rows, labels = load_sets(upload, eval_limit, config.seed)
         except BackendError as e:
             raise gr.Error(str(e)) from e
@@ -269,22 +271,37 @@ class FinetunePanel:
             job.cancel.set()
 
 
-def refresh_pickers_on_load(
-    demo: gr.Blocks, runtime: AppRuntime, elem_ids: tuple[str, ...] = ("chat-backend",)
-) -> None:
-    """Re-read the backend choices of the pickers ``elem_ids`` when a page loads, so an adapter saved since the
-    app started is offered after a page reload (Compare's columns are built once: they need a restart)."""
-    from .shared import backend_choices
+#: The backend pickers that offer saved adapters (their elem_ids): Chat's, the Lab's, Compare's boxes and its
+#: "Sampling side by side" panel's.
+PICKERS = ("chat-backend", "lab-backend", "compare-backends", "sampling-backend")
+#: How the pickers' refresh runs: at once (no queue), unseen, not part of the app's API.
+QUIET: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
 
-    pickers = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id in elem_ids]
-    if not pickers:
-        return
+
+def backend_pickers(demo: gr.Blocks | None, elem_ids: tuple[str, ...] = PICKERS) -> list[Any]:
+    """The pickers ``elem_ids`` built in ``demo`` so far (dropdowns and checkbox groups)."""
+    blocks = demo.blocks.values() if demo is not None else ()
+    return [b for b in blocks if isinstance(b, (gr.Dropdown, gr.CheckboxGroup)) and b.elem_id in elem_ids]
+
+
+def picker_refresh(runtime: AppRuntime, pickers: list[Any]) -> Callable[[], Updates]:
+    """A handler that re-reads the backend choices of ``pickers`` (each keeps its value): the adapters saved
+    by now are offered."""
+    from .shared import backend_choices
 
     def refresh() -> Updates:
         choices = backend_choices(runtime)
-        return {p: gr.Dropdown(choices=choices) for p in pickers}
+        return {p: type(p)(choices=choices) for p in pickers}
 
-    demo.load(refresh, None, pickers, queue=False, show_progress="hidden", api_visibility="private")
+    return refresh
+
+
+def refresh_pickers_on_load(demo: gr.Blocks, runtime: AppRuntime, elem_ids: tuple[str, ...] = PICKERS) -> None:
+    """Re-read the backend choices of the pickers ``elem_ids`` when a page loads, so an adapter saved since the
+    app started (on another page, say) is offered after a page reload."""
+    pickers = backend_pickers(demo, elem_ids)
+    if pickers:
+        demo.load(picker_refresh(runtime, pickers), None, pickers, **QUIET)
 
 
 def build(runtime: AppRuntime) -> FinetunePanel:
@@ -345,9 +362,14 @@ def build(runtime: AppRuntime) -> FinetunePanel:
         )
     panel = FinetunePanel(runtime, c)
     outs = list(c.values())
-    train_btn.click(
+    trained = train_btn.click(
         panel.train, [upload, examples, epochs, eval_limit, seed, name, save], outs, show_progress="hidden", **LANE
     )
+    # An adapter just saved is offered at once by this page's pickers (built before this panel: Chat, Compare,
+    # the Lab's); other pages offer it when they load (refresh_pickers_on_load).
+    pickers = backend_pickers(gr.context.Context.root_block)
+    if pickers:
+        trained.then(picker_refresh(runtime, pickers), None, pickers, **QUIET)
     curve_btn.click(panel.curve, [upload, epochs, eval_limit, seed, shots, sizes], outs, show_progress="hidden", **LANE)
     # Stop sets the job's event only: the run ends between two steps and its handler shows "Stopped".
     stop_btn.click(panel.stop, [c["holder"]], None, queue=False)

@@ -79,12 +79,19 @@ def sampling_section(cap: int) -> list[Any]:
             max_lines=6,
             placeholder="e.g. You are a helpful assistant.",
             info="Becomes the first message; the chat template decides how the model sees it.",
+            elem_id="local-system",
         )
         with gr.Row():
-            do_sample = gr.Checkbox(value=False, label="do_sample", info=SAMPLING_INFO)
+            do_sample = gr.Checkbox(value=False, label="do_sample", info=SAMPLING_INFO, elem_id="local-do-sample")
             m = PARAM_SPECS["max_new_tokens"]
             max_new = checked_slider(
-                m.minimum, cap, value=min(128, cap), step=1, label="max_new_tokens", info=m.description
+                m.minimum,
+                cap,
+                value=min(128, cap),
+                step=1,
+                label="max_new_tokens",
+                info=m.description,
+                elem_id="local-max-new-tokens",
             )
         with gr.Row():
             temperature = slider("temperature", minimum=0.05)
@@ -98,6 +105,7 @@ def sampling_section(cap: int) -> list[Any]:
             label="seed",
             placeholder="empty = random",
             info=PARAM_SPECS["seed"].description + " Used only with do_sample.",
+            elem_id="local-seed",
         )
     return [system, do_sample, temperature, top_k, top_p, rep, max_new, seed]
 

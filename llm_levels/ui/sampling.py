@@ -1,8 +1,9 @@
 """Sampling side by side (in the Compare tab): ``n`` draws of one prompt, or a temperature sweep, as columns.
 
-The same machinery as a talk step (:mod:`llm_levels.talks.runner`): each column is one turn of the turn
-service, all running at once (a local engine decodes them together in its slots). Draw ``i`` uses seed
-``seed + i``, so a sweep or a set of samples can be shown again exactly.
+The same machinery as a talk step (:mod:`llm_levels.talks.runner`): on a local engine each column is one
+turn of the turn service, all running at once (decoded together in the engine's slots), draw ``i`` with seed
+``seed + i``, so a sweep or a set of samples can be shown again exactly; a hosted API (or the app's own
+``/v1``) gets the n draws as one request with ``n``, as the API itself offers them.
 
 Event (``api_name``): ``compare_sampling``.
 """
@@ -93,7 +94,8 @@ def build(runtime: AppRuntime) -> None:
     with gr.Accordion("Sampling side by side: n draws, or a temperature sweep", open=False, elem_id="sampling-box"):
         gr.Markdown(
             "One prompt, several answers in columns. **n draws** samples the same settings with seeds "
-            "seed, seed+1, …; a **temperature sweep** answers once per temperature with the same seed. "
+            "seed, seed+1, … (a hosted API gets one request with `n`); a **temperature sweep** answers once "
+            "per temperature with the same seed. "
             "Temperature 0 is greedy: every draw is the same."
         )
         with gr.Row():

@@ -2,9 +2,10 @@
 
 The presenter panel sits above the tabs, in large type: the header "Step 3 of 12 — <title>", the prompt,
 the answers side by side, the speaker note folded. Keys: → run the next step (it switches to the step's
-tab and runs), ← back, R re-run, S stop, Esc leave. ``/?talk=default`` opens the shipped talk, ``/?talk=NAME``
-another; the Talk tab picks, checks (line-numbered errors) and rehearses talks. A step whose backend fails
-shows the answer recorded at rehearsal, labelled so, and the talk goes on.
+tab, fills that tab's own prompt box and settings with the step's, and runs), ← back, R re-run, S stop,
+Esc leave. ``/?talk=default`` opens the shipped talk, ``/?talk=NAME`` another; the Talk tab picks, checks
+(line-numbered errors) and rehearses talks. A step whose backend fails shows the answer recorded at
+rehearsal, labelled so, and the talk goes on.
 
 Events (``api_name``): ``talk_open``, ``talk_next``, ``talk_back``, ``talk_rerun``, ``talk_leave``,
 ``talk_check``, ``talk_rehearse``.
@@ -13,7 +14,7 @@ Events (``api_name``): ``talk_open``, ``talk_next``, ``talk_back``, ``talk_rerun
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -22,6 +23,7 @@ from ..runtime import AppRuntime
 from ..talks import RehearsalStore, Talk, TalkError, load_talk, parse_talk, talk_names
 from ..talks.runner import Column, StepView, plan, run_step
 from . import talk_view as V
+from .talk_fill import TabWidgets
 from .talk_layout import TalkLayout, keys_js, presenter_layout, starter_layout
 
 Updates = dict[Any, Any]
@@ -47,6 +49,8 @@ class TalkMode:
     store: RehearsalStore
     ui: TalkLayout
     tabs: gr.Tabs
+    #: The tabs' own widgets that show a step's prompt and settings when it switches there.
+    fill: TabWidgets = field(default_factory=TabWidgets)
 
     @property
     def talks_dir(self) -> Any:
@@ -77,8 +81,9 @@ class TalkMode:
             self.ui.code: gr.Code(value=V.request_code(self.runtime, step)),
             self.ui.code_box: gr.Accordion(visible=step.tab == "api"),
         }
-        if select:
+        if select:  # the step's tab, its own widgets showing the step's prompt and settings
             out[self.tabs] = gr.Tabs(selected=step.tab)
+            out.update(self.fill.updates(step))
         return out
 
     def open(self, name: str, source: str) -> Updates:
@@ -107,11 +112,16 @@ class TalkMode:
         placeholder = StepView(tuple(Column(p.label) for p in plan(st["talk"].steps[i])))
         yield self._show(st, view=placeholder, select=True)
         session = request.session_hash if request else None
-        view = None
         for view in run_step(self.runtime, st["talk"], i, store=self.store, session_id=session):
-            yield {self.ui.answer: V.cards_html(view), self.ui.status: V.status_md(view), **self._table(st, view)}
-        st["views"][i] = view
-        yield {self.ui.state: st}
+            out = {self.ui.answer: V.cards_html(view), self.ui.status: V.status_md(view), **self._table(st, view)}
+            if view.finished:
+                # The last answers and the state that says so in one update, the event's last: the page can
+                # take the next → as soon as it shows them (a press while the event still runs is dropped).
+                st["views"][i] = view
+                out[self.ui.state] = st
+                # The model again: switching the Hosted API tab's endpoint resets its model box to its default.
+                out.update(self.fill.updates(st["talk"].steps[i], only=("api.model",)))
+            yield out
 
     def _table(self, st: dict[str, Any], view: Any) -> Updates:
         step = st["talk"].steps[st["index"]]
@@ -187,16 +197,17 @@ def build_presenter(runtime: AppRuntime) -> TalkLayout:
 def build_starter(runtime: AppRuntime, ui: TalkLayout, tabs: gr.Tabs, demo: gr.Blocks) -> TalkMode:
     """The Talk tab's controls (inside the current ``gr.Tab``), and every talk event."""
     starter_layout(ui, talk_names(_talks_dir(runtime)))
-    mode = TalkMode(runtime, RehearsalStore(runtime.settings.cache_dir / "talks"), ui, tabs)
-    shown = ui.presenter_outputs + [tabs]
-    lane = {"concurrency_id": "talk", "concurrency_limit": 4}
+    fill = TabWidgets.find_on(demo, runtime)  # every tab is built by now (the Talk tab comes last)
+    mode = TalkMode(runtime, RehearsalStore(runtime.settings.cache_dir / "talks"), ui, tabs, fill)
+    shown = ui.presenter_outputs + [tabs] + fill.components
+    lane: dict[str, Any] = {"concurrency_id": "talk", "concurrency_limit": 4}
     ui.present_btn.click(mode.open, [ui.picker, ui.source], [*shown, ui.check], api_name="talk_open")
     ui.check_btn.click(mode.check, [ui.picker, ui.source], [ui.check], api_name="talk_check")
     ui.picker.change(mode.show_source, [ui.picker], [ui.source], api_visibility="private")
     rehearsing = ui.rehearse_btn.click(
         mode.rehearse, [ui.picker, ui.source], [ui.check], api_name="talk_rehearse", **lane
     )
-    running = [
+    running: list[Any] = [
         ui.next_btn.click(mode.next, [ui.state], shown, api_name="talk_next", **lane),
         ui.rerun_btn.click(mode.rerun, [ui.state], shown, api_name="talk_rerun", **lane),
     ]

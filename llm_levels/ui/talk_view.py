@@ -105,5 +105,7 @@ def request_code(runtime: AppRuntime, step: Step) -> str:
         request["top_p"] = p.top_p
     if p.seed is not None:
         request["seed"] = p.seed
+    if first.together:
+        request["n"] = step.n
     app = first.option_id == "app-endpoint"
     return openai_snippet(request, base_url=runtime.app_endpoint_url if app else None, app_endpoint=app)

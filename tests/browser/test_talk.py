@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from llm_levels.config import Settings
 from llm_levels.talks import RehearsalStore, load_talk, parse_talk
+from llm_levels.talks.runner import plan
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +68,11 @@ def test_the_default_talk_runs_end_to_end_with_the_keyboard(browser, app_server)
                 n = len(step.temperatures) or len(step.backends) or step.n
                 assert len(texts) == n, (step.title, texts)
                 assert all(len(t.strip().splitlines()) >= 2 for t in texts), texts  # label + answer
+            if step.tab == "api":  # the tab's own widgets show the step's request (its first column's)
+                first = plan(step)[0].params
+                expect(page.locator("#api-input textarea")).to_have_value(step.prompt)
+                expect(page.locator("#api-temperature input[type='number']")).to_have_value(f"{first.temperature:g}")
+                expect(page.locator("#api-max-tokens input[type='number']")).to_have_value(str(first.max_new_tokens))
         page.keyboard.press("ArrowLeft")
         expect(header).to_contain_text(f"Step {len(talk.steps) - 1} of")
         page.keyboard.press("Escape")

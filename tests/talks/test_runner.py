@@ -89,6 +89,46 @@ def test_a_rehearsal_records_and_a_failing_step_shows_the_record(runtime, tmp_pa
     assert store.lookup("t", talk.steps[3]).answers == (rehearsed.columns[0].text,)
 
 
+N_STEP = """\
+title: n at level 2
+steps:
+  - title: "Level 2: five answers"
+    tab: api
+    backend: hosted:app
+    model: local
+    prompt: Name a colour.
+    n: 3
+    temperature: 1
+    seed: 9
+    max_tokens: 6
+"""
+
+
+@pytest.mark.slow
+def test_a_hosted_step_with_n_asks_one_request_for_all_its_answers(app_server) -> None:
+    """Level 2's ``n``: one request with ``n=3`` to a real OpenAI-compatible server (the served app's /v1),
+    its three answers in three columns; the server's answer i is its answer with seed 9 + i."""
+    import openai
+
+    endpoint = f'[{{"name": "app", "base_url": "{app_server.url}v1", "model": "local"}}]'
+    hosted = AppRuntime(Settings.from_env({"PRELOAD_MODEL": "false", "HOSTED_ENDPOINTS": endpoint}))
+    step = parse_talk(N_STEP, "n.yaml")
+    planned = plan(step.steps[0])
+    assert [p.together for p in planned] == [True] * 3 and planned[0].label == "answer 1 of n=3"
+    view = last(run_step(hosted, step, 0))
+    assert [c.state for c in view.columns] == ["done"] * 3 and "n=3" in view.columns[0].detail
+    client = openai.OpenAI(base_url=f"{app_server.url}v1", api_key="none", max_retries=0)
+    one_by_one = [
+        client.chat.completions.create(
+            model="local", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=6, seed=9 + i
+        )
+        .choices[0]
+        .message.content
+        for i in range(3)
+    ]
+    assert [c.text for c in view.columns] == one_by_one
+
+
 def test_stop_ends_a_step_promptly(runtime) -> None:
     talk = parse_talk(TALK.replace("max_tokens: 8", "max_tokens: 400"), "t.yaml")
     cancel = threading.Event()
@@ -97,3 +137,22 @@ def test_stop_ends_a_step_promptly(runtime) -> None:
     cancel.set()
     final = last(views)
     assert all(c.state in ("done", "failed") for c in final.columns)
+
+
+def test_the_lab_card_sets_this_models_scores_beside_the_articles():
+    from llm_levels.talks.runner import _lab_table, lab_summary
+
+    class Run:
+        def __init__(self, shots: int, f1: float) -> None:
+            self.shots = shots
+            self.metrics = type("M", (), {"weighted_f1": f1, "accuracy": f1, "n": 60})()
+
+    table = _lab_table([Run(0, 0.5671), Run(1, 0.575), Run(3, 0.625)])
+    assert [row[4] for row in table] == [0.40, 0.44, "—"]  # the article scored k = 0 and 1 only
+    assert lab_summary(table).replace("\u00a0", " ") == (
+        "This model: weighted F1 0.567 at k = 0 → 0.625 at k = 3. The article's Flan-T5: 0.40 at k = 0 → 0.44 at k = 1."
+    )
+    assert (
+        lab_summary(table[:1]).replace("\u00a0", " ").startswith("This model: weighted F1 0.567 at k = 0. ")
+        and lab_summary(()) == ""
+    )

@@ -118,7 +118,7 @@ def test_the_last_results_kept_in_the_browser_come_back_checked(monkeypatch):
     kept = tab.keep("hi", "sys", [LOCAL], *shown)
     assert kept["answers"] == {LOCAL: "ok"} and kept["prompt"] == "hi" and kept["selected"] == [LOCAL]
     back = tab.restore(json.loads(json.dumps(kept)))  # what the browser hands back: plain JSON
-    assert back[tab.prompt] == "hi" and back[tab.system] == "sys" and back[tab.backends] == [LOCAL]
+    assert back[tab.prompt] == "hi" and back[tab.system] == "sys" and back[tab.backends].value == [LOCAL]
     assert [back[md] for md in tab.answers] == ["ok"] + [""] * (len(tab.answers) - 1)
     assert list(back[tab.table].columns) == TABLE_COLUMNS and back[tab.table].iloc[0, 0] == "Local model"
     assert back[tab.status].startswith(RESTORED_NOTE) and "Done in" in back[tab.status]
@@ -129,7 +129,7 @@ def test_the_last_results_kept_in_the_browser_come_back_checked(monkeypatch):
     assert all(isinstance(v, skip) for v in tab.restore(None).values())
     assert all(isinstance(v, skip) for v in tab.restore("junk").values())
     odd = tab.restore({"answers": {"nope": "x", LOCAL: "a\ud800"}, "selected": ["nope", LOCAL], "table": [[1, 2]]})
-    assert odd[tab.backends] == [LOCAL] and odd[tab.answers[0]] == "a\ufffd" and odd[tab.table].empty
+    assert odd[tab.backends].value == [LOCAL] and odd[tab.answers[0]] == "a\ufffd" and odd[tab.table].empty
 
 
 def test_no_key_ever_goes_into_the_browser():

@@ -8,6 +8,7 @@ import time
 import pytest
 from gradio_client.exceptions import AppError
 
+from llm_levels.ui.compare_layout import ADAPTER_COLUMNS
 from tests.fixtures.app_server import APP_ENDPOINT, DEAD, KATAN, LOCAL
 
 #: The other local engine (the same weights in transformers), offered but not ticked by default.
@@ -32,8 +33,9 @@ def run(client, prompt, backends, *, max_tokens=8, temperature=0.0, system=""):
 
 def unpack(result):
     n = len(OPTIONS)
-    answers = dict(zip(OPTIONS, result[:n]))
-    table, ttft, tps, status = result[n:]
+    answers = dict(zip(OPTIONS, result[:n]))  # then the columns kept for adapters (none here: empty)
+    assert list(result[n:-4]) == [""] * ADAPTER_COLUMNS
+    table, ttft, tps, status = result[-4:]
     return answers, table, ttft, tps, status
 
 
