@@ -13,7 +13,7 @@ from ..core import PARAM_SPECS
 from ..inspection import API_METRIC_COLUMNS
 from ..pricing import PRICING_NOTE
 from .api_panels import CUSTOM, Endpoints
-from .shared import checked_slider
+from .shared import param_slider
 
 if TYPE_CHECKING:
     from .api import ApiTab
@@ -74,35 +74,11 @@ def settings_section(endpoints: Endpoints, cap: int) -> tuple[list[Any], gr.Butt
             elem_id="api-system",
         )
         with gr.Row():
-            t, p = PARAM_SPECS["temperature"], PARAM_SPECS["top_p"]
-            temperature = checked_slider(
-                t.minimum,
-                t.maximum,
-                value=t.default,
-                step=t.step,
-                label="temperature",
-                info=t.description,
-                elem_id="api-temperature",
-            )
-            top_p = checked_slider(
-                p.minimum,
-                p.maximum,
-                value=p.default,
-                step=p.step,
-                label="top_p",
-                info=p.description,
-                elem_id="api-top-p",
-            )
+            temperature = param_slider("temperature", elem_id="api-temperature")
+            top_p = param_slider("top_p", elem_id="api-top-p")
         with gr.Row():
-            m = PARAM_SPECS["max_new_tokens"]
-            max_tokens = checked_slider(
-                m.minimum,
-                cap,
-                value=min(256, cap),
-                step=1,
-                label="max tokens",
-                info=m.description,
-                elem_id="api-max-tokens",
+            max_tokens = param_slider(
+                "max_new_tokens", label="max tokens", maximum=cap, value=min(256, cap), step=1, elem_id="api-max-tokens"
             )
             # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
             seed = gr.Textbox(

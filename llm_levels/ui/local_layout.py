@@ -14,7 +14,7 @@ from ..inspection import LOCAL_METRIC_COLUMNS
 from ..runtime import AppRuntime
 from .local_panels import model_info
 from .running import for_page, refusals_as_toasts
-from .shared import checked_slider, lane, local_queue
+from .shared import lane, local_queue, param_slider
 
 if TYPE_CHECKING:
     from .local import LocalTab
@@ -32,14 +32,6 @@ and hardware: small models that fit a laptop are slower and much less capable th
 ENGINE_INFO = "llama.cpp: fast on a CPU. transformers: the tutorials' Python (loads on first use)."
 
 SAMPLING_INFO = "Off: greedy decoding (always the most likely token; temperature, top-k and top-p are ignored)."
-
-
-def slider(name: str, *, minimum: float | None = None, maximum: float | None = None) -> gr.Slider:
-    """A slider for the sampling parameter ``name`` (its range, default, step and description)."""
-    spec = PARAM_SPECS[name]
-    lo = spec.minimum if minimum is None else minimum
-    hi = spec.maximum if maximum is None else maximum
-    return checked_slider(lo, hi, value=spec.default, step=spec.step, label=name, info=spec.description)
 
 
 def model_section(runtime: AppRuntime) -> dict[str, Any]:
@@ -83,22 +75,15 @@ def sampling_section(cap: int) -> list[Any]:
         )
         with gr.Row():
             do_sample = gr.Checkbox(value=False, label="do_sample", info=SAMPLING_INFO, elem_id="local-do-sample")
-            m = PARAM_SPECS["max_new_tokens"]
-            max_new = checked_slider(
-                m.minimum,
-                cap,
-                value=min(128, cap),
-                step=1,
-                label="max_new_tokens",
-                info=m.description,
-                elem_id="local-max-new-tokens",
+            max_new = param_slider(
+                "max_new_tokens", maximum=cap, value=min(128, cap), step=1, elem_id="local-max-new-tokens"
             )
         with gr.Row():
-            temperature = slider("temperature", minimum=0.05)
-            top_k = slider("top_k", maximum=200)
+            temperature = param_slider("temperature", minimum=0.05)
+            top_k = param_slider("top_k", maximum=200)
         with gr.Row():
-            top_p = slider("top_p")
-            rep = slider("repetition_penalty")
+            top_p = param_slider("top_p")
+            rep = param_slider("repetition_penalty")
         # A text box, not gr.Number: a number field cannot be left empty (= random) in the browser.
         seed = gr.Textbox(
             value="",

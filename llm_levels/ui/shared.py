@@ -21,12 +21,12 @@ from weakref import WeakKeyDictionary
 import gradio as gr
 
 from .. import history as H
-from ..core import BackendError, GenParams
+from ..core import PARAM_SPECS, BackendError, GenParams
 from ..pricing import PriceTable
 from ..runtime import APP_ENDPOINT, LOCAL, LOCAL_PREFIX, SESSION_HOSTED, AppRuntime
 from ..text_clean import clean_text
 from ..turns.events import Loading, Waiting
-from ..web.gradio_compat import checked_slider  # noqa: F401 - the tabs' sliders (it reaches into Gradio)
+from ..web.gradio_compat import checked_slider  # the tabs' sliders (it reaches into Gradio)
 
 log = logging.getLogger(__name__)
 
@@ -323,3 +323,18 @@ def wait_text(event: Loading | Waiting) -> str:
             "as soon as it is ready."
         )
     return event.message or "Please wait…"
+
+
+def param_slider(name: str, *, label: str | None = None, elem_id: str | None = None, **given: Any) -> gr.Slider:
+    """A checked slider for the generation setting ``name``: its range, default, step and description from
+    :data:`~llm_levels.core.PARAM_SPECS`, unless ``given`` (``minimum``, ``maximum``, ``value``, ``step``)."""
+    spec = PARAM_SPECS[name]
+    return checked_slider(
+        spec.minimum if given.get("minimum") is None else given["minimum"],
+        spec.maximum if given.get("maximum") is None else given["maximum"],
+        value=given.get("value", spec.default),
+        step=given.get("step", spec.step),
+        label=label or name,
+        info=spec.description,
+        elem_id=elem_id,
+    )
