@@ -156,3 +156,15 @@ def test_the_lab_card_sets_this_models_scores_beside_the_articles():
         lab_summary(table[:1]).replace("\u00a0", " ").startswith("This model: weighted F1 0.567 at k = 0. ")
         and lab_summary(()) == ""
     )
+
+
+def test_the_python_panel_of_a_hosted_n_step_shows_one_call_with_n(runtime) -> None:
+    """The default talk's "five samples" step: the presenter's Python is one ``create`` call with ``n=5``."""
+    from llm_levels.talks import load_talk
+    from llm_levels.ui.talk_view import request_code
+
+    talk = load_talk("default")
+    step = next(s for s in talk.steps if s.n > 1)
+    code = request_code(runtime, step)
+    assert "n=5" in code and code.count("chat.completions.create(") == 1
+    assert all(p.together for p in plan(step))
