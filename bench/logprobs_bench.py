@@ -72,7 +72,7 @@ def fresh_prompt_backend(model: Any) -> Any:
     return FreshPrompt(model)
 
 
-#: Pairs (off, on) measured at least: a decode this short is at the mercy of whatever else the machine does,
+#: Pairs (off, on) measured at least (``--quick``, a smoke run: its one run): a decode this short is at the mercy of whatever else the machine does,
 #: and a median over more pairs steadies the ratio (each pair costs a few seconds).
 MIN_RUNS = 5
 
@@ -91,7 +91,7 @@ def logprobs_section(args: Any, engines: dict[str, Any], results: dict[str, Any]
         for top in (None, TOP):  # warm-up
             generate(backend, args.prompt, min(8, n), top)
         runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
-        for r in range(max(args.runs, MIN_RUNS)):
+        for r in range(args.runs if getattr(args, "quick", False) else max(args.runs, MIN_RUNS)):
             for key, top in (("off", None), ("on", TOP)):
                 time.sleep(SETTLE_S)
                 res = generate(backend, args.prompt, n, top)
