@@ -124,7 +124,7 @@ def chat_tab(page, out: Path) -> None:
 
     open_tab(page, "chat")
     page.get_by_text("Settings", exact=True).click()
-    pick_dropdown(page, "chat-backend", "Local model")
+    pick_dropdown(page, "chat-backend", "Local model (in this app · llama.cpp)")
     set_number(page, "Longest answer (tokens)", 200)
     page.get_by_text("Settings", exact=True).click()  # closed again: a cleaner picture
     send(page, "#chat-input textarea", CHAT_PROMPT)
