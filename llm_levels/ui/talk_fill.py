@@ -20,6 +20,7 @@ import gradio as gr
 
 from ..talks.format import Step
 from ..talks.runner import LAB_ROWS, plan
+from .talk_view import request_code
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import AppRuntime
@@ -69,6 +70,7 @@ SPOTS: dict[str, Spot] = {
     "api.seed": by_id("api-seed"),
     "api.tok_show": by_id("api-tok-show"),
     "api.tok_k": by_label(ALTERNATIVES, "api", gr.Slider),
+    "api.snippet": by_label("This request in Python (runs as is)", "api", gr.Code),
     "local.prompt": by_id("local-input"),
     "local.engine": by_id("local-engine"),
     "local.system": by_id("local-system"),
@@ -219,7 +221,10 @@ class TabWidgets:
         """``{widget: value}`` showing ``step``'s prompt and settings in its tab (``only``: these keys)."""
         engine = self.runtime.settings.local_engine if self.runtime is not None else "llama.cpp"
         out: Updates = {}
-        for key, value in step_values(step, engine).items():
+        values = step_values(step, engine)
+        if step.tab == "api" and self.runtime is not None:  # the tab's Python panel shows the step's request
+            values["api.snippet"] = request_code(self.runtime, step)
+        for key, value in values.items():
             component = self.widgets.get(key)
             if component is None or (only is not None and key not in only):
                 continue

@@ -92,7 +92,7 @@ def test_every_widget_a_step_fills_is_found_in_its_tab(demo):
     for key, widget in fill.widgets.items():
         tab = key.split(".")[0]
         parent = widget.parent
-        while not isinstance(parent, gr.Tab):
+        while not (isinstance(parent, gr.Tab) and parent.id is not None):  # the page's tab, not an inner one
             parent = parent.parent
         assert parent.id == {"sampling": "compare"}.get(tab, tab), key
     # found by label: the Local tab's sampling sliders, not the next-token explorer's
@@ -111,6 +111,9 @@ def test_a_level2_step_fills_the_hosted_api_tab(demo, talk_next):
     assert shown["api-endpoint"] == "app-endpoint" and shown["api-model"] == "local"
     assert shown["api-system"] == "" and shown["api-top-p"] == 1.0 and shown["api-tok-show"] is False
     assert all(c in talk_next.outputs for c in update)  # Gradio accepts only an event's outputs
+    # the tab's own Python panel shows the step's request, not the tab's last one
+    code = shown["This request in Python (runs as is)"]
+    assert "temperature=0" in code and "seed=7" in code and "Write one sentence about the sea." in code
 
     few_shot = next(i for i, s in enumerate(talk.steps) if s.system)
     shown = values(first_update(talk_next, talk, few_shot))
