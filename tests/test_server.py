@@ -322,9 +322,17 @@ def test_n_answers_come_as_n_choices_and_answer_i_is_the_answer_with_seed_plus_i
     assert all(c.logprobs is not None and c.logprobs.content for c in several.choices)
     assert several.usage.prompt_tokens == singles[0].usage.prompt_tokens
     assert several.usage.completion_tokens == sum(s.usage.completion_tokens for s in singles)
-    with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(n=2, stream=True, **kw)
-    assert e.value.body["param"] == "n" and "stream=false" in e.value.body["message"]
+    # Streamed: each chunk names its answer; joined, the answers are the same, and so is the usage.
+    texts, finished, usage = ["", "", ""], [None] * 3, None
+    for chunk in client.chat.completions.create(
+        n=3, seed=40, stream=True, stream_options={"include_usage": True}, **kw
+    ):
+        usage = chunk.usage or usage
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            finished[c.index] = c.finish_reason or finished[c.index]
+    assert texts == [c.message.content for c in several.choices]
+    assert all(f in ("stop", "length") for f in finished) and usage.completion_tokens == several.usage.completion_tokens
 
 
 @pytest.mark.slow

@@ -94,25 +94,30 @@ class ChunkWriter:
         return b"data: " + obj.model_dump_json(exclude_unset=True).encode() + b"\n\n"
 
     def _choice(
-        self, delta: chunk_types.ChoiceDelta, finish: str | None = None, tokens: Iterable[TokenLogprob] = ()
+        self,
+        delta: chunk_types.ChoiceDelta,
+        finish: str | None = None,
+        tokens: Iterable[TokenLogprob] = (),
+        index: int = 0,
     ) -> bytes:
         logprobs = token_logprobs(tokens, chunk_types.ChoiceLogprobs)
-        return self._event([chunk_types.Choice(index=0, delta=delta, logprobs=logprobs, finish_reason=finish)])
+        return self._event([chunk_types.Choice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)])
 
-    def role(self) -> bytes:
-        """The first chunk: the assistant's role, no text yet."""
-        return self._choice(chunk_types.ChoiceDelta(role="assistant", content=""))
+    def role(self, index: int = 0) -> bytes:
+        """The first chunk of answer ``index``: the assistant's role, no text yet."""
+        return self._choice(chunk_types.ChoiceDelta(role="assistant", content=""), index=index)
 
-    def text(self, text: str, tokens: Iterable[TokenLogprob] = ()) -> bytes:
-        """A piece of the answer (with its tokens' probabilities, when asked for)."""
-        return self._choice(chunk_types.ChoiceDelta(content=text), tokens=tokens)
+    def text(self, text: str, tokens: Iterable[TokenLogprob] = (), index: int = 0) -> bytes:
+        """A piece of answer ``index`` (with its tokens' probabilities, when asked for)."""
+        return self._choice(chunk_types.ChoiceDelta(content=text), tokens=tokens, index=index)
 
-    def end(self, done: Done) -> bytes:
-        """The last chunk (the finish reason), the usage chunk when asked for, and ``[DONE]``."""
-        out = self._choice(chunk_types.ChoiceDelta(), finish_reason(done.finish_reason))
-        if self.include_usage:
-            out += self._event([], usage=usage_of(done))
-        return out + SSE_DONE
+    def finish(self, done: Done, index: int = 0) -> bytes:
+        """The last chunk of answer ``index``: its finish reason."""
+        return self._choice(chunk_types.ChoiceDelta(), finish_reason(done.finish_reason), index=index)
+
+    def close(self, answers: Iterable[Done]) -> bytes:
+        """After every answer's last chunk: the usage chunk when asked for, and ``[DONE]``."""
+        return (self._event([], usage=usage_of(*answers)) if self.include_usage else b"") + SSE_DONE
 
 
 def sse_error(body: dict[str, Any]) -> bytes:

@@ -53,7 +53,7 @@ from .openai_auth import AccessCheck
 from .openai_errors import ApiError, OpenAIRoute
 from .openai_models import LOCAL_MODEL_ID, engine_for, model_card, model_ids, unknown_model
 from .openai_schema import ChatCompletionRequest, parse_request, too_deep
-from .openai_turn import collect, collect_answers, guarded, sse_events, start_turn, start_turns, until_ready
+from .openai_turn import all_started, collect_all, sse_events, start_turns
 
 __all__ = ["LOCAL_MODEL_ID", "create_router"]
 
@@ -86,44 +86,28 @@ def create_router(runtime: Any) -> APIRouter:
     async def chat_completions(request: Request, body: ChatCompletionRequest = Depends(chat_body)) -> Response:
         request_id = request.state.request_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         engine = engine_for(body.model, runtime)
-        if body.choices > 1:
-            return await several_answers(request, body, engine, request_id)
-        stream = start_turn(runtime, engine, body, request_id)
-        model, first = await guarded(request, stream, until_ready(stream, settings.max_queue_size))
+        streams = start_turns(runtime, engine, body, request_id)  # one per answer asked for (n)
+        model, firsts = await all_started(request, streams, settings.max_queue_size)
         log.info(
-            "%s: %s stream=%s max_tokens=%d temperature=%g (%d waiting)",
+            "%s: %s stream=%s n=%d max_tokens=%d temperature=%g (%d waiting)",
             request_id,
             engine,
             bool(body.stream),
+            body.choices,
             body.params.max_new_tokens,
             body.params.temperature,
             runtime.line(engine).waiting,
         )
         created = int(time.time())
         if not body.stream:
-            done = await guarded(request, stream, collect(stream, first))
-            return Response(completion(request_id, created, model, done), media_type="application/json")
+            answers = await collect_all(request, streams, firsts)
+            return Response(completion(request_id, created, model, *answers), media_type="application/json")
         writer = ChunkWriter(request_id, created, model, body.include_usage)
         return StreamingResponse(
-            sse_events(stream, first, writer),
+            sse_events(streams, firsts, writer),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-
-    async def several_answers(request: Request, body: ChatCompletionRequest, engine: str, request_id: str) -> Response:
-        """``n`` answers in one ``chat.completion``: ``n`` turns side by side, collected in order."""
-        streams = start_turns(runtime, engine, body, request_id)
-        log.info(
-            "%s: %s n=%d max_tokens=%d temperature=%g seed=%s",
-            request_id,
-            engine,
-            body.choices,
-            body.params.max_new_tokens,
-            body.params.temperature,
-            body.params.seed,
-        )
-        model, answers = await collect_answers(request, streams, settings.max_queue_size)
-        return Response(completion(request_id, int(time.time()), model, *answers), media_type="application/json")
 
     @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     async def unknown_route(rest: str) -> Response:

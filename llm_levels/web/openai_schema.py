@@ -2,7 +2,7 @@
 
 Parameters: ``temperature`` (default 1, as OpenAI), ``top_p``, ``max_tokens`` / ``max_completion_tokens``
 (default and upper bound: ``MAX_NEW_TOKENS_CAP``), ``seed``, ``stop`` (a string or up to 4), ``n`` (1 to
-:data:`MAX_CHOICES` answers, not streamed; with a seed, answer i uses seed + i),
+:data:`MAX_CHOICES` answers, side by side, streamed or not; with a seed, answer i uses seed + i),
 the extensions ``top_k`` and ``repetition_penalty`` (as vLLM accepts them), and ``logprobs`` with
 ``top_logprobs`` (0-20). Ranges come from :data:`~llm_levels.core.PARAM_SPECS`, as for every other face.
 Messages carry text: a string or text content parts; ``developer`` is OpenAI's newer name for ``system``.
@@ -297,12 +297,6 @@ class ChatCompletionRequest(BaseModel):
         context = info.context or {}
         if self.max_tokens is not None and self.max_completion_tokens not in (None, self.max_tokens):
             raise refused("max_tokens and max_completion_tokens disagree: send only one.", param="max_tokens")
-        if self.choices > 1 and self.stream:
-            raise refused(
-                f"n={self.n} with stream=true is not supported here: ask for several answers with stream=false.",
-                param="n",
-                code="unsupported_parameter",
-            )
         if self.top_logprobs is not None and not self.logprobs:
             raise refused("top_logprobs needs logprobs set to true.", param="top_logprobs")
         self._conversation = [m.to_message() for m in self.messages]

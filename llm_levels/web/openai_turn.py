@@ -4,9 +4,10 @@
 checks it once: a bad one raises before anything happens). :func:`until_ready` reads its events until the
 answer starts, answering 503 + ``Retry-After`` when the model loads for longer than :data:`MODEL_WAIT_S`
 or the line moves too slowly (:data:`QUEUE_WAIT_S`), and 429 when the line filled up while the model
-loaded. Then :func:`collect` (one ``chat.completion``) or :func:`sse_events` (server-sent chunks) write the
-answer. :func:`guarded` stops the turn when the client goes away before the answer, so a request given
-up leaves the line or stops its generation.
+loaded. A request for ``n`` answers is ``n`` such turns side by side (:func:`start_turns`, :func:`all_started`).
+Then :func:`collect_all` (one ``chat.completion``) or :func:`sse_events` (server-sent chunks, each naming its
+answer's index) write the answers. :func:`guarded` stops the turn when the client goes away before the answer,
+so a request given up leaves the line or stops its generation.
 """
 
 from __future__ import annotations
@@ -71,18 +72,30 @@ def start_turns(runtime: Any, engine: str, body: ChatCompletionRequest, request_
     return streams
 
 
-async def collect_answers(request: Request, streams: list[TurnStream], max_queue_size: int) -> tuple[str, list[Done]]:
-    """The model's name and every stream's finished answer, in order; any failure stops them all."""
-    answers: list[Done] = []
-    model = ""
+async def all_started(request: Request, streams: list[TurnStream], max_queue_size: int) -> tuple[str, list[Event]]:
+    """Wait until every answer has started (a failure before that is the request's HTTP error): the model's name
+    and each stream's first event after :class:`Started`. Any failure, or the client leaving, stops them all."""
+    model, firsts = "", []
     try:
         for stream in streams:
             model, first = await guarded(request, stream, until_ready(stream, max_queue_size))
+            firsts.append(first)
+    except BaseException as e:
+        stop_all(streams, f"ended by {type(e).__name__}")
+        raise
+    return model, firsts
+
+
+async def collect_all(request: Request, streams: list[TurnStream], firsts: list[Event]) -> list[Done]:
+    """Every answer, finished, in order (they run side by side); any failure stops them all."""
+    answers: list[Done] = []
+    try:
+        for stream, first in zip(streams, firsts):
             answers.append(await guarded(request, stream, collect(stream, first)))
     except BaseException as e:
         stop_all(streams, f"ended by {type(e).__name__}")
         raise
-    return model, answers
+    return answers
 
 
 def stop_all(streams: list[TurnStream], why: str) -> None:
@@ -138,18 +151,34 @@ async def collect(stream: TurnStream, first: Event) -> Done:
     return event
 
 
-async def sse_events(stream: TurnStream, first: Event, writer: ChunkWriter) -> AsyncIterator[bytes]:
-    """The server-sent events of one streamed answer; stops the turn if the client goes away."""
-    event: Event | object = first
+async def sse_events(streams: list[TurnStream], firsts: list[Event], writer: ChunkWriter) -> AsyncIterator[bytes]:
+    """The server-sent events of the streamed answers (one, or ``n`` side by side: each chunk names its answer's
+    index, as OpenAI's do); stops every turn if the client goes away or one answer fails."""
+    events: asyncio.Queue[tuple[int, Event | object]] = asyncio.Queue()
+
+    async def pump(index: int, stream: TurnStream, event: Event | object) -> None:
+        while True:
+            await events.put((index, event))
+            if isinstance(event, (Done, Failed)) or event is END:
+                return
+            event = await stream.next()
+
+    pumps = [asyncio.ensure_future(pump(i, s, f)) for i, (s, f) in enumerate(zip(streams, firsts))]
+    answers: dict[int, Done] = {}
     ended = False
     try:
-        yield writer.role()
+        for i in range(len(streams)):
+            yield writer.role(i)
         while not ended:
+            i, event = await events.get()
             if isinstance(event, Delta):
-                yield writer.text(event.text, event.tokens)
+                yield writer.text(event.text, event.tokens, index=i)
             elif isinstance(event, Done):
-                ended = True
-                yield writer.end(event)
+                answers[i] = event
+                yield writer.finish(event, index=i)
+                if len(answers) == len(streams):
+                    ended = True
+                    yield writer.close(answers[k] for k in sorted(answers))
             elif isinstance(event, Failed) or event is END:
                 ended = True  # headers are sent: report it the way OpenAI does mid-stream
                 error = (
@@ -158,15 +187,15 @@ async def sse_events(stream: TurnStream, first: Event, writer: ChunkWriter) -> A
                     else BackendError("The answer ended before it was complete; see the app log.", kind="internal")
                 )
                 yield sse_error(ApiError.from_backend(error).body())
-            if not ended:
-                event = await stream.next()
     except Exception:  # a bug while writing: the log has it, the client gets an error event
         ended = True
-        log.exception("%s: streaming the answer failed", stream.request_id)
+        log.exception("%s: streaming the answer failed", streams[0].request_id)
         yield sse_error(ApiError(500, "The server failed while streaming; see the app log.", code="internal").body())
     finally:
-        if not ended:
-            stream.stop("client went away")  # Starlette closed us: the worker stops the turn
+        for task in pumps:
+            task.cancel()
+        if not ended or len(answers) < len(streams):
+            stop_all(streams, "client went away" if not ended else "another answer of the request failed")
 
 
 async def guarded(request: Request, stream: TurnStream, awaitable: Awaitable[T]) -> T:
