@@ -47,7 +47,7 @@ from ..core import (
 )
 from ..engine import LLAMA_CPP
 from ..errors import generation_error
-from .prompt import Prompt, fit_prompt
+from .prompt import Prompt, fit_prompt, fitted_or_stopped, stopped_in_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.llama_cpp import LlamaCppModel
@@ -158,18 +158,9 @@ class LlamaCppBackend(Backend):
         req: dict[str, Any] = {
             "messages": [m.to_dict() for m in messages],
             "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "top_k": params.top_k,
-            "min_p": 0.0,
-            "repeat_penalty": params.repetition_penalty,
-            "stream": True,
+            **_sampling(params),
             "stream_options": {"include_usage": True},
         }
-        if params.seed is not None:
-            req["seed"] = params.seed
-        if params.stop:
-            req["stop"] = list(params.stop)
         if params.top_logprobs is not None:
             req["logprobs"] = True
             # At least one: with none, llama.cpp leaves out the chosen token's own probability too (the
@@ -183,17 +174,8 @@ class LlamaCppBackend(Backend):
         req: dict[str, Any] = {
             "prompt": list(prompt.ids),
             "n_predict": params.max_new_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "top_k": params.top_k,
-            "min_p": 0.0,
-            "repeat_penalty": params.repetition_penalty,
-            "stream": True,
+            **_sampling(params),
         }
-        if params.seed is not None:
-            req["seed"] = params.seed
-        if params.stop:
-            req["stop"] = list(params.stop)
         if params.top_logprobs is not None:
             req["n_probs"] = max(1, params.top_logprobs)  # at least one, as in request()
         return req
@@ -202,19 +184,12 @@ class LlamaCppBackend(Backend):
         self, messages: Sequence[Message], params: GenParams, cancel: threading.Event | None = None
     ) -> Iterator[Chunk]:
         check_conversation(messages)
-        try:
-            prompt = self.prepare(messages, params.max_new_tokens, cancel)
-        except BackendError as e:
-            if e.kind != "cancelled":
-                raise
+        prompt = fitted_or_stopped(self.prepare, messages, params.max_new_tokens, cancel)
+        if prompt is None:
             yield Chunk(finish_reason="cancelled")  # stopped while the prompt was being fitted
             return
         if not self._acquire_slot(cancel):
-            yield Chunk(
-                usage=Usage(len(prompt.ids), 0),
-                finish_reason="cancelled",
-                raw={"truncated_turns": prompt.truncated_turns, "engine": LLAMA_CPP},
-            )
+            yield stopped_in_line(prompt, engine=LLAMA_CPP)
             return
         run = _Run(self, prompt, params, cancel)
         try:
@@ -245,6 +220,24 @@ class LlamaCppBackend(Backend):
     def _release_slot(self) -> None:
         if self.slots is not None:
             self.slots.release()
+
+
+def _sampling(params: GenParams) -> dict[str, Any]:
+    """The sampling settings in llama.cpp's names, the same for a chat request and a raw completion (``min_p``
+    off: the app's settings are the OpenAI ones), streamed."""
+    out: dict[str, Any] = {
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": 0.0,
+        "repeat_penalty": params.repetition_penalty,
+        "stream": True,
+    }
+    if params.seed is not None:
+        out["seed"] = params.seed
+    if params.stop:
+        out["stop"] = list(params.stop)
+    return out
 
 
 class _Run:

@@ -34,11 +34,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..core import Backend, BackendError, Chunk, GenParams, Message, Usage, check_conversation, split_prefix
+from ..core import Backend, BackendError, Chunk, GenParams, Message, check_conversation, split_prefix
 from ..engine import TRANSFORMERS
 from ..slots import LocalSlots, SlotTicket
 from .hf_generation import POLL_S, GenerateRun
-from .prompt import Prompt, fit_prompt
+from .prompt import Prompt, fit_prompt, fitted_or_stopped, stopped_in_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.transformers_loader import LoadedModel
@@ -227,19 +227,12 @@ class LocalBackend(Backend):
         cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         check_conversation(messages)
-        try:
-            prompt = self.prepare(messages, params.max_new_tokens, cancel)
-        except BackendError as e:
-            if e.kind != "cancelled":
-                raise
+        prompt = fitted_or_stopped(self.prepare, messages, params.max_new_tokens, cancel)
+        if prompt is None:
             yield Chunk(finish_reason="cancelled")  # stopped while the prompt was being fitted
             return
         if not self._acquire_slot(cancel):
-            yield Chunk(
-                usage=Usage(len(prompt.ids), 0),
-                finish_reason="cancelled",
-                raw={"truncated_turns": prompt.truncated_turns},
-            )
+            yield stopped_in_line(prompt)
             return
         run: GenerateRun | None = None
         started = False

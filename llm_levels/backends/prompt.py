@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..core import BackendError, Message
+from ..core import BackendError, Chunk, Message, Usage
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,32 @@ def fit_prompt(
         else:
             lo = mid
     return best
+
+
+#: A backend's ``prepare(messages, max_new_tokens, cancel)``: the fitted prompt.
+Prepare = Callable[[Sequence[Message], int, "threading.Event | None"], Prompt]
+
+
+def fitted_or_stopped(
+    prepare: Prepare, messages: Sequence[Message], max_new_tokens: int, cancel: threading.Event | None
+) -> Prompt | None:
+    """``prepare``'s prompt, or None when Stop ended the fitting (a long conversation takes a while)."""
+    try:
+        return prepare(messages, max_new_tokens, cancel)
+    except BackendError as e:
+        if e.kind != "cancelled":
+            raise
+        return None
+
+
+def stopped_in_line(prompt: Prompt, **raw: str) -> Chunk:
+    """The one chunk of a turn stopped while it waited for a generation slot: its prompt was counted, nothing
+    was generated."""
+    return Chunk(
+        usage=Usage(len(prompt.ids), 0),
+        finish_reason="cancelled",
+        raw={"truncated_turns": prompt.truncated_turns, **raw},
+    )
 
 
 def _too_long(shortest: Prompt, max_new_tokens: int, window: int, model: str) -> BackendError:
